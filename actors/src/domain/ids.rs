@@ -1,0 +1,60 @@
+//! Prefixed ids (`ldg_`, `bln_`, `txn_`, …): Blnk's shape, `<prefix>_<uuid v4>`.
+
+use uuid::Uuid;
+
+pub const LEDGER_PREFIX: &str = "ldg";
+pub const BALANCE_PREFIX: &str = "bln";
+pub const TRANSACTION_PREFIX: &str = "txn";
+pub const BULK_PREFIX: &str = "bulk";
+
+/// The seeded ledger that holds every `@indicator` balance.
+pub const GENERAL_LEDGER_ID: &str = "general_ledger_id";
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::new_v4())
+}
+
+/// An indicator names a General Ledger balance (`@World`): `@` then no white space.
+pub fn is_indicator(identifier: &str) -> bool {
+    identifier.len() > 1
+        && identifier.len() <= 256
+        && identifier.starts_with('@')
+        && !identifier.chars().any(char::is_whitespace)
+}
+
+/// Stable shard of a balance id (FNV-1a, as Blnk shards its queues by source balance).
+pub fn shard_of(balance_id: &str, shard_count: u32) -> u32 {
+    assert!(shard_count > 0);
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in balance_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % shard_count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_prefix() {
+        let id = new_id(TRANSACTION_PREFIX);
+        assert!(id.starts_with("txn_"));
+        assert!(Uuid::parse_str(&id[4..]).is_ok());
+    }
+
+    #[test]
+    fn indicators_start_with_at_and_have_no_spaces() {
+        assert!(is_indicator("@World"));
+        assert!(!is_indicator("@"));
+        assert!(!is_indicator("@Wor ld"));
+        assert!(!is_indicator("bln_123"));
+    }
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("bln_a", 20), shard_of("bln_a", 20));
+        assert!((0..1000).all(|i| shard_of(&format!("bln_{i}"), 7) < 7));
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure domain types and rules: no I/O.
+
+pub mod amount;
+pub mod balance;
+pub mod batch;
+pub mod ids;
+pub mod transaction;
+
+pub use amount::{Amount, AmountError, Precision};
+pub use balance::{BalanceAmounts, BalanceDelta, Floor, GuardedChange};
+pub use transaction::{TransactionRecord, TransactionStatus};

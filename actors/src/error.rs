@@ -1,0 +1,78 @@
+//! The ledger core's errors. Variants are listed in precedence order: when a request breaks
+//! several rules, the first one listed is the one reported.
+
+use crate::domain::AmountError;
+use crate::store::FilterError;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LedgerError {
+    #[error("{0}")]
+    LedgerValidation(String),
+    #[error("{0}")]
+    BalanceValidation(String),
+    #[error("{0}")]
+    TransactionValidation(String),
+    #[error("{0}")]
+    InvalidFilter(FilterError),
+    #[error("{0}")]
+    InvalidAmount(AmountError),
+    #[error("source and destination cannot be the same balance")]
+    SameSourceAndDestination,
+    #[error("ledger with ID '{0}' not found")]
+    LedgerNotFound(String),
+    #[error("balance with ID '{0}' not found")]
+    BalanceNotFound(String),
+    #[error("transaction with ID '{0}' not found")]
+    TransactionNotFound(String),
+    #[error(
+        "precision {given} does not match balance '{balance_id}', which was created with precision {expected}"
+    )]
+    PrecisionMismatch {
+        balance_id: String,
+        expected: String,
+        given: String,
+    },
+    #[error("reference {0} has already been used")]
+    DuplicateReference(String),
+    #[error("balance with indicator '{indicator}' and currency '{currency}' already exists")]
+    DuplicateBalance { indicator: String, currency: String },
+    #[error("insufficient funds in source balance '{0}'")]
+    InsufficientFunds(String),
+    #[error("transaction exceeds overdraft limit of source balance '{0}'")]
+    OverdraftLimitExceeded(String),
+    #[error("the ledger is overloaded; retry shortly")]
+    Overloaded,
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("queue error: {0}")]
+    Queue(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LedgerError {
+    /// Blnk's `rejection.reason` / `blnk_rejection_reason` words for refusals.
+    pub fn rejection_reason(&self) -> String {
+        self.to_string()
+    }
+
+    /// Refusals that depend on balance state (a queued transaction is REJECTED for them).
+    pub fn is_funds_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::InsufficientFunds(_) | Self::OverdraftLimitExceeded(_)
+        )
+    }
+}
+
+impl From<sea_orm::DbErr> for LedgerError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        LedgerError::Storage(error.to_string())
+    }
+}
+
+impl From<AmountError> for LedgerError {
+    fn from(error: AmountError) -> Self {
+        LedgerError::InvalidAmount(error)
+    }
+}

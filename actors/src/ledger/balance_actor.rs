@@ -1,0 +1,201 @@
+//! One actor per live balance: the only writer of the balance's cached state in this
+//! process. It checks funds (available − reserved) and holds reservations until the
+//! committer has written the transfer; the database re-checks at commit (see `store::commit`).
+
+use super::registry::RegistryMap;
+use crate::domain::balance::GuardedChange;
+use crate::domain::Precision;
+use crate::store::{BalanceRow, Store};
+use crate::LedgerError;
+use actix::prelude::*;
+use bigdecimal::num_bigint::{BigInt, Sign};
+use bigdecimal::Zero;
+use std::time::{Duration, Instant};
+
+pub struct BalanceActor {
+    row: BalanceRow,
+    /// Debits reserved by transfers that are not committed yet.
+    reserved: BigInt,
+    store: Store,
+    registry: RegistryMap,
+    mailbox_capacity: usize,
+    idle_after: Duration,
+    last_used: Instant,
+    reload_on_start: bool,
+}
+
+impl BalanceActor {
+    pub fn new(
+        row: BalanceRow,
+        store: Store,
+        registry: RegistryMap,
+        mailbox_capacity: usize,
+        idle_after: Duration,
+    ) -> Self {
+        Self {
+            row,
+            reserved: BigInt::zero(),
+            store,
+            registry,
+            mailbox_capacity,
+            idle_after,
+            last_used: Instant::now(),
+            reload_on_start: false,
+        }
+    }
+
+    fn check_precision(&self, precision: &Precision) -> Result<(), LedgerError> {
+        match &self.row.precision {
+            Some(expected) if expected != precision => Err(LedgerError::PrecisionMismatch {
+                balance_id: self.row.balance_id.clone(),
+                expected: expected.to_string(),
+                given: precision.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reserves the change's debit if the floor allows it against the cached state.
+    fn try_reserve(&mut self, change: &GuardedChange) -> Result<(), LedgerError> {
+        let debit = -change.delta.available_change();
+        if let Some(floor) = &change.floor {
+            let after = self.row.amounts.available() - &self.reserved - &debit;
+            if !floor.permits(&after) {
+                return Err(crate::store::refusal_for(&self.row.balance_id, Some(floor)));
+            }
+        }
+        if debit.sign() == Sign::Plus {
+            self.reserved += debit;
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, row: BalanceRow) {
+        if row.version > self.row.version {
+            self.row = row;
+        }
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.row.balance_id.clone();
+        ctx.wait(
+            async move { store.balance_rows(vec![id]).await }
+                .into_actor(self)
+                .map(|result, actor, ctx| match result {
+                    Ok(mut rows) => {
+                        if let Some(row) = rows.remove(&actor.row.balance_id) {
+                            actor.row = row;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, balance_id = %actor.row.balance_id, "reload failed");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for BalanceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        if std::mem::take(&mut self.reload_on_start) {
+            self.reload(ctx);
+        }
+        let check_every = (self.idle_after / 2).max(Duration::from_millis(50));
+        ctx.run_interval(check_every, |actor, ctx| {
+            let idle = actor.last_used.elapsed() >= actor.idle_after;
+            if idle && actor.reserved.is_zero() {
+                actor.registry.forget(&actor.row.balance_id, &ctx.address());
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Supervised for BalanceActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Reservations of in-flight transfers are released by their Settle messages; the
+        // state itself is read again, since this actor may have missed updates.
+        self.reload_on_start = true;
+    }
+}
+
+/// Checks precision and reserves a debit (the source side of a transfer).
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct Reserve {
+    pub change: GuardedChange,
+    pub precision: Precision,
+}
+
+impl Handler<Reserve> for BalanceActor {
+    type Result = AtomicResponse<Self, Result<(), LedgerError>>;
+
+    fn handle(&mut self, message: Reserve, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        if let Err(error) = self.check_precision(&message.precision) {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+        }
+        if self.try_reserve(&message.change).is_ok() {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        }
+        // The cache may be stale (another process credited this balance): read the row
+        // again before refusing. The mailbox waits meanwhile, so the check stays serial.
+        let store = self.store.clone();
+        let id = self.row.balance_id.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.balance_rows(vec![id]).await }
+                .into_actor(self)
+                .map(move |result, actor, _ctx| {
+                    let mut rows = result?;
+                    if let Some(row) = rows.remove(&actor.row.balance_id) {
+                        actor.observe(row);
+                    }
+                    actor.try_reserve(&message.change)
+                }),
+        ))
+    }
+}
+
+/// Checks that the balance accepts this precision (the credited side of a transfer).
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct Touch {
+    pub precision: Precision,
+}
+
+impl Handler<Touch> for BalanceActor {
+    type Result = Result<(), LedgerError>;
+
+    fn handle(&mut self, message: Touch, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        self.check_precision(&message.precision)
+    }
+}
+
+/// A transfer finished: release its reservation and take the committed state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Settle {
+    pub released: BigInt,
+    pub row: Option<BalanceRow>,
+}
+
+impl Handler<Settle> for BalanceActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Settle, _ctx: &mut Context<Self>) {
+        self.reserved -= message.released;
+        if self.reserved.sign() == Sign::Minus {
+            // A restart dropped the reservation this releases.
+            self.reserved = BigInt::zero();
+        }
+        if let Some(row) = message.row {
+            self.observe(row);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Finds or starts the actor of a balance. Actors are spread over a fixed set of arbiters
+//! (threads) by balance id, started on first use, stopped when idle, and bounded in number.
+
+use super::balance_actor::BalanceActor;
+use crate::domain::ids::shard_of;
+use crate::store::{BalanceRow, Store};
+use crate::LedgerError;
+use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The live actors by balance id; shared with the actors so an idle one can leave.
+#[derive(Clone, Default)]
+pub struct RegistryMap(Arc<Mutex<HashMap<String, Addr<BalanceActor>>>>);
+
+impl RegistryMap {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Addr<BalanceActor>>> {
+        // A poisoned map is still a valid map of addresses.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, balance_id: &str) -> Option<Addr<BalanceActor>> {
+        self.lock()
+            .get(balance_id)
+            .filter(|addr| addr.connected())
+            .cloned()
+    }
+
+    /// Removes the entry if it still names this actor.
+    pub fn forget(&self, balance_id: &str, addr: &Addr<BalanceActor>) {
+        let mut map = self.lock();
+        if map.get(balance_id) == Some(addr) {
+            map.remove(balance_id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub arbiters: usize,
+    pub actors_max: usize,
+    pub mailbox_capacity: usize,
+    pub idle_ms: u64,
+}
+
+pub struct BalanceRegistry {
+    map: RegistryMap,
+    arbiters: Vec<ArbiterHandle>,
+    /// Kept so the arbiter threads live as long as the registry.
+    _owned: Vec<Arbiter>,
+    store: Store,
+    settings: RegistrySettings,
+}
+
+impl BalanceRegistry {
+    pub fn new(store: Store, settings: RegistrySettings) -> Self {
+        let owned: Vec<Arbiter> = (0..settings.arbiters.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
+        let arbiters = owned.iter().map(Arbiter::handle).collect();
+        Self {
+            map: RegistryMap::default(),
+            arbiters,
+            _owned: owned,
+            store,
+            settings,
+        }
+    }
+
+    pub fn live_actors(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The balance's actor, started (from its stored row) if it is not live.
+    pub async fn actor(&self, balance_id: &str) -> Result<Addr<BalanceActor>, LedgerError> {
+        if let Some(addr) = self.map.get(balance_id) {
+            return Ok(addr);
+        }
+        let mut rows = self.store.balance_rows(vec![balance_id.to_owned()]).await?;
+        let row = rows
+            .remove(balance_id)
+            .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.to_owned()))?;
+        Ok(self.start(row))
+    }
+
+    fn start(&self, row: BalanceRow) -> Addr<BalanceActor> {
+        let mut map = self.map.lock();
+        if let Some(addr) = map.get(&row.balance_id).filter(|addr| addr.connected()) {
+            return addr.clone();
+        }
+        if map.len() >= self.settings.actors_max {
+            map.retain(|_, addr| addr.connected());
+        }
+        if map.len() >= self.settings.actors_max {
+            // Over the bound: the new actor is not kept in the map; it serves this request
+            // and stops when idle. The database guard keeps this correct.
+            tracing::debug!(live = map.len(), "balance actor bound reached");
+        }
+        let shard = shard_of(&row.balance_id, self.arbiters.len() as u32) as usize;
+        let balance_id = row.balance_id.clone();
+        let (store, registry) = (self.store.clone(), self.map.clone());
+        let (capacity, idle) = (
+            self.settings.mailbox_capacity,
+            Duration::from_millis(self.settings.idle_ms),
+        );
+        let addr = Supervisor::start_in_arbiter(&self.arbiters[shard], move |_| {
+            BalanceActor::new(row, store, registry, capacity, idle)
+        });
+        if map.len() < self.settings.actors_max {
+            map.insert(balance_id, addr.clone());
+        }
+        addr
+    }
+}
+
+impl Drop for BalanceRegistry {
+    fn drop(&mut self) {
+        for arbiter in &self._owned {
+            arbiter.stop();
+        }
+    }
+}

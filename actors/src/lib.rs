@@ -1,0 +1,23 @@
+//! The ledger core of Coffer: domain rules, balance actors, the group-committing writer,
+//! storage and the transaction queue. No HTTP here.
+//!
+//! # Layout
+//! - [`domain`]: pure types and rules (exact amounts, precision, overdraft floors, the
+//!   batch guard, transaction rows); unit- and property-tested, no I/O.
+//! - [`entity`]: sea-orm entities and the exact [`entity::Money`] column type.
+//! - [`store`]: every database query; PostgreSQL and SQLite.
+//! - [`ledger`]: the actors: one supervised actor per live balance, the committer that
+//!   group-commits validated transfers, and the [`ledger::Ledger`] handle the HTTP shell calls.
+//! - [`queue`]: the transaction queue (Redis Streams or in-process), its workers and the
+//!   recovery sweep.
+//! - [`error`]: [`LedgerError`], in precedence order.
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod entity;
+pub mod error;
+pub mod ledger;
+pub mod queue;
+pub mod store;
+
+pub use error::LedgerError;

@@ -1,0 +1,90 @@
+//! The recovery sweep: QUEUED rows older than a threshold with no child row are enqueued
+//! again. It makes a lost queue entry (Redis data loss, the in-process queue after a
+//! restart, a failed enqueue) a delay, never a loss. Re-delivery is harmless: the child's
+//! `<ref>_q` reference is unique.
+
+use crate::domain::ids::shard_of;
+use crate::ledger::Ledger;
+use crate::LedgerError;
+use actix::prelude::*;
+use chrono::Utc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub interval_ms: u64,
+    /// Rows younger than this are left to the queue.
+    pub age_ms: u64,
+    /// Rows re-enqueued per run.
+    pub batch_max: u64,
+}
+
+/// Re-enqueues unfinished QUEUED rows older than `age`; returns how many.
+pub async fn recover(ledger: &Ledger, age: Duration, limit: u64) -> Result<usize, LedgerError> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::zero());
+    let rows = ledger.store().unfinished_queued(cutoff, limit).await?;
+    let queue = ledger.queue();
+    for row in &rows {
+        queue
+            .enqueue(
+                shard_of(&row.source, queue.shard_count()),
+                &row.transaction_id,
+            )
+            .await?;
+    }
+    Ok(rows.len())
+}
+
+pub struct RecoverySweep {
+    ledger: Ledger,
+    settings: SweepSettings,
+    running: bool,
+}
+
+impl RecoverySweep {
+    pub fn new(ledger: Ledger, settings: SweepSettings) -> Self {
+        Self {
+            ledger,
+            settings,
+            running: false,
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            return;
+        }
+        self.running = true;
+        let (ledger, settings) = (self.ledger.clone(), self.settings.clone());
+        let run = async move {
+            recover(
+                &ledger,
+                Duration::from_millis(settings.age_ms),
+                settings.batch_max,
+            )
+            .await
+        };
+        ctx.spawn(run.into_actor(self).map(|result, actor, _| {
+            actor.running = false;
+            match result {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(count, "recovery sweep re-enqueued queued transactions")
+                }
+                Err(error) => tracing::warn!(%error, "recovery sweep failed"),
+            }
+        }));
+    }
+}
+
+impl Actor for RecoverySweep {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.sweep(ctx);
+        ctx.run_interval(
+            Duration::from_millis(self.settings.interval_ms),
+            |actor, ctx| actor.sweep(ctx),
+        );
+    }
+}

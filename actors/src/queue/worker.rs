@@ -1,0 +1,151 @@
+//! Queue workers: actors that drain the queue and apply each QUEUED transaction through the
+//! ledger (balance actors and the committer), acking an entry only after its child row is
+//! committed.
+
+use super::{Delivery, TransactionQueue};
+use crate::domain::TransactionStatus;
+use crate::ledger::Ledger;
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub workers: u32,
+    /// Entries taken per read.
+    pub receive_batch_max: usize,
+    pub receive_wait_ms: u64,
+    /// An entry delivered this long ago and never acked is taken over.
+    pub claim_idle_ms: u64,
+    /// Pause after a queue error before reading again.
+    pub error_backoff_ms: u64,
+}
+
+pub struct QueueWorker {
+    ledger: Ledger,
+    consumer: String,
+    shards: Vec<u32>,
+    settings: WorkerSettings,
+}
+
+impl QueueWorker {
+    /// Starts `settings.workers` workers on their own arbiter; each reads its own shards.
+    pub fn start_pool(
+        ledger: Ledger,
+        process_id: &str,
+        settings: WorkerSettings,
+    ) -> (Arbiter, Vec<Addr<QueueWorker>>) {
+        let arbiter = Arbiter::new();
+        let shard_count = ledger.queue().shard_count();
+        let workers = settings.workers.clamp(1, shard_count);
+        let addrs = (0..workers)
+            .map(|index| {
+                let shards: Vec<u32> = (0..shard_count).filter(|s| s % workers == index).collect();
+                let worker = QueueWorker {
+                    ledger: ledger.clone(),
+                    consumer: format!("{process_id}-{index}"),
+                    shards,
+                    settings: settings.clone(),
+                };
+                QueueWorker::start_in_arbiter(&arbiter.handle(), move |_| worker)
+            })
+            .collect();
+        (arbiter, addrs)
+    }
+}
+
+impl Actor for QueueWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let run = drain(
+            self.ledger.clone(),
+            self.consumer.clone(),
+            self.shards.clone(),
+            self.settings.clone(),
+        );
+        ctx.spawn(run.into_actor(self));
+    }
+}
+
+async fn drain(ledger: Ledger, consumer: String, shards: Vec<u32>, settings: WorkerSettings) {
+    let queue: Arc<dyn TransactionQueue> = ledger.queue().clone();
+    let mut last_claim = Instant::now();
+    loop {
+        let received = if last_claim.elapsed() >= Duration::from_millis(settings.claim_idle_ms) {
+            last_claim = Instant::now();
+            queue
+                .claim_stale(
+                    &consumer,
+                    &shards,
+                    settings.claim_idle_ms,
+                    settings.receive_batch_max,
+                )
+                .await
+        } else {
+            queue
+                .receive(
+                    &consumer,
+                    &shards,
+                    settings.receive_batch_max,
+                    settings.receive_wait_ms,
+                )
+                .await
+        };
+        match received {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => process(&ledger, queue.as_ref(), deliveries).await,
+            Err(error) => {
+                tracing::warn!(%error, %consumer, "queue read failed");
+                tokio::time::sleep(Duration::from_millis(settings.error_backoff_ms)).await;
+            }
+        }
+    }
+}
+
+/// Applies a batch of deliveries concurrently (so they share group commits) and acks the
+/// ones that are done.
+#[tracing::instrument(skip_all, fields(count = deliveries.len()))]
+async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<Delivery>) {
+    let ids = deliveries
+        .iter()
+        .map(|d| d.transaction_id.clone())
+        .collect();
+    let records = match ledger.store().transactions_by_ids(ids).await {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::warn!(%error, "loading queued transactions failed");
+            return;
+        }
+    };
+    let by_id: HashMap<&str, _> = records
+        .iter()
+        .map(|r| (r.transaction_id.as_str(), r))
+        .collect();
+    let applies = deliveries.iter().map(|delivery| async {
+        let Some(record) = by_id.get(delivery.transaction_id.as_str()) else {
+            tracing::warn!(transaction_id = %delivery.transaction_id, "queued transaction not found");
+            return true;
+        };
+        if record.status != TransactionStatus::Queued {
+            return true;
+        }
+        match ledger.apply_queued(record).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, transaction_id = %record.transaction_id, "apply failed; will retry");
+                false
+            }
+        }
+    });
+    let done = futures_util::future::join_all(applies).await;
+    let acked: Vec<Delivery> = deliveries
+        .into_iter()
+        .zip(done)
+        .filter_map(|(delivery, done)| done.then_some(delivery))
+        .collect();
+    if let Err(error) = queue.ack(&acked).await {
+        tracing::warn!(%error, "ack failed; entries will be delivered again");
+    }
+}

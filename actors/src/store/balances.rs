@@ -1,0 +1,269 @@
+use super::filter::{self, FieldKind, ListQuery};
+use super::Store;
+use crate::domain::ids::{self, GENERAL_LEDGER_ID};
+use crate::domain::{BalanceAmounts, Precision};
+use crate::entity::{balance, ledger, Money};
+use crate::LedgerError;
+use bigdecimal::num_bigint::BigInt;
+use chrono::Utc;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, Statement,
+};
+use std::collections::HashMap;
+
+/// A balance's current state as the actors and the committer see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceRow {
+    pub balance_id: String,
+    pub currency: String,
+    pub precision: Option<Precision>,
+    pub amounts: BalanceAmounts,
+    pub version: i64,
+}
+
+impl From<&balance::Model> for BalanceRow {
+    fn from(model: &balance::Model) -> Self {
+        Self {
+            balance_id: model.balance_id.clone(),
+            currency: model.currency.clone(),
+            precision: model
+                .precision
+                .clone()
+                .and_then(|p| Precision::from_bigint(p.0).ok()),
+            amounts: BalanceAmounts {
+                credit: model.credit_balance.0.clone(),
+                debit: model.debit_balance.0.clone(),
+                inflight_credit: model.inflight_credit_balance.0.clone(),
+                inflight_debit: model.inflight_debit_balance.0.clone(),
+            },
+            version: model.version,
+        }
+    }
+}
+
+pub struct NewBalance {
+    pub ledger_id: String,
+    pub currency: String,
+    pub identity_id: Option<String>,
+    pub indicator: Option<String>,
+    pub precision: Option<Precision>,
+    pub meta_data: Option<serde_json::Value>,
+    pub track_fund_lineage: bool,
+    pub allocation_strategy: Option<String>,
+}
+
+/// Sums of still-QUEUED transactions of a balance (`with_queued=true`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueuedTotals {
+    pub debit: BigInt,
+    pub credit: BigInt,
+}
+
+pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
+    ("balance_id", FieldKind::Text),
+    ("ledger_id", FieldKind::Text),
+    ("identity_id", FieldKind::Text),
+    ("indicator", FieldKind::Text),
+    ("currency", FieldKind::Text),
+    ("balance", FieldKind::Money),
+    ("credit_balance", FieldKind::Money),
+    ("debit_balance", FieldKind::Money),
+    ("inflight_balance", FieldKind::Money),
+    ("inflight_credit_balance", FieldKind::Money),
+    ("inflight_debit_balance", FieldKind::Money),
+    ("created_at", FieldKind::Time),
+];
+
+fn new_model(new: NewBalance) -> balance::ActiveModel {
+    let zero = || Set(Money::default());
+    balance::ActiveModel {
+        balance_id: Set(ids::new_id(ids::BALANCE_PREFIX)),
+        ledger_id: Set(new.ledger_id),
+        identity_id: Set(new.identity_id),
+        indicator: Set(new.indicator),
+        currency: Set(new.currency),
+        precision: Set(new.precision.map(|p| Money(p.as_bigint().clone()))),
+        balance: zero(),
+        credit_balance: zero(),
+        debit_balance: zero(),
+        inflight_balance: zero(),
+        inflight_credit_balance: zero(),
+        inflight_debit_balance: zero(),
+        version: Set(0),
+        created_at: Set(Utc::now()),
+        inflight_expires_at: Set(None),
+        meta_data: Set(new.meta_data),
+        track_fund_lineage: Set(new.track_fund_lineage),
+        allocation_strategy: Set(new.allocation_strategy),
+    }
+}
+
+async fn find_balance(db: &DatabaseConnection, id: &str) -> Result<balance::Model, LedgerError> {
+    balance::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .ok_or_else(|| LedgerError::BalanceNotFound(id.to_owned()))
+}
+
+async fn find_by_indicator(
+    db: &DatabaseConnection,
+    indicator: &str,
+    currency: &str,
+) -> Result<Option<balance::Model>, LedgerError> {
+    Ok(balance::Entity::find()
+        .filter(balance::Column::Indicator.eq(indicator))
+        .filter(balance::Column::Currency.eq(currency))
+        .one(db)
+        .await?)
+}
+
+impl Store {
+    pub async fn create_balance(&self, new: NewBalance) -> Result<balance::Model, LedgerError> {
+        self.run(|db| async move {
+            let ledger_id = new.ledger_id.clone();
+            if ledger::Entity::find_by_id(ledger_id.clone())
+                .one(&db)
+                .await?
+                .is_none()
+            {
+                return Err(LedgerError::BalanceValidation(format!(
+                    "Invalid ledger ID: ledger '{ledger_id}' does not exist"
+                )));
+            }
+            let duplicate = match &new.indicator {
+                Some(indicator) => find_by_indicator(&db, indicator, &new.currency).await?,
+                None => None,
+            };
+            if let Some(existing) = duplicate {
+                return Err(LedgerError::DuplicateBalance {
+                    indicator: existing.indicator.unwrap_or_default(),
+                    currency: existing.currency,
+                });
+            }
+            let model = new_model(new);
+            let id = model.balance_id.clone().unwrap();
+            balance::Entity::insert(model)
+                .exec_without_returning(&db)
+                .await?;
+            find_balance(&db, &id).await
+        })
+        .await
+    }
+
+    pub async fn balance(&self, balance_id: &str) -> Result<balance::Model, LedgerError> {
+        let id = balance_id.to_owned();
+        self.run(|db| async move { find_balance(&db, &id).await })
+            .await
+    }
+
+    pub async fn balance_by_indicator(
+        &self,
+        indicator: &str,
+        currency: &str,
+    ) -> Result<balance::Model, LedgerError> {
+        let (indicator, currency) = (indicator.to_owned(), currency.to_owned());
+        self.run(|db| async move {
+            find_by_indicator(&db, &indicator, &currency).await?.ok_or(
+                LedgerError::BalanceNotFound(format!("{indicator} ({currency})")),
+            )
+        })
+        .await
+    }
+
+    /// The General Ledger balance of an indicator in a currency, created on first use. Safe
+    /// under concurrent first uses (and across processes): the unique index decides.
+    pub async fn indicator_balance(
+        &self,
+        indicator: &str,
+        currency: &str,
+    ) -> Result<balance::Model, LedgerError> {
+        let (indicator, currency) = (indicator.to_owned(), currency.to_owned());
+        self.run(|db| async move {
+            if let Some(found) = find_by_indicator(&db, &indicator, &currency).await? {
+                return Ok(found);
+            }
+            let model = new_model(NewBalance {
+                ledger_id: GENERAL_LEDGER_ID.to_owned(),
+                currency: currency.clone(),
+                identity_id: None,
+                indicator: Some(indicator.clone()),
+                precision: None,
+                meta_data: None,
+                track_fund_lineage: false,
+                allocation_strategy: None,
+            });
+            balance::Entity::insert(model)
+                .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
+                .exec_without_returning(&db)
+                .await?;
+            find_by_indicator(&db, &indicator, &currency)
+                .await?
+                .ok_or_else(|| LedgerError::Internal("indicator balance vanished".into()))
+        })
+        .await
+    }
+
+    /// Current rows of several balances, keyed by id.
+    pub async fn balance_rows(
+        &self,
+        balance_ids: Vec<String>,
+    ) -> Result<HashMap<String, BalanceRow>, LedgerError> {
+        self.run(|db| async move {
+            let models = balance::Entity::find()
+                .filter(balance::Column::BalanceId.is_in(balance_ids))
+                .all(&db)
+                .await?;
+            Ok(models
+                .iter()
+                .map(|m| (m.balance_id.clone(), BalanceRow::from(m)))
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn list_balances(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<balance::Model>, Option<u64>), LedgerError> {
+        self.run(|db| async move {
+            filter::run_list(&db, balance::Entity::find(), BALANCE_FIELDS, &query).await
+        })
+        .await
+    }
+
+    /// Sums of QUEUED transactions that no worker has applied yet.
+    pub async fn queued_totals(&self, balance_id: &str) -> Result<QueuedTotals, LedgerError> {
+        let id = balance_id.to_owned();
+        self.run(|db| async move {
+            let backend = db.get_database_backend();
+            let placeholder = |n: usize| match backend {
+                DbBackend::Sqlite => "?".to_owned(),
+                _ => format!("${n}"),
+            };
+            // Amounts are summed here, not in SQL: SQLite cannot add TEXT money exactly.
+            let sql = format!(
+                "SELECT q.source, q.destination, q.precise_amount FROM transactions q \
+                 WHERE q.status = 'QUEUED' AND (q.source = {p1} OR q.destination = {p2}) \
+                 AND NOT EXISTS (SELECT 1 FROM transactions c WHERE c.parent_transaction = q.transaction_id)",
+                p1 = placeholder(1),
+                p2 = placeholder(2)
+            );
+            let rows = db
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, [id.clone().into(), id.clone().into()]))
+                .await?;
+            let mut totals = QueuedTotals::default();
+            for row in rows {
+                let source: String = row.try_get("", "source")?;
+                let amount: Money = row.try_get("", "precise_amount")?;
+                if source == id {
+                    totals.debit += amount.0;
+                } else {
+                    totals.credit += amount.0;
+                }
+            }
+            Ok(totals)
+        })
+        .await
+    }
+}

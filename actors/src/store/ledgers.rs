@@ -1,0 +1,72 @@
+use super::filter::{self, FieldKind, ListQuery};
+use super::Store;
+use crate::entity::ledger;
+use crate::LedgerError;
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+
+pub struct NewLedger {
+    pub ledger_id: String,
+    pub name: String,
+    pub meta_data: Option<serde_json::Value>,
+}
+
+pub(crate) const LEDGER_FIELDS: &[(&str, FieldKind)] = &[
+    ("ledger_id", FieldKind::Text),
+    ("name", FieldKind::Text),
+    ("created_at", FieldKind::Time),
+];
+
+impl Store {
+    pub async fn create_ledger(&self, new: NewLedger) -> Result<ledger::Model, LedgerError> {
+        self.run(|db| async move {
+            let model = ledger::ActiveModel {
+                ledger_id: Set(new.ledger_id),
+                name: Set(new.name),
+                created_at: Set(Utc::now()),
+                meta_data: Set(new.meta_data),
+            };
+            Ok(model.insert(&db).await?)
+        })
+        .await
+    }
+
+    pub async fn ledger(&self, ledger_id: &str) -> Result<ledger::Model, LedgerError> {
+        let id = ledger_id.to_owned();
+        self.run(|db| async move {
+            ledger::Entity::find_by_id(id.clone())
+                .one(&db)
+                .await?
+                .ok_or(LedgerError::LedgerNotFound(id))
+        })
+        .await
+    }
+
+    pub async fn rename_ledger(
+        &self,
+        ledger_id: &str,
+        name: String,
+    ) -> Result<ledger::Model, LedgerError> {
+        let id = ledger_id.to_owned();
+        self.run(|db| async move {
+            let found = ledger::Entity::find_by_id(id.clone())
+                .one(&db)
+                .await?
+                .ok_or(LedgerError::LedgerNotFound(id))?;
+            let mut model: ledger::ActiveModel = found.into();
+            model.name = Set(name);
+            Ok(model.update(&db).await?)
+        })
+        .await
+    }
+
+    pub async fn list_ledgers(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<ledger::Model>, Option<u64>), LedgerError> {
+        self.run(|db| async move {
+            filter::run_list(&db, ledger::Entity::find(), LEDGER_FIELDS, &query).await
+        })
+        .await
+    }
+}

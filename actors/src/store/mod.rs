@@ -1,0 +1,196 @@
+//! Every database query of Coffer. PostgreSQL in production, SQLite (WAL) embedded.
+//!
+//! All queries run on one dedicated multi-thread tokio runtime owned by the [`Store`]: sqlx
+//! connections stay bound to the runtime that opened them, and actix arbiters and HTTP
+//! workers come and go, so no connection is ever opened on (and orphaned by) one of them.
+
+mod balances;
+mod commit;
+pub mod filter;
+mod ledgers;
+mod transactions;
+
+pub use balances::{BalanceRow, NewBalance, QueuedTotals};
+pub use commit::{commit_batch, refusal_for, BatchItem, BatchOutcome, ItemOutcome, Refusal};
+pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
+pub use ledgers::NewLedger;
+
+use crate::LedgerError;
+use migration::MigratorTrait;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of the connection pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connections_max: u32,
+    pub connections_min: u32,
+    pub acquire_timeout_ms: u64,
+    /// Threads of the runtime that drives the database I/O.
+    pub runtime_threads: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            connections_max: 20,
+            connections_min: 1,
+            acquire_timeout_ms: 5_000,
+            runtime_threads: 2,
+        }
+    }
+}
+
+/// Owns the database runtime; shuts it down without blocking when the last store is dropped
+/// (dropping a runtime inside another runtime would panic).
+struct DbRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for DbRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    runtime: Arc<DbRuntime>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and optionally applies migrations.
+    pub async fn connect(
+        url: &str,
+        settings: &PoolSettings,
+        migrate: bool,
+    ) -> Result<Self, LedgerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.runtime_threads.max(1))
+            .thread_name("coffer-db")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::Internal(format!("database runtime: {e}")))?;
+        let runtime = Arc::new(DbRuntime(Some(runtime)));
+        let handle = runtime
+            .0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
+            .clone();
+        let url = url.to_owned();
+        let settings = settings.clone();
+        let db = handle
+            .spawn(async move { open(&url, &settings, migrate).await })
+            .await
+            .map_err(|e| LedgerError::Internal(e.to_string()))??;
+        Ok(Self { db, runtime })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Runs a query future on the database runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, query: F) -> Result<T, LedgerError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, LedgerError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle();
+        handle
+            .spawn(query(self.db.clone()))
+            .await
+            .map_err(|e| LedgerError::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// `SELECT 1` within `timeout_ms`.
+    pub async fn ping(&self, timeout_ms: u64) -> Result<(), LedgerError> {
+        let ping = self.run(|db| async move { db.ping().await.map_err(LedgerError::from) });
+        tokio::time::timeout(Duration::from_millis(timeout_ms), ping)
+            .await
+            .map_err(|_| LedgerError::Storage("database ping timed out".into()))?
+    }
+
+    pub async fn migrate_up(&self) -> Result<(), LedgerError> {
+        self.run(|db| async move { migration::Migrator::up(&db, None).await.map_err(Into::into) })
+            .await
+    }
+
+    pub async fn migrate_down(&self, steps: Option<u32>) -> Result<(), LedgerError> {
+        self.run(move |db| async move {
+            migration::Migrator::down(&db, steps)
+                .await
+                .map_err(Into::into)
+        })
+        .await
+    }
+
+    /// `(name, applied)` for every known migration.
+    pub async fn migration_status(&self) -> Result<Vec<(String, bool)>, LedgerError> {
+        self.run(|db| async move {
+            let applied = migration::Migrator::get_applied_migrations(&db).await?;
+            let applied: Vec<String> = applied.iter().map(|m| m.name().to_owned()).collect();
+            Ok(migration::Migrator::migrations()
+                .iter()
+                .map(|m| {
+                    let name = m.name().to_owned();
+                    let done = applied.contains(&name);
+                    (name, done)
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+async fn open(
+    url: &str,
+    settings: &PoolSettings,
+    migrate: bool,
+) -> Result<DatabaseConnection, LedgerError> {
+    let is_sqlite = url.starts_with("sqlite:");
+    let url = if is_sqlite && !url.contains("mode=") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}mode=rwc")
+    } else {
+        url.to_owned()
+    };
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.connections_max)
+        .min_connections(settings.connections_min)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .sqlx_logging(false);
+    if is_sqlite {
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    let db = Database::connect(options).await?;
+    if migrate {
+        migration::Migrator::up(&db, None).await?;
+    }
+    Ok(db)
+}

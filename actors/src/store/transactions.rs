@@ -1,0 +1,204 @@
+use super::filter::{self, FieldKind, ListQuery};
+use super::Store;
+use crate::domain::{Precision, TransactionRecord, TransactionStatus};
+use crate::entity::{transaction, Money};
+use crate::LedgerError;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+pub(crate) const TRANSACTION_FIELDS: &[(&str, FieldKind)] = &[
+    ("transaction_id", FieldKind::Text),
+    ("parent_transaction", FieldKind::Text),
+    ("amount", FieldKind::MajorAmount),
+    ("precise_amount", FieldKind::Money),
+    ("currency", FieldKind::Text),
+    ("source", FieldKind::Text),
+    ("destination", FieldKind::Text),
+    ("balance_id", FieldKind::EitherBalance),
+    ("reference", FieldKind::Text),
+    ("status", FieldKind::Text),
+    ("created_at", FieldKind::Time),
+    ("effective_date", FieldKind::Time),
+    ("scheduled_for", FieldKind::Time),
+    ("description", FieldKind::Text),
+    ("precision", FieldKind::Money),
+];
+
+impl TryFrom<transaction::Model> for TransactionRecord {
+    type Error = LedgerError;
+    fn try_from(model: transaction::Model) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str| {
+            LedgerError::Storage(format!(
+                "transaction {} has a bad {what}",
+                model.transaction_id
+            ))
+        };
+        let status = model
+            .status
+            .parse::<TransactionStatus>()
+            .map_err(|_| corrupt("status"))?;
+        let precision =
+            Precision::from_bigint(model.precision.0.clone()).map_err(|_| corrupt("precision"))?;
+        Ok(Self {
+            transaction_id: model.transaction_id,
+            parent_transaction: model.parent_transaction,
+            source: model.source,
+            destination: model.destination,
+            reference: model.reference,
+            precise_amount: model.precise_amount.0,
+            precision,
+            currency: model.currency,
+            description: model.description,
+            status,
+            hash: model.hash,
+            allow_overdraft: model.allow_overdraft,
+            overdraft_limit: model.overdraft_limit.map(|m| m.0),
+            inflight: model.inflight,
+            skip_queue: model.skip_queue,
+            atomic: model.atomic,
+            created_at: model.created_at,
+            effective_date: model.effective_date,
+            scheduled_for: model.scheduled_for,
+            inflight_expiry_date: model.inflight_expiry_date,
+            inflight_commit_date: model.inflight_commit_date,
+            meta_data: model.meta_data,
+        })
+    }
+}
+
+pub(crate) fn active_model(record: &TransactionRecord) -> transaction::ActiveModel {
+    transaction::ActiveModel {
+        transaction_id: Set(record.transaction_id.clone()),
+        parent_transaction: Set(record.parent_transaction.clone()),
+        source: Set(record.source.clone()),
+        destination: Set(record.destination.clone()),
+        reference: Set(record.reference.clone()),
+        precise_amount: Set(Money(record.precise_amount.clone())),
+        precision: Set(Money(record.precision.as_bigint().clone())),
+        currency: Set(record.currency.clone()),
+        description: Set(record.description.clone()),
+        status: Set(record.status.as_str().to_owned()),
+        hash: Set(record.hash.clone()),
+        allow_overdraft: Set(record.allow_overdraft),
+        overdraft_limit: Set(record.overdraft_limit.clone().map(Money)),
+        inflight: Set(record.inflight),
+        skip_queue: Set(record.skip_queue),
+        atomic: Set(record.atomic),
+        created_at: Set(record.created_at),
+        effective_date: Set(record.effective_date),
+        scheduled_for: Set(record.scheduled_for),
+        inflight_expiry_date: Set(record.inflight_expiry_date),
+        inflight_commit_date: Set(record.inflight_commit_date),
+        meta_data: Set(record.meta_data.clone()),
+    }
+}
+
+async fn one_where(
+    db: &DatabaseConnection,
+    column: transaction::Column,
+    value: String,
+) -> Result<Option<TransactionRecord>, LedgerError> {
+    transaction::Entity::find()
+        .filter(column.eq(value))
+        .one(db)
+        .await?
+        .map(TransactionRecord::try_from)
+        .transpose()
+}
+
+impl Store {
+    pub async fn transaction(&self, id: &str) -> Result<TransactionRecord, LedgerError> {
+        let id = id.to_owned();
+        self.run(|db| async move {
+            one_where(&db, transaction::Column::TransactionId, id.clone())
+                .await?
+                .ok_or(LedgerError::TransactionNotFound(id))
+        })
+        .await
+    }
+
+    pub async fn transaction_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<TransactionRecord>, LedgerError> {
+        let reference = reference.to_owned();
+        self.run(
+            |db| async move { one_where(&db, transaction::Column::Reference, reference).await },
+        )
+        .await
+    }
+
+    pub async fn list_transactions(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<TransactionRecord>, Option<u64>), LedgerError> {
+        self.run(|db| async move {
+            let (rows, total) =
+                filter::run_list(&db, transaction::Entity::find(), TRANSACTION_FIELDS, &query)
+                    .await?;
+            let rows = rows
+                .into_iter()
+                .map(TransactionRecord::try_from)
+                .collect::<Result<_, _>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    /// QUEUED rows created before `older_than` that no worker has finished (no child row),
+    /// oldest first.
+    pub async fn unfinished_queued(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<TransactionRecord>, LedgerError> {
+        self.run(move |db| async move {
+            use sea_orm::sea_query::{Expr, ExprTrait, Query};
+            let children = Query::select()
+                .expr(Expr::cust("1"))
+                .from_as(transaction::Entity, "c")
+                .and_where(Expr::cust(
+                    "c.parent_transaction = transactions.transaction_id",
+                ))
+                .to_owned();
+            transaction::Entity::find()
+                .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
+                .filter(transaction::Column::CreatedAt.lt(older_than))
+                .filter(Expr::exists(children).not())
+                .order_by_asc(transaction::Column::CreatedAt)
+                .limit(limit)
+                .all(&db)
+                .await?
+                .into_iter()
+                .map(TransactionRecord::try_from)
+                .collect()
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// The rows with these ids (missing ids are simply absent).
+    pub async fn transactions_by_ids(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<TransactionRecord>, LedgerError> {
+        self.run(|db| async move {
+            let mut records = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(1000) {
+                let models = transaction::Entity::find()
+                    .filter(transaction::Column::TransactionId.is_in(chunk.to_vec()))
+                    .all(&db)
+                    .await?;
+                for model in models {
+                    records.push(TransactionRecord::try_from(model)?);
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+}

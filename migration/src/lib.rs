@@ -1,0 +1,22 @@
+//! Coffer's schema, as `sea-orm-migration` migrations shared by PostgreSQL and SQLite.
+//!
+//! # Layout
+//! - `m20261126_000001_create_ledger_tables`: ledgers, balances and transactions, with the
+//!   seeded General Ledger (`general_ledger_id`).
+//!
+//! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
+//! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
+#![forbid(unsafe_code)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_ledger_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_create_ledger_tables::Migration)]
+    }
+}

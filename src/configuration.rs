@@ -1,0 +1,316 @@
+//! Layered settings: defaults, then a config file (Blnk's `blnk.json` keys, plus Coffer's own
+//! `coffer` section; JSON or TOML), then environment variables (`BLNK_*` as Blnk names them,
+//! `COFFER_*` for Coffer's keys). Unknown keys in the file are warned about.
+
+use anyhow::Context;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL; `None` means the embedded SQLite file under `data_dir`.
+    pub database_url: Option<String>,
+    /// Redis URL; `None` means the in-process queue.
+    pub redis_url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub monitoring_port: u16,
+    pub http_workers: usize,
+    pub body_bytes_max: usize,
+    pub data_dir: PathBuf,
+    pub auto_migrate: bool,
+    /// Run the queue workers inside `coffer start` (always so with the in-process queue).
+    pub start_workers: bool,
+    pub queue_shards: u32,
+    pub queue_workers: u32,
+    pub queue_capacity: usize,
+    pub redis_key_prefix: String,
+    pub redis_pool_size_max: u32,
+    pub db_connections_max: u32,
+    pub batch_size_max: usize,
+    pub flush_window_ms: u64,
+    pub balance_actors_max: usize,
+    pub balance_idle_ms: u64,
+    pub balance_mailbox_capacity: usize,
+    pub balance_arbiters: usize,
+    pub receive_batch_max: usize,
+    pub claim_idle_ms: u64,
+    pub recovery_age_ms: u64,
+    pub recovery_interval_ms: u64,
+    pub health_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            redis_url: None,
+            host: "0.0.0.0".into(),
+            port: 5001,
+            monitoring_port: 5004,
+            http_workers: 2,
+            body_bytes_max: 5 * 1024 * 1024,
+            data_dir: PathBuf::from("data"),
+            auto_migrate: true,
+            start_workers: false,
+            queue_shards: 20,
+            queue_workers: 4,
+            queue_capacity: 1_000_000,
+            redis_key_prefix: String::new(),
+            redis_pool_size_max: 32,
+            db_connections_max: 20,
+            batch_size_max: 1000,
+            flush_window_ms: 0,
+            balance_actors_max: 100_000,
+            balance_idle_ms: 60_000,
+            balance_mailbox_capacity: 1024,
+            balance_arbiters: 2,
+            receive_batch_max: 256,
+            claim_idle_ms: 30_000,
+            recovery_age_ms: 60_000,
+            recovery_interval_ms: 30_000,
+            health_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// Every key the file may hold: `(path, environment variable)`.
+const KEYS: &[(&str, &str)] = &[
+    ("data_source.dns", "BLNK_DATA_SOURCE_DNS"),
+    (
+        "data_source.max_open_conns",
+        "BLNK_DATA_SOURCE_MAX_OPEN_CONNS",
+    ),
+    ("redis.dns", "BLNK_REDIS_DNS"),
+    ("redis.pool_size", "BLNK_REDIS_POOL_SIZE"),
+    ("server.port", "BLNK_SERVER_PORT"),
+    (
+        "server.max_request_body_size_mb",
+        "BLNK_SERVER_MAX_REQUEST_BODY_SIZE_MB",
+    ),
+    ("queue.number_of_queues", "BLNK_QUEUE_NUMBER_OF_QUEUES"),
+    ("queue.monitoring_port", "BLNK_QUEUE_MONITORING_PORT"),
+    ("transaction.batch_size", "BLNK_TRANSACTION_BATCH_SIZE"),
+    ("coffer.host", "COFFER_HOST"),
+    ("coffer.http_workers", "COFFER_HTTP_WORKERS"),
+    ("coffer.data_dir", "COFFER_DATA_DIR"),
+    ("coffer.auto_migrate", "COFFER_AUTO_MIGRATE"),
+    ("coffer.start_workers", "COFFER_START_WORKERS"),
+    ("coffer.queue_workers", "COFFER_QUEUE_WORKERS"),
+    ("coffer.queue_capacity", "COFFER_QUEUE_CAPACITY"),
+    ("coffer.redis_key_prefix", "COFFER_REDIS_KEY_PREFIX"),
+    ("coffer.flush_window_ms", "COFFER_FLUSH_WINDOW_MS"),
+    ("coffer.balance_actors_max", "COFFER_BALANCE_ACTORS_MAX"),
+    ("coffer.balance_idle_ms", "COFFER_BALANCE_IDLE_MS"),
+    (
+        "coffer.balance_mailbox_capacity",
+        "COFFER_BALANCE_MAILBOX_CAPACITY",
+    ),
+    ("coffer.balance_arbiters", "COFFER_BALANCE_ARBITERS"),
+    ("coffer.receive_batch_max", "COFFER_RECEIVE_BATCH_MAX"),
+    ("coffer.claim_idle_ms", "COFFER_CLAIM_IDLE_MS"),
+    ("coffer.recovery_age_ms", "COFFER_RECOVERY_AGE_MS"),
+    ("coffer.recovery_interval_ms", "COFFER_RECOVERY_INTERVAL_MS"),
+];
+
+/// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
+const KNOWN_SECTIONS: &[&str] = &[
+    "project_name",
+    "data_source",
+    "redis",
+    "server",
+    "queue",
+    "transaction",
+    "typesense",
+    "type_sense_key",
+    "backup_dir",
+    "enable_telemetry",
+    "enable_observability",
+    "monitoring_dsn",
+    "notification",
+    "rate_limit",
+    "reconciliation",
+    "account_number_generation",
+    "tokenization_secret",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "s3_endpoint",
+    "s3_bucket_name",
+    "s3_region",
+    "coffer",
+];
+
+impl Settings {
+    /// Loads defaults, then `config_file` (or `$COFFER_CONFIG`, or `./blnk.json` if present),
+    /// then the environment.
+    pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
+        let path = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("COFFER_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("blnk.json")).filter(|p| p.exists()));
+        let file = match &path {
+            Some(path) => read_file(path)?,
+            None => Value::Null,
+        };
+        let mut settings = Settings::default();
+        for (key, env) in KEYS {
+            let from_env = std::env::var(env).ok().filter(|v| !v.is_empty());
+            let value = from_env
+                .map(Value::String)
+                .or_else(|| lookup(&file, key).cloned());
+            if let Some(value) = value {
+                settings
+                    .apply(key, &value)
+                    .with_context(|| format!("bad setting {key}"))?;
+            }
+        }
+        Ok(settings)
+    }
+
+    fn apply(&mut self, key: &str, value: &Value) -> anyhow::Result<()> {
+        match key {
+            "data_source.dns" => self.database_url = text(value).filter(|v| !v.is_empty()),
+            "data_source.max_open_conns" => self.db_connections_max = number(value)?,
+            "redis.dns" => self.redis_url = text(value).filter(|v| !v.is_empty()).map(redis_url),
+            "redis.pool_size" => self.redis_pool_size_max = number(value)?,
+            "server.port" => self.port = number(value)?,
+            "server.max_request_body_size_mb" => {
+                self.body_bytes_max = number::<usize>(value)? * 1024 * 1024
+            }
+            "queue.number_of_queues" => self.queue_shards = number::<u32>(value)?.max(1),
+            "queue.monitoring_port" => self.monitoring_port = number(value)?,
+            "transaction.batch_size" => {
+                self.batch_size_max = number::<usize>(value)?.clamp(1, 10_000)
+            }
+            "coffer.host" => self.host = text(value).unwrap_or_default(),
+            "coffer.http_workers" => self.http_workers = number::<usize>(value)?.max(1),
+            "coffer.data_dir" => self.data_dir = PathBuf::from(text(value).unwrap_or_default()),
+            "coffer.auto_migrate" => self.auto_migrate = boolean(value)?,
+            "coffer.start_workers" => self.start_workers = boolean(value)?,
+            "coffer.queue_workers" => self.queue_workers = number::<u32>(value)?.max(1),
+            "coffer.queue_capacity" => self.queue_capacity = number::<usize>(value)?.max(1),
+            "coffer.redis_key_prefix" => self.redis_key_prefix = text(value).unwrap_or_default(),
+            "coffer.flush_window_ms" => self.flush_window_ms = number::<u64>(value)?.min(1000),
+            "coffer.balance_actors_max" => {
+                self.balance_actors_max = number::<usize>(value)?.max(16)
+            }
+            "coffer.balance_idle_ms" => self.balance_idle_ms = number::<u64>(value)?.max(100),
+            "coffer.balance_mailbox_capacity" => {
+                self.balance_mailbox_capacity = number::<usize>(value)?.max(16)
+            }
+            "coffer.balance_arbiters" => {
+                self.balance_arbiters = number::<usize>(value)?.clamp(1, 64)
+            }
+            "coffer.receive_batch_max" => {
+                self.receive_batch_max = number::<usize>(value)?.clamp(1, 10_000)
+            }
+            "coffer.claim_idle_ms" => self.claim_idle_ms = number::<u64>(value)?.max(1000),
+            "coffer.recovery_age_ms" => self.recovery_age_ms = number(value)?,
+            "coffer.recovery_interval_ms" => {
+                self.recovery_interval_ms = number::<u64>(value)?.max(100)
+            }
+            other => anyhow::bail!("no such setting {other}"),
+        }
+        Ok(())
+    }
+
+    /// The embedded default's SQLite file.
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir.join("coffer.db").display())
+    }
+
+    pub fn is_embedded_queue(&self) -> bool {
+        self.redis_url.is_none()
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Value> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => config::FileFormat::Toml,
+        _ => config::FileFormat::Json,
+    };
+    let value: Value = config::Config::builder()
+        .add_source(config::File::from(path).format(format))
+        .build()
+        .with_context(|| format!("reading {}", path.display()))?
+        .try_deserialize()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    if let Value::Object(map) = &value {
+        for key in map.keys().filter(|k| !KNOWN_SECTIONS.contains(&k.as_str())) {
+            tracing::warn!(key, file = %path.display(), "unknown configuration key ignored");
+        }
+        if let Some(Value::Object(coffer)) = map.get("coffer") {
+            for key in coffer.keys() {
+                let full = format!("coffer.{key}");
+                if !KEYS.iter().any(|(k, _)| *k == full) {
+                    tracing::warn!(key = full, "unknown configuration key ignored");
+                }
+            }
+        }
+    }
+    Ok(value)
+}
+
+fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted
+        .split('.')
+        .try_fold(value, |node, part| node.get(part))
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn number<T: std::str::FromStr>(value: &Value) -> anyhow::Result<T> {
+    let raw = text(value).unwrap_or_default();
+    raw.trim()
+        .parse::<T>()
+        .map_err(|_| anyhow::anyhow!("'{raw}' is not a valid number"))
+}
+
+fn boolean(value: &Value) -> anyhow::Result<bool> {
+    match text(value).unwrap_or_default().trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => anyhow::bail!("'{other}' is not true or false"),
+    }
+}
+
+/// Blnk accepts `host:port` as well as `redis://` URLs.
+fn redis_url(value: String) -> String {
+    if value.contains("://") {
+        value
+    } else {
+        format!("redis://{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blnk_keys_are_read_from_json() {
+        let file = serde_json::json!({
+            "data_source": {"dns": "postgres://x/y"},
+            "redis": {"dns": "localhost:6379"},
+            "server": {"port": "5005"},
+        });
+        let mut settings = Settings::default();
+        for (key, _) in KEYS {
+            if let Some(value) = lookup(&file, key) {
+                settings.apply(key, value).unwrap();
+            }
+        }
+        assert_eq!(settings.database_url.as_deref(), Some("postgres://x/y"));
+        assert_eq!(
+            settings.redis_url.as_deref(),
+            Some("redis://localhost:6379")
+        );
+        assert_eq!(settings.port, 5005);
+    }
+}

@@ -1,0 +1,190 @@
+//! The JSON shapes Coffer serves: Blnk's field names and types.
+
+use super::json::{decimal, integer};
+use chrono::{DateTime, SecondsFormat, Utc};
+use coffer_actors::domain::TransactionRecord;
+use coffer_actors::entity::{balance, ledger};
+use coffer_actors::store::QueuedTotals;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Go's zero time, which Blnk emits for unset times.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn time(value: &DateTime<Utc>) -> String {
+    value.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn time_or_zero(value: &Option<DateTime<Utc>>) -> String {
+    value
+        .as_ref()
+        .map(time)
+        .unwrap_or_else(|| ZERO_TIME.to_owned())
+}
+
+#[derive(Serialize)]
+pub struct LedgerJson {
+    pub ledger_id: String,
+    pub name: String,
+    pub created_at: String,
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl From<&ledger::Model> for LedgerJson {
+    fn from(model: &ledger::Model) -> Self {
+        Self {
+            ledger_id: model.ledger_id.clone(),
+            name: model.name.clone(),
+            created_at: time(&model.created_at),
+            meta_data: model.meta_data.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BalanceJson {
+    pub balance: Box<RawValue>,
+    pub version: i64,
+    pub inflight_balance: Box<RawValue>,
+    pub credit_balance: Box<RawValue>,
+    pub inflight_credit_balance: Box<RawValue>,
+    pub debit_balance: Box<RawValue>,
+    pub inflight_debit_balance: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_debit_balance: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_credit_balance: Option<Box<RawValue>>,
+    pub ledger_id: String,
+    pub identity_id: String,
+    pub balance_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
+    pub currency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Box<RawValue>>,
+    pub created_at: String,
+    pub inflight_expires_at: String,
+    pub meta_data: Option<serde_json::Value>,
+    pub track_fund_lineage: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocation_strategy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerJson>,
+}
+
+impl BalanceJson {
+    pub fn new(model: &balance::Model) -> Self {
+        Self {
+            balance: integer(&model.balance.0),
+            version: model.version,
+            inflight_balance: integer(&model.inflight_balance.0),
+            credit_balance: integer(&model.credit_balance.0),
+            inflight_credit_balance: integer(&model.inflight_credit_balance.0),
+            debit_balance: integer(&model.debit_balance.0),
+            inflight_debit_balance: integer(&model.inflight_debit_balance.0),
+            queued_debit_balance: None,
+            queued_credit_balance: None,
+            ledger_id: model.ledger_id.clone(),
+            identity_id: model.identity_id.clone().unwrap_or_default(),
+            balance_id: model.balance_id.clone(),
+            indicator: model.indicator.clone(),
+            currency: model.currency.clone(),
+            precision: model.precision.as_ref().map(|p| integer(&p.0)),
+            created_at: time(&model.created_at),
+            inflight_expires_at: time_or_zero(&model.inflight_expires_at),
+            meta_data: model.meta_data.clone(),
+            track_fund_lineage: model.track_fund_lineage,
+            allocation_strategy: model.allocation_strategy.clone(),
+            ledger: None,
+        }
+    }
+
+    pub fn with_queued(mut self, totals: &QueuedTotals) -> Self {
+        self.queued_debit_balance = Some(integer(&totals.debit));
+        self.queued_credit_balance = Some(integer(&totals.credit));
+        self
+    }
+}
+
+#[derive(Serialize)]
+pub struct TransactionJson {
+    pub precise_amount: Box<RawValue>,
+    pub amount: Box<RawValue>,
+    pub amount_string: String,
+    pub precision: Box<RawValue>,
+    pub overdraft_limit: Box<RawValue>,
+    pub transaction_id: String,
+    pub parent_transaction: String,
+    pub source: String,
+    pub destination: String,
+    pub reference: String,
+    pub currency: String,
+    pub description: String,
+    pub status: &'static str,
+    pub hash: String,
+    pub allow_overdraft: bool,
+    pub inflight: bool,
+    pub skip_queue: bool,
+    pub atomic: bool,
+    pub created_at: String,
+    pub effective_date: String,
+    pub scheduled_for: String,
+    pub inflight_expiry_date: String,
+    pub inflight_commit_date: String,
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl From<&TransactionRecord> for TransactionJson {
+    fn from(record: &TransactionRecord) -> Self {
+        let amount = record.amount_major();
+        let overdraft_limit = record
+            .overdraft_limit
+            .as_ref()
+            .map(|limit| record.precision.to_major(limit))
+            .unwrap_or_else(|| "0".to_owned());
+        Self {
+            precise_amount: integer(&record.precise_amount),
+            amount: decimal(&amount),
+            amount_string: amount,
+            precision: integer(record.precision.as_bigint()),
+            overdraft_limit: decimal(&overdraft_limit),
+            transaction_id: record.transaction_id.clone(),
+            parent_transaction: record.parent_transaction.clone().unwrap_or_default(),
+            source: record.source.clone(),
+            destination: record.destination.clone(),
+            reference: record.reference.clone(),
+            currency: record.currency.clone(),
+            description: record.description.clone().unwrap_or_default(),
+            status: record.status.as_str(),
+            hash: record.hash.clone(),
+            allow_overdraft: record.allow_overdraft,
+            inflight: record.inflight,
+            skip_queue: record.skip_queue,
+            atomic: record.atomic,
+            created_at: time(&record.created_at),
+            effective_date: time_or_zero(&record.effective_date),
+            scheduled_for: time_or_zero(&record.scheduled_for),
+            inflight_expiry_date: time_or_zero(&record.inflight_expiry_date),
+            inflight_commit_date: time_or_zero(&record.inflight_commit_date),
+            meta_data: record.meta_data.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Counted<T> {
+    data: Vec<T>,
+    total_count: u64,
+}
+
+/// `POST /<entity>/filter` answers a bare array, or `{data, total_count}` when counted.
+pub fn page<T: Serialize>(rows: Vec<T>, total: Option<u64>) -> actix_web::HttpResponse {
+    let mut response = actix_web::HttpResponse::Ok();
+    match total {
+        Some(total_count) => response.json(Counted {
+            data: rows,
+            total_count,
+        }),
+        None => response.json(rows),
+    }
+}

@@ -1,0 +1,111 @@
+//! API errors in Blnk's shape, `{"error": "...", "error_detail": {"code", "message", "details"}}`,
+//! and the one exhaustive table from error to code and HTTP status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use coffer_actors::domain::AmountError;
+use coffer_actors::LedgerError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or a field has the wrong JSON type.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A query parameter is bad (`limit=abc`).
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("route {0} not found")]
+    RouteNotFound(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Blnk's code and HTTP status for every error. No wildcard arm: a new variant must be
+/// placed here on purpose.
+pub fn code_and_status(error: &ApiError) -> (&'static str, StatusCode) {
+    use StatusCode as S;
+    match error {
+        ApiError::Malformed(_) => ("GEN_MALFORMED_REQUEST", S::BAD_REQUEST),
+        ApiError::PayloadTooLarge(_) => ("GEN_PAYLOAD_TOO_LARGE", S::PAYLOAD_TOO_LARGE),
+        ApiError::BadQuery(_) => ("GEN_BAD_REQUEST", S::BAD_REQUEST),
+        ApiError::RouteNotFound(_) => ("GEN_NOT_FOUND", S::NOT_FOUND),
+        ApiError::Ledger(error) => match error {
+            LedgerError::LedgerValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::BalanceValidation(_) => ("BAL_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::TransactionValidation(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::InvalidFilter(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::InvalidAmount(amount) => match amount {
+                AmountError::PrecisionNotInteger
+                | AmountError::PrecisionNegative
+                | AmountError::PrecisionTooLarge => ("TXN_PRECISION_NOT_INTEGER", S::BAD_REQUEST),
+                AmountError::NotANumber
+                | AmountError::NotPositive
+                | AmountError::TooLarge
+                | AmountError::NotAnInteger => ("TXN_INVALID_AMOUNT", S::BAD_REQUEST),
+            },
+            LedgerError::SameSourceAndDestination => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::LedgerNotFound(_) => ("LGR_NOT_FOUND", S::NOT_FOUND),
+            LedgerError::BalanceNotFound(_) => ("BAL_NOT_FOUND", S::NOT_FOUND),
+            LedgerError::TransactionNotFound(_) => ("TXN_NOT_FOUND", S::NOT_FOUND),
+            LedgerError::PrecisionMismatch { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+            LedgerError::DuplicateReference(_) => ("TXN_DUPLICATE_REFERENCE", S::CONFLICT),
+            LedgerError::DuplicateBalance { .. } => ("GEN_CONFLICT", S::CONFLICT),
+            LedgerError::InsufficientFunds(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
+            LedgerError::OverdraftLimitExceeded(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
+            LedgerError::Overloaded => ("QUEUE_BACKPRESSURE", S::SERVICE_UNAVAILABLE),
+            LedgerError::Storage(_) | LedgerError::Queue(_) | LedgerError::Internal(_) => {
+                ("GEN_INTERNAL", S::INTERNAL_SERVER_ERROR)
+            }
+        },
+    }
+}
+
+/// Validation failures also carry Blnk's legacy `errors` key.
+fn is_validation(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Ledger(
+            LedgerError::LedgerValidation(_)
+                | LedgerError::BalanceValidation(_)
+                | LedgerError::TransactionValidation(_)
+                | LedgerError::InvalidFilter(_)
+        )
+    )
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        code_and_status(self).1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, status) = code_and_status(self);
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            // The cause is logged, never sent.
+            tracing::error!(error = %self, "request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let details = match self {
+            ApiError::Ledger(LedgerError::InvalidFilter(filter)) => {
+                Some(json!([{ "Param": filter.param, "Message": filter.message }]))
+            }
+            _ => None,
+        };
+        let mut body = json!({
+            "error": message,
+            "error_detail": { "code": code, "message": message },
+        });
+        if let Some(details) = details {
+            body["error_detail"]["details"] = details.clone();
+            body["errors"] = details;
+        } else if is_validation(self) {
+            body["errors"] = json!(message);
+        }
+        HttpResponse::build(status).json(body)
+    }
+}

@@ -1,0 +1,31 @@
+//! HTTP plumbing shared by the routes: errors, JSON shapes, bodies and query strings.
+
+pub mod dto;
+pub mod error;
+pub mod json;
+pub mod query;
+
+use actix_web::web;
+use error::ApiError;
+use futures_util::StreamExt;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: coffer_actors::ledger::Ledger,
+    pub body_bytes_max: usize,
+    pub health_timeout_ms: u64,
+}
+
+/// Reads a request body, refusing more than `limit` bytes with Blnk's 413.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("unreadable body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

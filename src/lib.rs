@@ -1,0 +1,16 @@
+//! Coffer's HTTP shell: a Blnk-compatible API over the actor-based ledger core
+//! (`coffer_actors`).
+//!
+//! # Layout
+//! - [`configuration`]: layered settings (defaults, `blnk.json`/TOML file, `BLNK_*`/`COFFER_*`).
+//! - [`startup`]: [`startup::Application`], the seam shared by `main` and the tests.
+//! - [`routes`]: one module per resource; handlers parse, call the core once, map the reply.
+//! - [`http`]: errors in Blnk's shape (one exhaustive table), JSON shapes, bodies, queries.
+//! - [`telemetry`]: the tracing subscriber.
+#![forbid(unsafe_code)]
+
+pub mod configuration;
+pub mod http;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

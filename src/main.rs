@@ -1,0 +1,72 @@
+//! The `coffer` binary: wiring only.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use coffer::configuration::Settings;
+use coffer::startup::{build_ledger, run_workers, Application};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "coffer",
+    version,
+    about = "A Blnk-compatible double-entry ledger server"
+)]
+struct Cli {
+    /// Config file (Blnk's blnk.json keys; JSON or TOML). Default: ./blnk.json if present.
+    #[arg(long, global = true, env = "COFFER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (the default). Embedded mode also runs the queue workers.
+    Start,
+    /// Run the queue workers.
+    Workers,
+    /// Manage the database schema.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    Up,
+    Down,
+    Status,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    coffer::telemetry::init("info");
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Start) {
+        Command::Start => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Workers => run_workers(settings).await?,
+        Command::Migrate { action } => {
+            settings.auto_migrate = false;
+            let ledger = build_ledger(&settings).await?;
+            let store = ledger.store();
+            match action {
+                MigrateAction::Up => store.migrate_up().await?,
+                MigrateAction::Down => store.migrate_down(Some(1)).await?,
+                MigrateAction::Status => {
+                    for (name, applied) in store.migration_status().await? {
+                        println!("{} {name}", if applied { "applied" } else { "pending" });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

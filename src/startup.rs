@@ -1,0 +1,205 @@
+//! `Application`: the one seam `main` and the integration tests share. It opens the store and
+//! the queue, starts the ledger's actors (and the queue workers where configured), and binds
+//! the HTTP listener.
+
+use crate::configuration::Settings;
+use crate::http::AppState;
+use crate::routes;
+use actix::{Actor, Addr, Arbiter};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use coffer_actors::ledger::committer::CommitterSettings;
+use coffer_actors::ledger::registry::RegistrySettings;
+use coffer_actors::ledger::{Ledger, LedgerSettings};
+use coffer_actors::queue::memory::MemoryQueue;
+use coffer_actors::queue::redis::{RedisQueue, RedisSettings};
+use coffer_actors::queue::sweep::{RecoverySweep, SweepSettings};
+use coffer_actors::queue::worker::{QueueWorker, WorkerSettings};
+use coffer_actors::queue::TransactionQueue;
+use coffer_actors::store::{PoolSettings, Store};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// The queue workers and the recovery sweep; they stop when this is dropped.
+pub struct Workers {
+    arbiter: Arbiter,
+    _workers: Vec<Addr<QueueWorker>>,
+    _sweep: Addr<RecoverySweep>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.arbiter.stop();
+    }
+}
+
+impl Workers {
+    pub fn start(ledger: &Ledger, settings: &Settings) -> Self {
+        let process_id = uuid::Uuid::new_v4().to_string();
+        let worker_settings = WorkerSettings {
+            workers: settings.queue_workers,
+            receive_batch_max: settings.receive_batch_max,
+            receive_wait_ms: 200,
+            claim_idle_ms: settings.claim_idle_ms,
+            error_backoff_ms: 500,
+        };
+        let (arbiter, workers) =
+            QueueWorker::start_pool(ledger.clone(), &process_id, worker_settings);
+        let sweep_settings = SweepSettings {
+            interval_ms: settings.recovery_interval_ms,
+            // The in-process queue is empty after a restart: everything unfinished is due.
+            age_ms: if settings.is_embedded_queue() {
+                0
+            } else {
+                settings.recovery_age_ms
+            },
+            batch_max: 10_000,
+        };
+        let sweep_ledger = ledger.clone();
+        let sweep = RecoverySweep::start_in_arbiter(&arbiter.handle(), move |_| {
+            RecoverySweep::new(sweep_ledger, sweep_settings)
+        });
+        Self {
+            arbiter,
+            _workers: workers,
+            _sweep: sweep,
+        }
+    }
+}
+
+/// Opens the store, the queue and the ledger core.
+pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+    let url = match &settings.database_url {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+            settings.sqlite_url()
+        }
+    };
+    let pool = PoolSettings {
+        connections_max: settings.db_connections_max,
+        ..PoolSettings::default()
+    };
+    let store = Store::connect(&url, &pool, settings.auto_migrate)
+        .await
+        .context("opening the database")?;
+    let queue: Arc<dyn TransactionQueue> = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisQueue::connect(RedisSettings {
+                url: url.clone(),
+                key_prefix: settings.redis_key_prefix.clone(),
+                shard_count: settings.queue_shards,
+                pool_size_max: settings.redis_pool_size_max,
+                connect_timeout_ms: 5_000,
+            })
+            .await
+            .context("connecting to Redis")?,
+        ),
+        None => Arc::new(MemoryQueue::new(
+            settings.queue_shards,
+            settings.queue_capacity,
+        )),
+    };
+    let ledger_settings = LedgerSettings {
+        committer: CommitterSettings {
+            batch_size_max: settings.batch_size_max,
+            flush_window_ms: settings.flush_window_ms,
+            mailbox_capacity: settings.batch_size_max * 2,
+        },
+        registry: RegistrySettings {
+            arbiters: settings.balance_arbiters,
+            actors_max: settings.balance_actors_max,
+            mailbox_capacity: settings.balance_mailbox_capacity,
+            idle_ms: settings.balance_idle_ms,
+        },
+    };
+    Ok(Ledger::start(store, queue, ledger_settings))
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    ledger: Ledger,
+    _workers: Option<Workers>,
+}
+
+impl Application {
+    /// Builds everything and binds `host:port` (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let ledger = build_ledger(&settings).await?;
+        let workers = (settings.start_workers || settings.is_embedded_queue())
+            .then(|| Workers::start(&ledger, &settings));
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState {
+            ledger: ledger.clone(),
+            body_bytes_max: settings.body_bytes_max,
+            health_timeout_ms: settings.health_timeout_ms,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(routes::configure)
+                .default_service(web::to(routes::system::not_found))
+        })
+        .workers(settings.http_workers)
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            port,
+            embedded = settings.database_url.is_none(),
+            "coffer listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            ledger,
+            _workers: workers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server,
+            _workers,
+            ledger,
+            ..
+        } = self;
+        let result = server.await;
+        drop(_workers);
+        drop(ledger);
+        result
+    }
+}
+
+/// `coffer workers`: the queue workers and a `/health` endpoint on the monitoring port.
+pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
+    let ledger = build_ledger(&settings).await?;
+    let workers = Workers::start(&ledger, &settings);
+    let server = HttpServer::new(|| {
+        App::new().route(
+            "/health",
+            web::get().to(|| async {
+                HttpResponse::Ok().json(serde_json::json!({ "status": "UP", "service": "worker" }))
+            }),
+        )
+    })
+    .workers(1)
+    .bind((settings.host.as_str(), settings.monitoring_port))?
+    .run();
+    tracing::info!(port = settings.monitoring_port, "coffer workers running");
+    server.await?;
+    drop(workers);
+    Ok(())
+}
