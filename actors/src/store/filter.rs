@@ -346,13 +346,8 @@ fn one_condition(
             if filter.op == FilterOp::Like {
                 column.like(pattern.as_str())
             } else {
-                Expr::cust_with_values(
-                    format!(
-                        "LOWER({}) LIKE LOWER($1)",
-                        column_sql(&filter.field, backend)
-                    ),
-                    [pattern.clone()],
-                )
+                let lowered = Expr::cust(format!("LOWER({})", column_sql(&filter.field, backend)));
+                lowered.like(pattern.to_lowercase())
             }
         }
     })

@@ -1,0 +1,1 @@
+// tests: errors_and_limits

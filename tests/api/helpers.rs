@@ -1,0 +1,359 @@
+//! `spawn_app`: the real server on port 0 against a fresh database (a new PostgreSQL
+//! database, or a new SQLite file), with its own Redis key prefix.
+
+use coffer::configuration::Settings;
+use coffer::startup::Application;
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL and Redis: the production setup.
+    Postgres,
+    /// The embedded default: a SQLite file and the in-process queue.
+    Sqlite,
+}
+
+pub fn postgres_base_url() -> String {
+    std::env::var("COFFER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("COFFER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    let name = format!("coffer_test_{}", uuid::Uuid::new_v4().simple());
+    let base = postgres_base_url();
+    let admin = Database::connect(format!("{base}/postgres"))
+        .await
+        .expect("PostgreSQL answers");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    format!("{base}/{name}")
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("coffer-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Settings for a test server of this backend (port 0, small pools, fast sweeps).
+pub async fn test_settings(backend: Backend) -> Settings {
+    let mut settings = Settings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        http_workers: 2,
+        balance_arbiters: 1,
+        db_connections_max: 8,
+        queue_shards: 4,
+        queue_workers: 2,
+        recovery_interval_ms: 500,
+        recovery_age_ms: 2_000,
+        claim_idle_ms: 2_000,
+        start_workers: true,
+        ..Settings::default()
+    };
+    match backend {
+        Backend::Postgres => {
+            settings.database_url = Some(fresh_postgres_database().await);
+            settings.redis_url = Some(redis_url());
+            settings.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        }
+        Backend::Sqlite => settings.data_dir = temp_dir(),
+    }
+    settings
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_with(test_settings(backend).await).await
+}
+
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        coffer::telemetry::init("info");
+    }
+    let application = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    actix_web::rt::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: client(),
+        settings,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A response: status, parsed JSON (Null if none) and the raw text.
+pub struct Reply {
+    pub status: StatusCode,
+    pub json: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path))
+            .header("content-type", "application/json");
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, json, text }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(body.to_owned()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.request(reqwest::Method::PUT, path, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn create_ledger(&self, name: &str) -> String {
+        let reply = self.post("/ledgers", json!({ "name": name })).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.json["ledger_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_balance(&self, ledger_id: &str, currency: &str) -> String {
+        let reply = self
+            .post(
+                "/balances",
+                json!({ "ledger_id": ledger_id, "currency": currency }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.json["balance_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new ledger and `count` balances in it.
+    pub async fn balances(&self, currency: &str, count: usize) -> Vec<String> {
+        let ledger = self.create_ledger("test").await;
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            ids.push(self.create_balance(&ledger, currency).await);
+        }
+        ids
+    }
+
+    /// Moves `precise_amount` minor units from `@World` (overdraft allowed), applied now.
+    pub async fn fund(&self, balance_id: &str, currency: &str, precise_amount: i64) {
+        let reply = self
+            .post(
+                "/transactions",
+                json!({
+                    "precise_amount": precise_amount, "currency": currency,
+                    "reference": format!("fund-{}", uuid::Uuid::new_v4()), "description": "funding",
+                    "source": "@World", "destination": balance_id,
+                    "allow_overdraft": true, "skip_queue": true,
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+
+    /// A transfer body between two balances.
+    pub fn transfer(
+        &self,
+        source: &str,
+        destination: &str,
+        precise_amount: i64,
+        skip_queue: bool,
+    ) -> Value {
+        json!({
+            "precise_amount": precise_amount, "currency": "USD",
+            "reference": format!("ref-{}", uuid::Uuid::new_v4()), "description": "transfer",
+            "source": source, "destination": destination, "skip_queue": skip_queue,
+        })
+    }
+
+    pub async fn balance(&self, balance_id: &str) -> Value {
+        let reply = self.get(&format!("/balances/{balance_id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.json
+    }
+
+    /// `balance` field as i64 (tests keep amounts small).
+    pub async fn amount(&self, balance_id: &str) -> i64 {
+        self.balance(balance_id).await["balance"]
+            .as_i64()
+            .expect("small integer balance")
+    }
+
+    /// Waits until the queued transaction has its `<ref>_q` child; returns the child.
+    pub async fn queued_outcome(&self, reference: &str) -> Value {
+        let path = format!("/transactions/reference/{reference}_q");
+        wait_for(
+            Duration::from_secs(30),
+            "the queued transaction to be processed",
+            || async {
+                let reply = self.get(&path).await;
+                (reply.status == StatusCode::OK).then_some(reply.json)
+            },
+        )
+        .await
+    }
+
+    /// Every transaction row (any status), paging through the list endpoint.
+    pub async fn all_transactions(&self) -> Vec<Value> {
+        let mut rows = Vec::new();
+        loop {
+            let reply = self
+                .get(&format!("/transactions?limit=1000&offset={}", rows.len()))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            let page = reply.json.as_array().unwrap().clone();
+            let done = page.len() < 1000;
+            rows.extend(page);
+            if done {
+                return rows;
+            }
+        }
+    }
+
+    /// Every balance, paging through the list endpoint.
+    pub async fn all_balances(&self) -> Vec<Value> {
+        let mut rows = Vec::new();
+        loop {
+            let reply = self
+                .get(&format!("/balances?limit=1000&offset={}", rows.len()))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            let page = reply.json.as_array().unwrap().clone();
+            let done = page.len() < 1000;
+            rows.extend(page);
+            if done {
+                return rows;
+            }
+        }
+    }
+
+    /// The ledger's invariants: per currency Σ balances = 0, and every balance equals the
+    /// replay of its APPLIED transactions.
+    pub async fn assert_invariants(&self) {
+        assert_invariants_of(&self.all_balances().await, &self.all_transactions().await);
+    }
+}
+
+pub fn assert_invariants_of(balances: &[Value], transactions: &[Value]) {
+    use std::collections::HashMap;
+    let mut replay: HashMap<String, (i128, i128)> = HashMap::new();
+    for row in transactions.iter().filter(|t| t["status"] == "APPLIED") {
+        let amount = row["precise_amount"].as_i64().expect("small amount") as i128;
+        replay
+            .entry(row["source"].as_str().unwrap().into())
+            .or_default()
+            .1 += amount;
+        replay
+            .entry(row["destination"].as_str().unwrap().into())
+            .or_default()
+            .0 += amount;
+    }
+    let mut per_currency: HashMap<String, i128> = HashMap::new();
+    for balance in balances {
+        let id = balance["balance_id"].as_str().unwrap();
+        let (credit, debit) = replay.get(id).copied().unwrap_or_default();
+        let stored = |field: &str| balance[field].as_i64().expect("small amount") as i128;
+        assert_eq!(
+            stored("credit_balance"),
+            credit,
+            "credit of {id} equals its replay"
+        );
+        assert_eq!(
+            stored("debit_balance"),
+            debit,
+            "debit of {id} equals its replay"
+        );
+        assert_eq!(
+            stored("balance"),
+            credit - debit,
+            "balance of {id} = credit - debit"
+        );
+        *per_currency
+            .entry(balance["currency"].as_str().unwrap().into())
+            .or_default() += stored("balance");
+    }
+    for (currency, sum) in per_currency {
+        assert_eq!(sum, 0, "sum of {currency} balances is zero");
+    }
+}
+
+/// Runs one async test body against both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            use $crate::helpers::Backend;
+            #[actix_web::test]
+            async fn on_postgres() {
+                super::$name(Backend::Postgres).await
+            }
+            #[actix_web::test]
+            async fn on_sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+        }
+    };
+}

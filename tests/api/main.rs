@@ -1,0 +1,12 @@
+//! Coffer's integration tests: the real server, real PostgreSQL and Redis (or the embedded
+//! SQLite default), over HTTP.
+
+mod helpers;
+
+mod balances;
+mod concurrency;
+mod errors_and_limits;
+mod health_and_ledgers;
+mod processes;
+mod property;
+mod transactions;
