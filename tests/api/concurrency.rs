@@ -1,1 +1,123 @@
-// tests: concurrency
+//! Hot balances: hundreds of concurrent transfers out of (or into) one balance leave exact
+//! balances, on both paths and both backends.
+
+use crate::helpers::{spawn_app, wait_for, Backend, TestApp};
+use crate::on_both_backends;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+const TRANSFERS: usize = 500;
+const AMOUNT: i64 = 10;
+
+/// Waits until `count` queued transactions with this reference prefix have a child row.
+async fn wait_for_children(app: &TestApp, prefix: &str, count: usize) {
+    let body = json!({
+        "filters": [{ "field": "reference", "operator": "like", "value": format!("{prefix}%_q") }],
+        "include_count": true, "limit": 1,
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "all queued transfers to be processed",
+        || async {
+            let reply = app.post("/transactions/filter", body.clone()).await;
+            (reply.json["total_count"].as_u64() == Some(count as u64)).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn send_all(app: &TestApp, bodies: Vec<serde_json::Value>) -> Vec<crate::helpers::Reply> {
+    join_all(
+        bodies
+            .into_iter()
+            .map(|body| app.post("/transactions", body)),
+    )
+    .await
+}
+
+fn with_reference(mut body: serde_json::Value, reference: String) -> serde_json::Value {
+    body["reference"] = json!(reference);
+    body
+}
+
+/// The source can fund only 300 of 500 transfers: exactly 300 are applied, none overdraws.
+async fn a_hot_source_pays_exactly_what_it_has(backend: Backend) {
+    for skip_queue in [true, false] {
+        let app = spawn_app(backend).await;
+        let balances = app.balances("USD", 11).await;
+        let (source, destinations) = (&balances[0], &balances[1..]);
+        let affordable = 300;
+        app.fund(source, "USD", affordable as i64 * AMOUNT).await;
+        let prefix = format!("hot-src-{}-", uuid::Uuid::new_v4().simple());
+        let bodies = (0..TRANSFERS)
+            .map(|i| {
+                let body = app.transfer(
+                    source,
+                    &destinations[i % destinations.len()],
+                    AMOUNT,
+                    skip_queue,
+                );
+                with_reference(body, format!("{prefix}{i}"))
+            })
+            .collect();
+        let replies = send_all(&app, bodies).await;
+        if skip_queue {
+            let applied = replies
+                .iter()
+                .filter(|r| r.status == StatusCode::CREATED)
+                .count();
+            let refused = replies
+                .iter()
+                .filter(|r| r.json["error_detail"]["code"] == "TXN_INSUFFICIENT_FUNDS")
+                .count();
+            assert_eq!((applied, refused), (affordable, TRANSFERS - affordable));
+        } else {
+            assert!(replies.iter().all(|r| r.status == StatusCode::CREATED));
+            wait_for_children(&app, &prefix, TRANSFERS).await;
+        }
+        assert_eq!(app.amount(source).await, 0);
+        let mut received = 0;
+        for destination in destinations {
+            received += app.amount(destination).await;
+        }
+        assert_eq!(received, affordable as i64 * AMOUNT);
+        app.assert_invariants().await;
+    }
+}
+on_both_backends!(a_hot_source_pays_exactly_what_it_has);
+
+/// 500 sources pay one destination at once: it receives every one of them.
+async fn a_hot_destination_receives_every_transfer(backend: Backend) {
+    for skip_queue in [true, false] {
+        let app = spawn_app(backend).await;
+        let balances = app.balances("USD", 51).await;
+        let (destination, sources) = (&balances[0], &balances[1..]);
+        for source in sources {
+            app.fund(source, "USD", AMOUNT * 10).await;
+        }
+        let prefix = format!("hot-dst-{}-", uuid::Uuid::new_v4().simple());
+        let bodies = (0..TRANSFERS)
+            .map(|i| {
+                let body =
+                    app.transfer(&sources[i % sources.len()], destination, AMOUNT, skip_queue);
+                with_reference(body, format!("{prefix}{i}"))
+            })
+            .collect();
+        let replies = send_all(&app, bodies).await;
+        assert!(
+            replies.iter().all(|r| r.status == StatusCode::CREATED),
+            "every transfer accepted"
+        );
+        if !skip_queue {
+            wait_for_children(&app, &prefix, TRANSFERS).await;
+        }
+        assert_eq!(app.amount(destination).await, TRANSFERS as i64 * AMOUNT);
+        for source in sources {
+            assert_eq!(app.amount(source).await, 0);
+        }
+        app.assert_invariants().await;
+    }
+}
+on_both_backends!(a_hot_destination_receives_every_transfer);

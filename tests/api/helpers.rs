@@ -78,7 +78,6 @@ pub async fn test_settings(backend: Backend) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub settings: Settings,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -89,7 +88,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         coffer::telemetry::init("info");
     }
-    let application = Application::build(settings.clone())
+    let application = Application::build(settings)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -97,7 +96,6 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     TestApp {
         address,
         client: client(),
-        settings,
     }
 }
 

@@ -5,9 +5,12 @@
 //! configured window), and never writes more than `batch_size_max` items at once. Replies
 //! go out only after the database commit returned.
 
+use super::balance_actor::{BalanceActor, Settle};
 use crate::store::{commit_batch, BalanceRow, BatchItem, ItemOutcome, Store};
 use crate::LedgerError;
 use actix::prelude::*;
+use bigdecimal::num_bigint::BigInt;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -24,7 +27,7 @@ pub struct CommitterSettings {
 pub struct Committer {
     store: Store,
     settings: CommitterSettings,
-    pending: Vec<(BatchItem, oneshot::Sender<CommitReply>)>,
+    pending: Vec<Submit>,
     flush_scheduled: bool,
 }
 
@@ -57,13 +60,23 @@ impl Committer {
         if take == 0 {
             return;
         }
-        let batch: Vec<_> = self.pending.drain(..take).collect();
-        let (items, replies): (Vec<BatchItem>, Vec<oneshot::Sender<CommitReply>>) =
-            batch.into_iter().unzip();
-        let touched: Vec<Vec<String>> = items
+        let batch: Vec<Submit> = self.pending.drain(..take).collect();
+        let settlements = Settlements::of(&batch);
+        let touched: Vec<Vec<String>> = batch
             .iter()
-            .map(|item| item.changes.iter().map(|(id, _)| id.clone()).collect())
+            .map(|submit| {
+                submit
+                    .item
+                    .changes
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
             .collect();
+        let (items, replies): (Vec<BatchItem>, Vec<oneshot::Sender<CommitReply>>) = batch
+            .into_iter()
+            .map(|submit| (submit.item, submit.reply))
+            .unzip();
         let store = self.store.clone();
         let size = items.len();
         ctx.wait(
@@ -79,6 +92,10 @@ impl Committer {
             }
             .into_actor(self)
             .map(move |result, actor, ctx| {
+                // Settle the balance actors before anyone hears of the outcome: each actor
+                // learns of every commit in commit order, with its reservations released in
+                // the same message, so its cached state is exact.
+                settlements.send(result.as_ref().ok().map(|o| o.balances.as_slice()));
                 match result {
                     Ok(outcome) => {
                         let rows: std::collections::HashMap<&str, &BalanceRow> = outcome
@@ -120,18 +137,58 @@ impl Actor for Committer {
 }
 
 /// Write this item in a coming batch; the answer arrives on `reply` after the commit.
+/// `actors` are the actors of the item's balances: they are settled after the commit (the
+/// debits of changes with a floor were reserved by them).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Submit {
     pub item: BatchItem,
     pub reply: oneshot::Sender<CommitReply>,
+    pub actors: Vec<(String, Addr<BalanceActor>)>,
+}
+
+/// Per balance of a batch: its actor and the reserved debits the batch releases.
+struct Settlements(BTreeMap<String, (Addr<BalanceActor>, BigInt)>);
+
+impl Settlements {
+    fn of(batch: &[Submit]) -> Self {
+        let mut map: BTreeMap<String, (Addr<BalanceActor>, BigInt)> = BTreeMap::new();
+        for submit in batch {
+            for (balance_id, addr) in &submit.actors {
+                map.entry(balance_id.clone())
+                    .or_insert_with(|| (addr.clone(), BigInt::default()));
+            }
+            for (balance_id, change) in &submit.item.changes {
+                if change.floor.is_some() {
+                    if let Some((_, released)) = map.get_mut(balance_id) {
+                        *released -= change.delta.available_change();
+                    }
+                }
+            }
+        }
+        Self(map)
+    }
+
+    fn send(self, committed: Option<&[BalanceRow]>) {
+        let rows: HashMap<&str, &BalanceRow> = committed
+            .unwrap_or_default()
+            .iter()
+            .map(|row| (row.balance_id.as_str(), row))
+            .collect();
+        for (balance_id, (addr, released)) in self.0 {
+            let row = rows.get(balance_id.as_str()).map(|row| (*row).clone());
+            // `do_send` on purpose: it enqueues now, so each actor sees commits in order;
+            // the count is bounded by the balances of one batch.
+            addr.do_send(Settle { released, row });
+        }
+    }
 }
 
 impl Handler<Submit> for Committer {
     type Result = ();
 
     fn handle(&mut self, message: Submit, ctx: &mut Context<Self>) {
-        self.pending.push((message.item, message.reply));
+        self.pending.push(message);
         if self.pending.len() >= self.settings.batch_size_max {
             self.flush_scheduled = false;
             self.flush(ctx);

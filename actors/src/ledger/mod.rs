@@ -252,65 +252,68 @@ impl Ledger {
         let touch = destination_actor.send(Touch { precision });
         let (reserved, touched) = futures_util::future::join(reserve, touch).await;
         let reserved = reserved.map_err(mailbox)?;
-        let release = |row: Option<BalanceRow>, released: BigInt| Settle { released, row };
         if let Err(error) = touched.map_err(mailbox).and_then(|r| r) {
             if reserved.is_ok() {
-                let _ = source_actor.send(release(None, amount.clone())).await;
+                let _ = source_actor
+                    .send(Settle {
+                        released: amount,
+                        row: None,
+                    })
+                    .await;
             }
             return Err(error);
         }
-        let item = match reserved {
-            Ok(()) => BatchItem {
-                changes: vec![
-                    (record.source.clone(), debit),
-                    (record.destination.clone(), credit),
-                ],
-                record,
-                refusal,
-            },
+        let (item, actors) = match reserved {
+            Ok(()) => {
+                let item = BatchItem {
+                    changes: vec![
+                        (record.source.clone(), debit),
+                        (record.destination.clone(), credit),
+                    ],
+                    record,
+                    refusal,
+                };
+                let actors = vec![
+                    (item.record.source.clone(), source_actor),
+                    (item.record.destination.clone(), destination_actor),
+                ];
+                (item, actors)
+            }
             Err(error) if error.is_funds_refusal() && refusal == Refusal::StoreRejected => {
                 let rejected = record.with_rejection(&error.rejection_reason());
-                BatchItem {
-                    record: rejected,
-                    changes: Vec::new(),
-                    refusal,
-                }
+                (
+                    BatchItem {
+                        record: rejected,
+                        changes: Vec::new(),
+                        refusal,
+                    },
+                    Vec::new(),
+                )
             }
             Err(error) => return Err(error),
         };
-        let was_reserved = !item.changes.is_empty();
-        let (source_id, destination_id) =
-            (item.record.source.clone(), item.record.destination.clone());
-        let result = self.submit(item).await;
-        let row_of = |id: &str| {
-            let rows = result
-                .as_ref()
-                .map(|(_, rows)| rows.as_slice())
-                .unwrap_or_default();
-            rows.iter().find(|row| row.balance_id == id).cloned()
-        };
-        let released = if was_reserved {
-            amount
-        } else {
-            BigInt::default()
-        };
-        let _ = source_actor
-            .send(release(row_of(&source_id), released))
-            .await;
-        if let Some(row) = row_of(&destination_id) {
-            let _ = destination_actor
-                .send(release(Some(row), BigInt::default()))
-                .await;
-        }
-        let (outcome, rows) = result?;
+        // The committer settles the actors (releases the reservation, shares the new state).
+        let (outcome, rows) = self.submit_with(item, actors).await?;
         Ok((stored_or_refused(outcome)?, rows))
     }
 
     async fn submit(&self, item: BatchItem) -> Result<(ItemOutcome, Vec<BalanceRow>), LedgerError> {
+        self.submit_with(item, Vec::new()).await
+    }
+
+    async fn submit_with(
+        &self,
+        item: BatchItem,
+        actors: Vec<(String, Addr<BalanceActor>)>,
+    ) -> Result<(ItemOutcome, Vec<BalanceRow>), LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .committer
-            .send(Submit { item, reply })
+            .send(Submit {
+                item,
+                reply,
+                actors,
+            })
             .await
             .map_err(mailbox)?;
         answer
