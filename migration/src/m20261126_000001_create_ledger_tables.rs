@@ -256,7 +256,7 @@ impl MigrationTrait for Migration {
             .values_panic([
                 GENERAL_LEDGER_ID.into(),
                 "General Ledger".into(),
-                Expr::current_timestamp().into(),
+                Expr::current_timestamp(),
             ])
             .to_owned();
         manager.exec_stmt(seed).await?;

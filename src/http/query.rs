@@ -74,7 +74,7 @@ pub fn values<'a>(pairs: &'a [(String, String)], name: &'a str) -> impl Iterator
 pub fn list_query(query_string: &str, default_limit: u64) -> Result<ListQuery, ApiError> {
     let pairs = pairs(query_string);
     let limit = number(&pairs, "limit")?.unwrap_or(default_limit);
-    if limit < 1 || limit > LIST_PAGE_SIZE_MAX {
+    if !(1..=LIST_PAGE_SIZE_MAX).contains(&limit) {
         return Err(ApiError::BadQuery(format!(
             "Invalid limit value: must be between 1 and {LIST_PAGE_SIZE_MAX}"
         )));

@@ -141,11 +141,21 @@ impl Store {
                     currency: existing.currency,
                 });
             }
+            let (indicator, currency) = (new.indicator.clone(), new.currency.clone());
             let model = new_model(new);
             let id = model.balance_id.clone().unwrap();
-            balance::Entity::insert(model)
+            // A concurrent creation of the same indicator balance may win between the check
+            // above and this insert: the unique index decides, and the loser gets the 409.
+            let inserted = balance::Entity::insert(model)
+                .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
                 .exec_without_returning(&db)
                 .await?;
+            if !matches!(inserted, sea_orm::TryInsertResult::Inserted(rows) if rows > 0) {
+                return Err(LedgerError::DuplicateBalance {
+                    indicator: indicator.unwrap_or_default(),
+                    currency,
+                });
+            }
             find_balance(&db, &id).await
         })
         .await

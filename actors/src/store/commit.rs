@@ -50,6 +50,8 @@ pub struct BatchItem {
     pub refusal: Refusal,
 }
 
+/// Refusals are the rare case; boxing the common one would cost an allocation per item.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ItemOutcome {
     /// The row as stored (REJECTED when refused with [`Refusal::StoreRejected`]).

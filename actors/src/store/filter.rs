@@ -297,7 +297,7 @@ fn one_condition(
     fields: &[(&str, FieldKind)],
     filter: &FieldFilter,
 ) -> Result<Expr, FilterError> {
-    let param = format!("{}", filter.field);
+    let param = filter.field.clone();
     let kind = field_kind(fields, &filter.field)
         .ok_or_else(|| bad(&param, format!("unknown filter field '{}'", filter.field)))?;
     if kind == FieldKind::EitherBalance {

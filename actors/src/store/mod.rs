@@ -190,7 +190,29 @@ async fn open(
     }
     let db = Database::connect(options).await?;
     if migrate {
-        migration::Migrator::up(&db, None).await?;
+        migrate_exclusively(&db).await?;
     }
     Ok(db)
+}
+
+/// Key of the PostgreSQL advisory lock that serializes migrations across processes.
+const MIGRATION_LOCK_KEY: i64 = 0x00C0_FFE5;
+
+/// Applies pending migrations; on PostgreSQL under an advisory lock, so an API server and a
+/// worker starting together do not both try to create the schema.
+async fn migrate_exclusively(db: &DatabaseConnection) -> Result<(), LedgerError> {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(migration::Migrator::up(db, None).await?);
+    }
+    let lock = db.begin().await?;
+    lock.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [MIGRATION_LOCK_KEY.into()],
+    ))
+    .await?;
+    let result = migration::Migrator::up(db, None).await;
+    lock.commit().await?;
+    Ok(result?)
 }
