@@ -20,6 +20,7 @@ use coffer_actors::queue::TransactionQueue;
 use coffer_actors::store::{PoolSettings, Store};
 use std::net::TcpListener;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The queue workers and the recovery sweep; they stop when this is dropped.
 pub struct Workers {
@@ -141,6 +142,16 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(|request, service| {
+                    // One span per request: every log line and actor span beneath it is tied
+                    // to the method and route that caused it.
+                    let span = tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        route = request.match_pattern().unwrap_or_default(),
+                    );
+                    actix_web::dev::Service::call(service, request).instrument(span)
+                })
                 .app_data(web::Data::new(state.clone()))
                 .configure(routes::configure)
                 .default_service(web::to(routes::system::not_found))

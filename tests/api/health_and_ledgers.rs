@@ -86,3 +86,37 @@ async fn ledger_errors_have_blnk_codes(backend: Backend) {
     assert_eq!(app.get("/ledgers").await.json.as_array().unwrap().len(), 1);
 }
 on_both_backends!(ledger_errors_have_blnk_codes);
+
+#[actix_web::test]
+async fn health_reports_down_when_the_database_is_gone() {
+    let app = spawn_app(Backend::Postgres).await;
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    // Drop the test database under the running server.
+    let (base, name) = app
+        .database_url()
+        .rsplit_once('/')
+        .map(|(b, n)| (b.to_owned(), n.to_owned()))
+        .unwrap();
+    let admin = sea_orm::Database::connect(format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        &format!("DROP DATABASE {name} WITH (FORCE)"),
+    )
+    .await
+    .unwrap();
+    let health = crate::helpers::wait_for(
+        std::time::Duration::from_secs(30),
+        "health to report DOWN",
+        || async {
+            let reply = app.get("/health").await;
+            (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply)
+        },
+    )
+    .await;
+    assert_eq!(
+        health.json,
+        json!({ "status": "DOWN", "reason": "database unreachable" })
+    );
+}

@@ -78,6 +78,8 @@ pub async fn test_settings(backend: Backend) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The PostgreSQL database of this server, if it has one.
+    pub database_url: Option<String>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -88,6 +90,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         coffer::telemetry::init("info");
     }
+    let database_url = settings.database_url.clone();
     let application = Application::build(settings)
         .await
         .expect("application builds");
@@ -96,6 +99,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     TestApp {
         address,
         client: client(),
+        database_url,
     }
 }
 
@@ -130,6 +134,12 @@ pub struct Reply {
 }
 
 impl TestApp {
+    pub fn database_url(&self) -> &str {
+        self.database_url
+            .as_deref()
+            .expect("a PostgreSQL-backed app")
+    }
+
     pub async fn request(
         &self,
         method: reqwest::Method,

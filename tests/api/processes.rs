@@ -77,6 +77,7 @@ fn start(environment: &[(&'static str, String)]) -> ServerProcess {
     let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         client: client(),
+        database_url: None,
     };
     ServerProcess { child, app }
 }
@@ -175,6 +176,7 @@ async fn a_server_killed_mid_traffic_keeps_every_acknowledged_transfer_exactly_o
                 let app = TestApp {
                     address,
                     client: client(),
+                    database_url: None,
                 };
                 for i in 0..2_000 {
                     let skip_queue = i % 2 == 0;
@@ -232,4 +234,28 @@ async fn a_server_killed_mid_traffic_keeps_every_acknowledged_transfer_exactly_o
         }
     }
     app.assert_invariants().await;
+}
+
+#[actix_web::test]
+async fn the_migrate_command_applies_lists_and_reverts_the_schema() {
+    let database_url = fresh_postgres_database().await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(args)
+            .env_remove("COFFER_CONFIG")
+            .env("BLNK_DATA_SOURCE_DNS", &database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("coffer runs");
+        assert!(
+            output.status.success(),
+            "coffer {args:?} failed: {output:?}"
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(run(&["migrate", "status"]).contains("pending m20261126_000001_create_ledger_tables"));
+    run(&["migrate", "up"]);
+    assert!(run(&["migrate", "status"]).contains("applied m20261126_000001_create_ledger_tables"));
+    run(&["migrate", "down"]);
+    assert!(run(&["migrate", "status"]).contains("pending"));
 }

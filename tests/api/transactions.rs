@@ -176,7 +176,9 @@ async fn a_queued_transfer_is_stored_queued_then_applied_by_a_worker(backend: Ba
     // The QUEUED row was durable when the 201 came, and is never changed.
     let stored = app.get(&format!("/transactions/{queued_id}")).await;
     assert_eq!(stored.json, queued.json);
-    let by_reference = app.get(&format!("/transactions/reference/{reference}")).await;
+    let by_reference = app
+        .get(&format!("/transactions/reference/{reference}"))
+        .await;
     assert_eq!(by_reference.json["status"], "QUEUED");
     // SDK users find the outcome by parent_transaction.
     let children = app
@@ -263,7 +265,10 @@ async fn insufficient_funds_are_refused_when_skipping_the_queue_and_rejected_whe
 
     assert_eq!(queued.json["status"], "QUEUED");
     assert_eq!(rejected["status"], "REJECTED", "{rejected}");
-    assert_eq!(rejected["parent_transaction"], queued.json["transaction_id"]);
+    assert_eq!(
+        rejected["parent_transaction"],
+        queued.json["transaction_id"]
+    );
     let reason = rejected["meta_data"]["blnk_rejection_reason"]
         .as_str()
         .expect("a rejection reason");
@@ -385,7 +390,11 @@ async fn major_amounts_are_scaled_by_precision_and_rounded_half_away_from_zero(b
     assert!(cents.text.contains("\"amount\":12.35,"), "{}", cents.text);
     assert_eq!(cents.json["amount_string"], "12.35");
     assert_eq!(half_cent.json["precise_amount"], json!(1));
-    assert!(half_cent.text.contains("\"amount\":0.01,"), "{}", half_cent.text);
+    assert!(
+        half_cent.text.contains("\"amount\":0.01,"),
+        "{}",
+        half_cent.text
+    );
     assert_eq!(queued_child["precise_amount"], json!(3));
     assert_eq!(queued_child["amount"], json!(3));
     assert_eq!(whole.json["precise_amount"], json!(7000));
@@ -440,7 +449,9 @@ async fn a_balance_with_a_precision_refuses_other_precisions_on_both_paths(backe
             "{}",
             reply.text
         );
-        let stored = app.get(&format!("/transactions/reference/{reference}")).await;
+        let stored = app
+            .get(&format!("/transactions/reference/{reference}"))
+            .await;
         assert_eq!(stored.status, StatusCode::NOT_FOUND);
     }
     assert_eq!(accepted["status"], "APPLIED", "{accepted}");
@@ -508,11 +519,19 @@ async fn forty_digit_amounts_round_trip_exactly(backend: Backend) {
     assert_eq!(now.status, StatusCode::CREATED, "{}", now.text);
     let exact = format!("\"precise_amount\":{BIG},");
     assert!(now.text.contains(&exact), "{}", now.text);
-    assert!(now.text.contains(&format!("\"amount\":{BIG},")), "{}", now.text);
+    assert!(
+        now.text.contains(&format!("\"amount\":{BIG},")),
+        "{}",
+        now.text
+    );
     assert!(fetched.text.contains(&exact), "{}", fetched.text);
     assert_eq!(later.status, StatusCode::CREATED, "{}", later.text);
     assert!(later.text.contains(&exact), "{}", later.text);
-    assert!(child.text.contains("\"status\":\"APPLIED\""), "{}", child.text);
+    assert!(
+        child.text.contains("\"status\":\"APPLIED\""),
+        "{}",
+        child.text
+    );
     assert!(child.text.contains(&exact), "{}", child.text);
     assert_eq!(major.status, StatusCode::CREATED, "{}", major.text);
     // 2 × BIG + 1250, exactly.
@@ -530,7 +549,11 @@ async fn forty_digit_amounts_round_trip_exactly(backend: Backend) {
         "{}",
         balance.text
     );
-    assert!(balance.text.contains("\"debit_balance\":0,"), "{}", balance.text);
+    assert!(
+        balance.text.contains("\"debit_balance\":0,"),
+        "{}",
+        balance.text
+    );
     assert!(
         world.text.contains(&format!("\"balance\":-{total},")),
         "{}",

@@ -135,6 +135,7 @@ pub struct Reserve {
 impl Handler<Reserve> for BalanceActor {
     type Result = AtomicResponse<Self, Result<(), LedgerError>>;
 
+    #[tracing::instrument(level = "debug", name = "balance.reserve", skip_all, fields(balance_id = %self.row.balance_id))]
     fn handle(&mut self, message: Reserve, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         if let Err(error) = self.check_precision(&message.precision) {
@@ -171,6 +172,7 @@ pub struct Touch {
 impl Handler<Touch> for BalanceActor {
     type Result = Result<(), LedgerError>;
 
+    #[tracing::instrument(level = "debug", name = "balance.touch", skip_all, fields(balance_id = %self.row.balance_id))]
     fn handle(&mut self, message: Touch, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         self.check_precision(&message.precision)
@@ -188,6 +190,7 @@ pub struct Settle {
 impl Handler<Settle> for BalanceActor {
     type Result = ();
 
+    #[tracing::instrument(level = "debug", name = "balance.settle", skip_all, fields(balance_id = %self.row.balance_id))]
     fn handle(&mut self, message: Settle, _ctx: &mut Context<Self>) {
         self.reserved -= message.released;
         if self.reserved.sign() == Sign::Minus {

@@ -55,6 +55,7 @@ impl Committer {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "committer.flush", skip_all, fields(pending = self.pending.len()))]
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let take = self.pending.len().min(self.settings.batch_size_max);
         if take == 0 {

@@ -179,8 +179,9 @@ async fn attempt_commit(
                         .or_default()
                         .add(&change.delta);
                 }
-                to_insert.push(item.record.clone());
-                outcomes[index] = Some(ItemOutcome::Stored(item.record.clone()));
+                let stored = as_stored(&item.record);
+                to_insert.push(stored.clone());
+                outcomes[index] = Some(ItemOutcome::Stored(stored));
             }
             Some(position) => {
                 let (balance_id, change) = &item.changes[position];
@@ -188,10 +189,8 @@ async fn attempt_commit(
                 outcomes[index] = Some(match item.refusal {
                     Refusal::Fail => ItemOutcome::Refused(error),
                     Refusal::StoreRejected => {
-                        let rejected = item
-                            .record
-                            .clone()
-                            .with_rejection(&error.rejection_reason());
+                        let rejected =
+                            as_stored(&item.record).with_rejection(&error.rejection_reason());
                         to_insert.push(rejected.clone());
                         ItemOutcome::Stored(rejected)
                     }
@@ -220,6 +219,22 @@ async fn attempt_commit(
         .map(|o| o.expect("every item decided"))
         .collect();
     Ok(BatchOutcome { items, balances })
+}
+
+/// The record at the database's time resolution (PostgreSQL keeps microseconds), so that
+/// what a request is answered equals what is read back later.
+fn as_stored(record: &TransactionRecord) -> TransactionRecord {
+    use chrono::SubsecRound;
+    let micros = |time: &mut Option<chrono::DateTime<chrono::Utc>>| {
+        *time = time.map(|t| t.trunc_subsecs(6));
+    };
+    let mut stored = record.clone();
+    stored.created_at = stored.created_at.trunc_subsecs(6);
+    micros(&mut stored.effective_date);
+    micros(&mut stored.scheduled_for);
+    micros(&mut stored.inflight_expiry_date);
+    micros(&mut stored.inflight_commit_date);
+    stored
 }
 
 pub fn refusal_for(balance_id: &str, floor: Option<&Floor>) -> LedgerError {
