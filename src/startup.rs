@@ -50,11 +50,12 @@ impl Workers {
         let sweep_settings = SweepSettings {
             interval_ms: settings.recovery_interval_ms,
             // The in-process queue is empty after a restart: everything unfinished is due.
-            age_ms: if settings.is_embedded_queue() {
+            first_age_ms: if settings.is_embedded_queue() {
                 0
             } else {
                 settings.recovery_age_ms
             },
+            age_ms: settings.recovery_age_ms,
             batch_max: 10_000,
         };
         let sweep_ledger = ledger.clone();

@@ -655,13 +655,43 @@ async fn a_reused_reference_is_409_on_both_paths_and_changes_nothing(backend: Ba
 }
 on_both_backends!(a_reused_reference_is_409_on_both_paths_and_changes_nothing);
 
+async fn retrying_a_transfer_that_emptied_its_source_is_409_not_insufficient_funds(
+    backend: Backend,
+) {
+    // Arrange: the first attempt moved everything the source had.
+    let app = spawn_app(backend).await;
+    let ids = app.balances("USD", 2).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    app.fund(a, "USD", 100).await;
+    let body = transfer(a, b, 100, true);
+    let (first, _) = record(&app, body.clone()).await;
+    let rows_before = transaction_count(&app).await;
+
+    // Act: the client retries the same request (say, after a timeout).
+    let retry = app.post("/transactions", body.clone()).await;
+    let mut queued_retry = body;
+    queued_retry["skip_queue"] = json!(false);
+    let queued_retry = app.post("/transactions", queued_retry).await;
+
+    // Assert
+    assert_eq!(first.json["status"], "APPLIED");
+    assert_error(&retry, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
+    assert_error(&queued_retry, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
+    assert_eq!(transaction_count(&app).await, rows_before);
+    assert_eq!(money(&app, a).await, (0, 100, 100));
+    assert_eq!(money(&app, b).await, (100, 100, 0));
+    app.assert_invariants().await;
+}
+on_both_backends!(retrying_a_transfer_that_emptied_its_source_is_409_not_insufficient_funds);
+
 async fn twenty_concurrent_requests_with_one_reference_move_money_once(backend: Backend) {
     for skip_queue in [true, false] {
         // Arrange
         let app = spawn_app(backend).await;
         let ids = app.balances("USD", 2).await;
         let (a, b) = (&ids[0], &ids[1]);
-        app.fund(a, "USD", 1_000).await;
+        // Enough for all twenty: only the reference may refuse them.
+        app.fund(a, "USD", 2_000).await;
         let body = transfer(a, b, 100, skip_queue);
         let reference = reference_of(&body);
 
@@ -688,7 +718,7 @@ async fn twenty_concurrent_requests_with_one_reference_move_money_once(backend: 
             .get(&format!("/transactions?reference_eq={reference}"))
             .await;
         assert_eq!(with_reference.json.as_array().unwrap().len(), 1);
-        assert_eq!(money(&app, a).await, (900, 1_000, 100));
+        assert_eq!(money(&app, a).await, (1_900, 2_000, 100));
         assert_eq!(money(&app, b).await, (100, 100, 0));
         app.assert_invariants().await;
     }

@@ -147,8 +147,22 @@ impl Ledger {
     }
 
     /// Records a transfer: applied now (`skip_queue`) or stored QUEUED and enqueued.
-    #[tracing::instrument(skip_all, fields(reference = %request.reference, skip_queue = request.skip_queue))]
+    ///
+    /// Runs as its own task: a client that hangs up must not cancel a transfer between its
+    /// reservation and its commit (the reservation would never be released).
     pub async fn record(&self, request: TransferRequest) -> Result<TransactionRecord, LedgerError> {
+        let ledger = self.clone();
+        let span = tracing::Span::current();
+        actix::spawn(tracing::Instrument::instrument(
+            async move { ledger.record_now(request).await },
+            span,
+        ))
+        .await
+        .map_err(|e| LedgerError::Internal(format!("transfer task failed: {e}")))?
+    }
+
+    #[tracing::instrument(skip_all, fields(reference = %request.reference, skip_queue = request.skip_queue))]
+    async fn record_now(&self, request: TransferRequest) -> Result<TransactionRecord, LedgerError> {
         if request.source == request.destination {
             return Err(LedgerError::SameSourceAndDestination);
         }
@@ -168,8 +182,24 @@ impl Ledger {
         };
         let record = new_record(&request, source, destination, status);
         if request.skip_queue {
-            let (stored, _) = self.transfer(record, Refusal::Fail).await?;
-            return Ok(stored);
+            let reference = record.reference.clone();
+            return match self.transfer(record, Refusal::Fail).await {
+                Ok((stored, _)) => Ok(stored),
+                // A reused reference is reported as such, whatever the funds say now: the
+                // retry of a transfer that emptied its source is a duplicate, not a refusal.
+                Err(error) if error.is_funds_refusal() => {
+                    match self
+                        .inner
+                        .store
+                        .transaction_by_reference(&reference)
+                        .await?
+                    {
+                        Some(_) => Err(LedgerError::DuplicateReference(reference)),
+                        None => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
+            };
         }
         // Queued: everything knowable now is checked now; funds are checked by the worker.
         let precision = record.precision.clone();

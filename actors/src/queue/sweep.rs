@@ -13,6 +13,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
     pub interval_ms: u64,
+    /// Age threshold of the first run (0 after a restart with the in-process queue, which
+    /// starts empty).
+    pub first_age_ms: u64,
     /// Rows younger than this are left to the queue.
     pub age_ms: u64,
     /// Rows re-enqueued per run.
@@ -39,6 +42,7 @@ pub struct RecoverySweep {
     ledger: Ledger,
     settings: SweepSettings,
     running: bool,
+    first_run: bool,
 }
 
 impl RecoverySweep {
@@ -47,6 +51,7 @@ impl RecoverySweep {
             ledger,
             settings,
             running: false,
+            first_run: true,
         }
     }
 
@@ -55,15 +60,13 @@ impl RecoverySweep {
             return;
         }
         self.running = true;
-        let (ledger, settings) = (self.ledger.clone(), self.settings.clone());
-        let run = async move {
-            recover(
-                &ledger,
-                Duration::from_millis(settings.age_ms),
-                settings.batch_max,
-            )
-            .await
+        let age_ms = if std::mem::take(&mut self.first_run) {
+            self.settings.first_age_ms
+        } else {
+            self.settings.age_ms
         };
+        let (ledger, limit) = (self.ledger.clone(), self.settings.batch_max);
+        let run = async move { recover(&ledger, Duration::from_millis(age_ms), limit).await };
         ctx.spawn(run.into_actor(self).map(|result, actor, _| {
             actor.running = false;
             match result {
