@@ -3,10 +3,12 @@
 //! the HTTP listener.
 
 use crate::configuration::Settings;
+use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::routes;
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
+use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use coffer_actors::ledger::committer::CommitterSettings;
@@ -151,9 +153,21 @@ impl Application {
                         method = %request.method(),
                         route = request.match_pattern().unwrap_or_default(),
                     );
-                    actix_web::dev::Service::call(service, request).instrument(span)
+                    if crate::http::has_encoded_nul(request.uri()) {
+                        let refused = ApiError::BadQuery("NUL characters are not allowed".into());
+                        let response = request.into_response(refused.error_response());
+                        return futures_util::future::Either::Left(futures_util::future::ok(
+                            response,
+                        ));
+                    }
+                    futures_util::future::Either::Right(
+                        actix_web::dev::Service::call(service, request).instrument(span),
+                    )
                 })
                 .app_data(web::Data::new(state.clone()))
+                .app_data(web::PathConfig::default().error_handler(|error, _| {
+                    ApiError::BadQuery(format!("bad path: {error}")).into()
+                }))
                 .configure(routes::configure)
                 .default_service(web::to(routes::system::not_found))
         })

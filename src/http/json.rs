@@ -16,6 +16,12 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    if has_nul_escape(bytes) {
+        // PostgreSQL cannot store NUL in text; refuse it here rather than fail later.
+        return Err(ApiError::Malformed(
+            "NUL characters (\\u0000) are not allowed".into(),
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|error| {
         let message = match error.classify() {
             serde_json::error::Category::Data => format!("invalid request body: {error}"),
@@ -51,4 +57,11 @@ pub fn meta_object(
             "meta_data must be a JSON object".into(),
         )),
     }
+}
+
+/// Whether JSON text holds a `\u0000` escape (raw NUL bytes are already invalid JSON).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes
+        .windows(6)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].iter().all(|b| *b == b'0'))
 }

@@ -29,3 +29,9 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
     }
     Ok(body.freeze())
 }
+
+/// `%00` anywhere in the path or query: PostgreSQL cannot compare text holding NUL.
+pub fn has_encoded_nul(uri: &actix_web::http::Uri) -> bool {
+    let text = uri.path_and_query().map(|p| p.as_str()).unwrap_or_default();
+    text.as_bytes().windows(3).any(|w| w == b"%00")
+}

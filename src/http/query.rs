@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use coffer_actors::store::filter::{
     parse_body_filters, parse_query_filters, BodyFilter, FILTER_PAGE_SIZE_MAX, LIST_PAGE_SIZE_MAX,
+    OFFSET_MAX,
 };
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
@@ -80,6 +81,11 @@ pub fn list_query(query_string: &str, default_limit: u64) -> Result<ListQuery, A
         )));
     }
     let offset = number(&pairs, "offset")?.unwrap_or(0);
+    if offset > OFFSET_MAX {
+        return Err(ApiError::BadQuery(format!(
+            "Invalid offset value: at most {OFFSET_MAX}"
+        )));
+    }
     let mut query = ListQuery::page(limit, offset);
     query.filters = parse_query_filters(&pairs).map_err(LedgerError::InvalidFilter)?;
     query.any = pairs
@@ -110,8 +116,10 @@ impl FilterBody {
             )));
         }
         let offset = self.offset.unwrap_or(0);
-        if offset < 0 {
-            return Err(ApiError::BadQuery("offset must not be negative".into()));
+        if !(0..=OFFSET_MAX as i64).contains(&offset) {
+            return Err(ApiError::BadQuery(format!(
+                "offset must be between 0 and {OFFSET_MAX}"
+            )));
         }
         let descending = match self
             .sort_order

@@ -6,6 +6,7 @@ mod helpers;
 mod balances;
 mod concurrency;
 mod errors_and_limits;
+mod hardening;
 mod health_and_ledgers;
 mod processes;
 mod property;

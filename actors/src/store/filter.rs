@@ -21,6 +21,8 @@ pub const IN_VALUES_MAX: usize = 100;
 pub const FILTER_PAGE_SIZE_MAX: u64 = 100;
 /// Largest page of a `GET` list.
 pub const LIST_PAGE_SIZE_MAX: u64 = 1000;
+/// Largest `offset` of a list.
+pub const OFFSET_MAX: u64 = 1_000_000_000;
 
 /// Query parameters that are never filters.
 const RESERVED_PARAMS: &[&str] = &[
@@ -256,7 +258,13 @@ fn typed_value(
     match kind {
         FieldKind::Money | FieldKind::MajorAmount => {
             let number = BigDecimal::from_str(text.trim())
-                .map_err(|_| bad(param, format!("'{text}' is not a number")))?;
+                .ok()
+                .filter(|n| {
+                    // Bounded like amounts, so the database never sees an out-of-range value.
+                    let (digits, scale) = n.as_bigint_and_exponent();
+                    digits.magnitude().bits() <= 256 && (-64..=64).contains(&scale)
+                })
+                .ok_or_else(|| bad(param, format!("'{text}' is not a number in range")))?;
             Ok(match backend {
                 DbBackend::Sqlite => Expr::val(number.to_string()).cast_as("REAL"),
                 _ => Expr::val(number),
