@@ -7,8 +7,10 @@
 //! - [`routes`]: one module per resource; handlers parse, call the core once, map the reply.
 //! - [`http`]: errors in Blnk's shape (one exhaustive table), JSON shapes, bodies, queries.
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod configuration;
 pub mod http;
 pub mod routes;

@@ -26,6 +26,8 @@ enum Command {
     Start,
     /// Run the queue workers.
     Workers,
+    /// Drive a running server with a benchmark scenario and report the figures.
+    Bench(coffer::bench::BenchArgs),
     /// Manage the database schema.
     Migrate {
         #[command(subcommand)]
@@ -53,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
         }
         Command::Workers => run_workers(settings).await?,
+        Command::Bench(args) => coffer::bench::run(args).await?,
         Command::Migrate { action } => {
             settings.auto_migrate = false;
             let ledger = build_ledger(&settings).await?;
