@@ -37,6 +37,8 @@ pub struct Settings {
     pub claim_idle_ms: u64,
     pub recovery_age_ms: u64,
     pub recovery_interval_ms: u64,
+    /// How often due scheduled transactions and inflight expiries are looked for.
+    pub due_check_ms: u64,
     pub health_timeout_ms: u64,
 }
 
@@ -69,6 +71,7 @@ impl Default for Settings {
             claim_idle_ms: 30_000,
             recovery_age_ms: 60_000,
             recovery_interval_ms: 30_000,
+            due_check_ms: 1_000,
             health_timeout_ms: 3_000,
         }
     }
@@ -111,6 +114,7 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.claim_idle_ms", "COFFER_CLAIM_IDLE_MS"),
     ("coffer.recovery_age_ms", "COFFER_RECOVERY_AGE_MS"),
     ("coffer.recovery_interval_ms", "COFFER_RECOVERY_INTERVAL_MS"),
+    ("coffer.due_check_ms", "COFFER_DUE_CHECK_MS"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -206,6 +210,7 @@ impl Settings {
             }
             "coffer.claim_idle_ms" => self.claim_idle_ms = number::<u64>(value)?.max(1000),
             "coffer.recovery_age_ms" => self.recovery_age_ms = number(value)?,
+            "coffer.due_check_ms" => self.due_check_ms = number::<u64>(value)?.clamp(50, 60_000),
             "coffer.recovery_interval_ms" => {
                 self.recovery_interval_ms = number::<u64>(value)?.max(100)
             }

@@ -51,6 +51,7 @@ impl Workers {
             QueueWorker::start_pool(ledger.clone(), &process_id, worker_settings);
         let sweep_settings = SweepSettings {
             interval_ms: settings.recovery_interval_ms,
+            due_check_ms: settings.due_check_ms,
             // The in-process queue is empty after a restart: everything unfinished is due.
             first_age_ms: if settings.is_embedded_queue() {
                 0
@@ -107,6 +108,7 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
         )),
     };
     let ledger_settings = LedgerSettings {
+        async_bulk_max: 100,
         committer: CommitterSettings {
             batch_size_max: settings.batch_size_max,
             flush_window_ms: settings.flush_window_ms,

@@ -1,6 +1,7 @@
 //! The ledger core's errors. Variants are listed in precedence order: when a request breaks
 //! several rules, the first one listed is the one reported.
 
+use crate::domain::distribution::DistributionError;
 use crate::domain::AmountError;
 use crate::store::FilterError;
 
@@ -16,6 +17,16 @@ pub enum LedgerError {
     InvalidFilter(FilterError),
     #[error("{0}")]
     InvalidAmount(AmountError),
+    #[error("{0}")]
+    InvalidDistribution(DistributionError),
+    #[error("bulk request has no transactions")]
+    BulkEmpty,
+    #[error("bulk request has more than {0} transactions")]
+    BulkLimitExceeded(usize),
+    #[error("transactions[{index}]: {message}")]
+    BulkItemInvalid { index: usize, message: String },
+    #[error("invalid status action '{0}': use commit or void")]
+    InvalidStatusAction(String),
     #[error("source and destination cannot be the same balance")]
     SameSourceAndDestination,
     #[error("ledger with ID '{0}' not found")]
@@ -32,6 +43,20 @@ pub enum LedgerError {
         expected: String,
         given: String,
     },
+    #[error("transaction {0} is not in inflight status")]
+    NotInflight(String),
+    #[error("cannot commit. Transaction already committed")]
+    AlreadyCommitted(String),
+    #[error("transaction {0} has already been voided")]
+    AlreadyVoided(String),
+    #[error("cannot commit more than the remaining amount {remaining} of transaction {id}")]
+    CommitAmountExceeded { id: String, remaining: String },
+    #[error("a commit or void is already queued for this transaction")]
+    ActionAlreadyQueued(String),
+    #[error("transaction {id} cannot be refunded in status {status} (only APPLIED or VOID)")]
+    NotRefundable { id: String, status: String },
+    #[error("transaction {0} has already been refunded")]
+    AlreadyRefunded(String),
     #[error("reference {0} has already been used")]
     DuplicateReference(String),
     #[error("balance with indicator '{indicator}' and currency '{currency}' already exists")]
@@ -40,6 +65,15 @@ pub enum LedgerError {
     InsufficientFunds(String),
     #[error("transaction exceeds overdraft limit of source balance '{0}'")]
     OverdraftLimitExceeded(String),
+    #[error("not applied: {0}")]
+    UnitRefused(String),
+    /// A bulk batch stopped at item `index`; code and status are the cause's.
+    #[error("{message}")]
+    BatchRefused {
+        index: usize,
+        message: String,
+        cause: Box<LedgerError>,
+    },
     #[error("the ledger is overloaded; retry shortly")]
     Overloaded,
     #[error("storage error: {0}")]
@@ -74,5 +108,11 @@ impl From<sea_orm::DbErr> for LedgerError {
 impl From<AmountError> for LedgerError {
     fn from(error: AmountError) -> Self {
         LedgerError::InvalidAmount(error)
+    }
+}
+
+impl From<DistributionError> for LedgerError {
+    fn from(error: DistributionError) -> Self {
+        LedgerError::InvalidDistribution(error)
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - `m20261126_000001_create_ledger_tables`: ledgers, balances and transactions, with the
 //!   seeded General Ledger (`general_ledger_id`).
+//! - `m20261126_000002_create_inflight_holds`: the mutable state of inflight holds.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -11,12 +12,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_ledger_tables;
+mod m20261126_000002_create_inflight_holds;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_create_ledger_tables::Migration)]
+        vec![
+            Box::new(m20261126_000001_create_ledger_tables::Migration),
+            Box::new(m20261126_000002_create_inflight_holds::Migration),
+        ]
     }
 }

@@ -132,6 +132,13 @@ pub struct TransactionJson {
     pub inflight_expiry_date: String,
     pub inflight_commit_date: String,
     pub meta_data: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<LegJson>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<LegJson>>,
+    /// `true` on the answer to a queued inflight commit or void.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<bool>,
 }
 
 impl From<&TransactionRecord> for TransactionJson {
@@ -167,6 +174,9 @@ impl From<&TransactionRecord> for TransactionJson {
             inflight_expiry_date: time_or_zero(&record.inflight_expiry_date),
             inflight_commit_date: time_or_zero(&record.inflight_commit_date),
             meta_data: record.meta_data.clone(),
+            sources: None,
+            destinations: None,
+            queued: None,
         }
     }
 }
@@ -186,5 +196,148 @@ pub fn page<T: Serialize>(rows: Vec<T>, total: Option<u64>) -> actix_web::HttpRe
             total_count,
         }),
         None => response.json(rows),
+    }
+}
+
+/// One leg of a split in a response: the request's leg with its row id.
+#[derive(Serialize)]
+pub struct LegJson {
+    pub identifier: String,
+    pub distribution: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precise_distribution: Option<String>,
+    pub transaction_id: String,
+}
+
+impl From<&coffer_actors::ledger::Recorded> for TransactionJson {
+    /// A recorded request: the transaction, plus `sources` or `destinations` for a split.
+    fn from(recorded: &coffer_actors::ledger::Recorded) -> Self {
+        use coffer_actors::ledger::Side;
+        let mut json = Self::from(&recorded.record);
+        if let Some((side, legs)) = &recorded.split {
+            let legs = legs
+                .iter()
+                .map(|(spec, _, id)| LegJson {
+                    identifier: spec.identifier.clone(),
+                    distribution: spec.distribution.clone(),
+                    precise_distribution: spec.precise_distribution.clone(),
+                    transaction_id: id.clone(),
+                })
+                .collect();
+            match side {
+                Side::Sources => json.sources = Some(legs),
+                Side::Destinations => json.destinations = Some(legs),
+            }
+        }
+        json
+    }
+}
+
+#[derive(Serialize)]
+pub struct RejectionJson {
+    pub code: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+pub struct BalancePreviewJson {
+    pub balance_id: String,
+    pub role: &'static str,
+    pub currency: String,
+    #[serde(rename = "virtual", skip_serializing_if = "std::ops::Not::not")]
+    pub virtual_balance: bool,
+    pub current_balance: String,
+    pub current_available: String,
+    pub current_credit_balance: String,
+    pub current_debit_balance: String,
+    pub current_inflight_debit_balance: String,
+    pub current_inflight_credit_balance: String,
+    pub resulting_balance: String,
+    pub resulting_available: String,
+    pub resulting_credit_balance: String,
+    pub resulting_debit_balance: String,
+    pub resulting_inflight_debit_balance: String,
+    pub resulting_inflight_credit_balance: String,
+}
+
+#[derive(Serialize)]
+pub struct LegPreviewJson {
+    pub identifier: String,
+    pub role: &'static str,
+    pub precise_amount: String,
+    pub amount: String,
+}
+
+/// Blnk's `TransactionPreview`: every amount as a string.
+#[derive(Serialize)]
+pub struct PreviewJson {
+    pub dry_run: bool,
+    pub would_apply: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionJson>,
+    pub operation: &'static str,
+    pub reference: String,
+    pub currency: String,
+    pub amount: String,
+    pub precise_amount: String,
+    pub precision: String,
+    pub balances: Vec<BalancePreviewJson>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<LegPreviewJson>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl From<&coffer_actors::ledger::Preview> for PreviewJson {
+    fn from(preview: &coffer_actors::ledger::Preview) -> Self {
+        Self {
+            dry_run: true,
+            would_apply: preview.would_apply,
+            rejection: preview.rejection.as_ref().map(|r| RejectionJson {
+                code: r.code,
+                reason: r.reason,
+                message: r.message.clone(),
+            }),
+            operation: preview.operation,
+            reference: preview.reference.clone(),
+            currency: preview.currency.clone(),
+            amount: preview.amount.clone(),
+            precise_amount: preview.precise_amount.to_string(),
+            precision: preview.precision.to_string(),
+            balances: preview
+                .balances
+                .iter()
+                .map(|b| BalancePreviewJson {
+                    balance_id: b.balance_id.clone(),
+                    role: b.role,
+                    currency: b.currency.clone(),
+                    virtual_balance: b.virtual_balance,
+                    current_balance: b.current.balance().to_string(),
+                    current_available: b.current.available().to_string(),
+                    current_credit_balance: b.current.credit.to_string(),
+                    current_debit_balance: b.current.debit.to_string(),
+                    current_inflight_debit_balance: b.current.inflight_debit.to_string(),
+                    current_inflight_credit_balance: b.current.inflight_credit.to_string(),
+                    resulting_balance: b.resulting.balance().to_string(),
+                    resulting_available: b.resulting.available().to_string(),
+                    resulting_credit_balance: b.resulting.credit.to_string(),
+                    resulting_debit_balance: b.resulting.debit.to_string(),
+                    resulting_inflight_debit_balance: b.resulting.inflight_debit.to_string(),
+                    resulting_inflight_credit_balance: b.resulting.inflight_credit.to_string(),
+                })
+                .collect(),
+            legs: preview
+                .legs
+                .iter()
+                .map(|l| LegPreviewJson {
+                    identifier: l.identifier.clone(),
+                    role: l.role,
+                    precise_amount: l.precise_amount.to_string(),
+                    amount: l.amount.clone(),
+                })
+                .collect(),
+            notes: preview.notes.clone(),
+        }
     }
 }

@@ -19,6 +19,8 @@ pub enum ApiError {
     BadQuery(String),
     #[error("route {0} not found")]
     RouteNotFound(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -32,34 +34,54 @@ pub fn code_and_status(error: &ApiError) -> (&'static str, StatusCode) {
         ApiError::PayloadTooLarge(_) => ("GEN_PAYLOAD_TOO_LARGE", S::PAYLOAD_TOO_LARGE),
         ApiError::BadQuery(_) => ("GEN_BAD_REQUEST", S::BAD_REQUEST),
         ApiError::RouteNotFound(_) => ("GEN_NOT_FOUND", S::NOT_FOUND),
-        ApiError::Ledger(error) => match error {
-            LedgerError::LedgerValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::BalanceValidation(_) => ("BAL_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::TransactionValidation(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::InvalidFilter(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::InvalidAmount(amount) => match amount {
-                AmountError::PrecisionNotInteger
-                | AmountError::PrecisionNegative
-                | AmountError::PrecisionTooLarge => ("TXN_PRECISION_NOT_INTEGER", S::BAD_REQUEST),
-                AmountError::NotANumber
-                | AmountError::NotPositive
-                | AmountError::TooLarge
-                | AmountError::NotAnInteger => ("TXN_INVALID_AMOUNT", S::BAD_REQUEST),
-            },
-            LedgerError::SameSourceAndDestination => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::LedgerNotFound(_) => ("LGR_NOT_FOUND", S::NOT_FOUND),
-            LedgerError::BalanceNotFound(_) => ("BAL_NOT_FOUND", S::NOT_FOUND),
-            LedgerError::TransactionNotFound(_) => ("TXN_NOT_FOUND", S::NOT_FOUND),
-            LedgerError::PrecisionMismatch { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
-            LedgerError::DuplicateReference(_) => ("TXN_DUPLICATE_REFERENCE", S::CONFLICT),
-            LedgerError::DuplicateBalance { .. } => ("GEN_CONFLICT", S::CONFLICT),
-            LedgerError::InsufficientFunds(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
-            LedgerError::OverdraftLimitExceeded(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
-            LedgerError::Overloaded => ("QUEUE_BACKPRESSURE", S::SERVICE_UNAVAILABLE),
-            LedgerError::Storage(_) | LedgerError::Queue(_) | LedgerError::Internal(_) => {
-                ("GEN_INTERNAL", S::INTERNAL_SERVER_ERROR)
-            }
+        ApiError::TooManyRequests(_) => ("GEN_RATE_LIMITED", S::TOO_MANY_REQUESTS),
+        ApiError::Ledger(error) => ledger_code_and_status(error),
+    }
+}
+
+fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
+    use StatusCode as S;
+    match error {
+        LedgerError::LedgerValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::BalanceValidation(_) => ("BAL_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::TransactionValidation(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::InvalidFilter(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::InvalidAmount(amount) => match amount {
+            AmountError::PrecisionNotInteger
+            | AmountError::PrecisionNegative
+            | AmountError::PrecisionTooLarge => ("TXN_PRECISION_NOT_INTEGER", S::BAD_REQUEST),
+            AmountError::NotANumber
+            | AmountError::NotPositive
+            | AmountError::TooLarge
+            | AmountError::NotAnInteger => ("TXN_INVALID_AMOUNT", S::BAD_REQUEST),
         },
+        LedgerError::InvalidDistribution(_) => ("TXN_INVALID_DISTRIBUTION", S::BAD_REQUEST),
+        LedgerError::BulkEmpty => ("TXN_BULK_EMPTY", S::BAD_REQUEST),
+        LedgerError::BulkLimitExceeded(_) => ("TXN_BULK_LIMIT_EXCEEDED", S::BAD_REQUEST),
+        LedgerError::BulkItemInvalid { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::InvalidStatusAction(_) => ("TXN_INVALID_STATUS_ACTION", S::BAD_REQUEST),
+        LedgerError::SameSourceAndDestination => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::LedgerNotFound(_) => ("LGR_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::BalanceNotFound(_) => ("BAL_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::TransactionNotFound(_) => ("TXN_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::PrecisionMismatch { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::NotInflight(_) => ("TXN_NOT_INFLIGHT", S::BAD_REQUEST),
+        LedgerError::AlreadyCommitted(_) => ("TXN_ALREADY_COMMITTED", S::CONFLICT),
+        LedgerError::AlreadyVoided(_) => ("TXN_ALREADY_VOIDED", S::CONFLICT),
+        LedgerError::CommitAmountExceeded { .. } => ("TXN_COMMIT_AMOUNT_EXCEEDED", S::BAD_REQUEST),
+        LedgerError::ActionAlreadyQueued(_) => ("GEN_CONFLICT", S::CONFLICT),
+        LedgerError::NotRefundable { .. } => ("GEN_BAD_REQUEST", S::BAD_REQUEST),
+        LedgerError::AlreadyRefunded(_) => ("GEN_CONFLICT", S::CONFLICT),
+        LedgerError::DuplicateReference(_) => ("TXN_DUPLICATE_REFERENCE", S::CONFLICT),
+        LedgerError::DuplicateBalance { .. } => ("GEN_CONFLICT", S::CONFLICT),
+        LedgerError::InsufficientFunds(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
+        LedgerError::OverdraftLimitExceeded(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
+        LedgerError::UnitRefused(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::BatchRefused { cause, .. } => ledger_code_and_status(cause),
+        LedgerError::Overloaded => ("QUEUE_BACKPRESSURE", S::SERVICE_UNAVAILABLE),
+        LedgerError::Storage(_) | LedgerError::Queue(_) | LedgerError::Internal(_) => {
+            ("GEN_INTERNAL", S::INTERNAL_SERVER_ERROR)
+        }
     }
 }
 
@@ -82,30 +104,47 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (code, status) = code_and_status(self);
+        let (status, body) = error_body(self);
+        HttpResponse::build(status).json(body)
+    }
+}
+
+/// The status and JSON body of an error (callers may add keys, such as a bulk `batch_id`).
+pub fn error_body(error: &ApiError) -> (StatusCode, serde_json::Value) {
+    {
+        let this = error;
+        let (code, status) = code_and_status(this);
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             // The cause is logged, never sent.
-            tracing::error!(error = %self, "request failed");
+            tracing::error!(error = %this, "request failed");
             "internal server error".to_owned()
         } else {
-            self.to_string()
+            this.to_string()
         };
-        let details = match self {
+        let details = match this {
             ApiError::Ledger(LedgerError::InvalidFilter(filter)) => {
                 Some(json!([{ "Param": filter.param, "Message": filter.message }]))
             }
+            ApiError::Ledger(
+                LedgerError::BulkItemInvalid { index, .. }
+                | LedgerError::BatchRefused { index, .. },
+            ) => Some(json!({ "index": index })),
             _ => None,
         };
         let mut body = json!({
             "error": message,
             "error_detail": { "code": code, "message": message },
         });
+        let filter_errors = matches!(this, ApiError::Ledger(LedgerError::InvalidFilter(_)));
         if let Some(details) = details {
             body["error_detail"]["details"] = details.clone();
-            body["errors"] = details;
-        } else if is_validation(self) {
+            if filter_errors {
+                body["errors"] = details;
+            }
+        }
+        if is_validation(this) && !filter_errors {
             body["errors"] = json!(message);
         }
-        HttpResponse::build(status).json(body)
+        (status, body)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod balances;
 pub mod ledgers;
+pub mod lifecycle;
 pub mod system;
 pub mod transactions;
 
@@ -28,6 +29,24 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/transactions", web::post().to(transactions::create))
         .route("/transactions", web::get().to(transactions::list))
         .route("/transactions/filter", web::post().to(transactions::filter))
+        .route("/transactions/bulk", web::post().to(lifecycle::bulk))
+        .route("/transactions/recover", web::post().to(lifecycle::recover))
+        .route(
+            "/transactions/inflight/bulk/commit",
+            web::post().to(lifecycle::bulk_commit),
+        )
+        .route(
+            "/transactions/inflight/bulk/void",
+            web::post().to(lifecycle::bulk_void),
+        )
+        .route(
+            "/transactions/inflight/{id}",
+            web::put().to(lifecycle::update_inflight),
+        )
+        .route(
+            "/refund-transaction/{id}",
+            web::post().to(lifecycle::refund),
+        )
         .route(
             "/transactions/reference/{reference}",
             web::get().to(transactions::by_reference),

@@ -1,12 +1,14 @@
-use crate::http::dto::{page, TransactionJson};
+use crate::http::dto::{page, PreviewJson, TransactionJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body, raw_text};
 use crate::http::query::{list_query, FilterBody};
 use crate::http::{read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use coffer_actors::domain::distribution::parse_share;
 use coffer_actors::domain::{Amount, Precision};
-use coffer_actors::ledger::TransferRequest;
+use coffer_actors::ledger::{LegSpec, Legs, Side, TransferRequest};
 use coffer_actors::store::filter::parse_time;
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
@@ -17,7 +19,14 @@ use serde_json::value::RawValue;
 const TEXT_CHARS_MAX: usize = 1024;
 
 #[derive(Deserialize)]
-struct TransactionBody {
+pub(crate) struct LegBody {
+    identifier: Option<String>,
+    distribution: Option<serde_json::Value>,
+    precise_distribution: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TransactionBody {
     amount: Option<Box<RawValue>>,
     precise_amount: Option<Box<RawValue>>,
     precision: Option<Box<RawValue>>,
@@ -26,25 +35,28 @@ struct TransactionBody {
     description: Option<String>,
     source: Option<String>,
     destination: Option<String>,
-    sources: Option<Vec<serde_json::Value>>,
-    destinations: Option<Vec<serde_json::Value>>,
+    sources: Option<Vec<LegBody>>,
+    destinations: Option<Vec<LegBody>>,
     #[serde(default)]
     allow_overdraft: bool,
     overdraft_limit: Option<Box<RawValue>>,
     #[serde(default)]
-    inflight: bool,
+    pub(crate) inflight: bool,
     #[serde(default)]
-    skip_queue: bool,
+    pub(crate) skip_queue: bool,
     #[serde(default)]
     atomic: bool,
     #[serde(default)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
     scheduled_for: Option<String>,
     effective_date: Option<String>,
     inflight_expiry_date: Option<String>,
     inflight_commit_date: Option<String>,
-    meta_data: Option<serde_json::Value>,
+    pub(crate) meta_data: Option<serde_json::Value>,
 }
+
+/// Most legs of one split.
+const LEGS_MAX: usize = 100;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     LedgerError::TransactionValidation(message.into()).into()
@@ -54,8 +66,56 @@ fn text(value: Option<String>) -> String {
     value.map(|v| v.trim().to_owned()).unwrap_or_default()
 }
 
+fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
+    match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => parse_time(text)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{name}: must be an RFC3339 time."))),
+    }
+}
+
+fn legs(list: Vec<LegBody>, precision: &Precision) -> Result<Vec<LegSpec>, ApiError> {
+    if list.is_empty() || list.len() > LEGS_MAX {
+        return Err(invalid(format!("a split takes 1 to {LEGS_MAX} legs.")));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(index, leg)| {
+            let identifier = text(leg.identifier);
+            if identifier.is_empty() || identifier.chars().count() > TEXT_CHARS_MAX {
+                return Err(invalid(format!(
+                    "legs[{index}].identifier: cannot be blank."
+                )));
+            }
+            let distribution = json_text(&leg.distribution).unwrap_or_default();
+            let precise_distribution = json_text(&leg.precise_distribution);
+            let share = parse_share(
+                Some(&distribution),
+                precise_distribution.as_deref(),
+                precision,
+            )
+            .map_err(LedgerError::from)?;
+            Ok(LegSpec {
+                identifier,
+                share,
+                distribution,
+                precise_distribution,
+            })
+        })
+        .collect()
+}
+
 /// Checks a transaction body in Blnk's order and builds the request.
-fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> {
+pub(crate) fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> {
     let (currency, reference, description) = (
         text(body.currency),
         text(body.reference),
@@ -63,18 +123,13 @@ fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> 
     );
     let (source, destination) = (text(body.source), text(body.destination));
     let mut blank = Vec::new();
-    for (name, value) in [
-        ("currency", &currency),
-        ("description", &description),
-        ("reference", &reference),
-        ("source", &source),
-        ("destination", &destination),
+    for (name, value, split) in [
+        ("currency", &currency, false),
+        ("description", &description, false),
+        ("reference", &reference, false),
+        ("source", &source, body.sources.is_some()),
+        ("destination", &destination, body.destinations.is_some()),
     ] {
-        let split = match name {
-            "source" => body.sources.is_some(),
-            "destination" => body.destinations.is_some(),
-            _ => false,
-        };
         if value.is_empty() && !split {
             blank.push(format!("{name}: cannot be blank"));
         }
@@ -99,35 +154,6 @@ fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> 
             "currency: longer than {CURRENCY_CHARS_MAX} characters."
         )));
     }
-    let unsupported = [
-        (
-            body.sources.is_some() || body.destinations.is_some(),
-            "sources/destinations",
-        ),
-        (body.inflight, "inflight"),
-        (
-            body.scheduled_for.as_deref().is_some_and(|s| !s.is_empty()),
-            "scheduled_for",
-        ),
-        (
-            body.inflight_expiry_date
-                .as_deref()
-                .is_some_and(|s| !s.is_empty()),
-            "inflight_expiry_date",
-        ),
-        (
-            body.inflight_commit_date
-                .as_deref()
-                .is_some_and(|s| !s.is_empty()),
-            "inflight_commit_date",
-        ),
-        (body.dry_run, "dry_run"),
-    ];
-    if let Some((_, name)) = unsupported.iter().find(|(used, _)| *used) {
-        return Err(invalid(format!(
-            "{name}: not supported by this Coffer version yet."
-        )));
-    }
     let precision =
         Precision::parse(body.precision.as_deref().map(raw_text)).map_err(LedgerError::from)?;
     let amount = match (body.amount.as_deref(), body.precise_amount.as_deref()) {
@@ -141,6 +167,28 @@ fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> 
         (None, Some(minor)) => Amount::parse_minor(raw_text(minor)),
     }
     .map_err(LedgerError::from)?;
+    let split = match (body.sources, body.destinations) {
+        (Some(_), Some(_)) => return Err(invalid("use sources or destinations, not both.")),
+        (Some(list), None) => Some((Side::Sources, list, destination.clone())),
+        (None, Some(list)) => Some((Side::Destinations, list, source.clone())),
+        (None, None) => None,
+    };
+    let legs = match split {
+        None => Legs::Single {
+            source,
+            destination,
+        },
+        Some((side, list, other)) => {
+            if other.is_empty() {
+                return Err(invalid("the other side of a split cannot be blank."));
+            }
+            Legs::Split {
+                side,
+                other,
+                legs: legs(list, &precision)?,
+            }
+        }
+    };
     let overdraft_limit = match body.overdraft_limit.as_deref() {
         Some(raw) => Some(
             precision
@@ -149,15 +197,8 @@ fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> 
         ),
         None => None,
     };
-    let effective_date = match body.effective_date.as_deref().filter(|d| !d.is_empty()) {
-        Some(date) => Some(
-            parse_time(date).ok_or_else(|| invalid("effective_date: must be an RFC3339 time."))?,
-        ),
-        None => None,
-    };
     Ok(TransferRequest {
-        source,
-        destination,
+        legs,
         amount,
         precision,
         currency,
@@ -165,9 +206,13 @@ fn transfer_request(body: TransactionBody) -> Result<TransferRequest, ApiError> 
         description: Some(description),
         allow_overdraft: body.allow_overdraft,
         overdraft_limit,
+        inflight: body.inflight,
         skip_queue: body.skip_queue,
         atomic: body.atomic,
-        effective_date,
+        effective_date: time("effective_date", body.effective_date.as_deref())?,
+        scheduled_for: time("scheduled_for", body.scheduled_for.as_deref())?,
+        inflight_expiry_date: time("inflight_expiry_date", body.inflight_expiry_date.as_deref())?,
+        inflight_commit_date: time("inflight_commit_date", body.inflight_commit_date.as_deref())?,
         meta_data: meta_object(body.meta_data)?,
     })
 }
@@ -177,8 +222,14 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: TransactionBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    let record = state.ledger.record(transfer_request(body)?).await?;
-    Ok(HttpResponse::Created().json(TransactionJson::from(&record)))
+    let dry_run = body.dry_run;
+    let request = transfer_request(body)?;
+    if dry_run {
+        let preview = state.ledger.preview_transfer(&request).await?;
+        return Ok(HttpResponse::Ok().json(PreviewJson::from(&preview)));
+    }
+    let recorded = state.ledger.record(request).await?;
+    Ok(HttpResponse::Created().json(TransactionJson::from(&recorded)))
 }
 
 pub async fn get(

@@ -676,7 +676,11 @@ async fn retrying_a_transfer_that_emptied_its_source_is_409_not_insufficient_fun
     // Assert
     assert_eq!(first.json["status"], "APPLIED");
     assert_error(&retry, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
-    assert_error(&queued_retry, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
+    assert_error(
+        &queued_retry,
+        StatusCode::CONFLICT,
+        "TXN_DUPLICATE_REFERENCE",
+    );
     assert_eq!(transaction_count(&app).await, rows_before);
     assert_eq!(money(&app, a).await, (0, 100, 100));
     assert_eq!(money(&app, b).await, (100, 100, 0));

@@ -1,65 +1,157 @@
 //! Admission of a batch of transfers against the balances' current state.
 //!
-//! Each balance takes its changes in arrival order. A debit whose floor would be crossed is
-//! refused, and so is its whole transfer (all legs or none). Refusing a transfer also takes
-//! away its credits, which may make a later debit elsewhere fail, so admission repeats until
-//! nothing changes. The refused set only grows, so it ends within `items + 1` rounds.
+//! A batch is a list of units; a unit is a list of items (one transfer, one leg of a split,
+//! one row of a bulk request); an item is a list of balance changes applied together. Each
+//! balance takes its changes in batch order. An item whose debit would cross its floor is
+//! refused, and with it:
+//! - [`UnitMode::Atomic`]: every item of its unit (all legs or none);
+//! - [`UnitMode::UntilFirstFailure`]: every later item of its unit (Blnk's non-atomic bulk);
+//! - [`UnitMode::Independent`]: nothing else.
+//!
+//! Refusing an item takes its credits away, which may make a later debit elsewhere fail, so
+//! admission repeats until nothing changes. The refused set only grows, so it ends.
 
 use super::balance::GuardedChange;
 use bigdecimal::num_bigint::BigInt;
 use std::collections::HashMap;
 
-/// The changes of one transfer, each to a named balance.
-pub type TransferChanges = [(String, GuardedChange)];
+/// The changes of one item, each to a named balance.
+pub type ItemChanges = [(String, GuardedChange)];
 
-/// For each item, `None` if admitted, or `Some(i)` where change `i` of the item was refused.
-/// Items with `excluded[k] = true` take no part (already refused for other reasons).
-pub fn admit_batch<'a, I>(
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitMode {
+    Independent,
+    Atomic,
+    UntilFirstFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Change `change` of the item crossed its floor.
+    Refused {
+        change: usize,
+    },
+    /// Another item of the unit was refused (or excluded).
+    RefusedWithUnit,
+    /// Excluded by the caller before admission.
+    Excluded,
+}
+
+/// One unit: its mode and its items' changes, in order.
+pub struct Unit<'a> {
+    pub mode: UnitMode,
+    pub items: Vec<&'a ItemChanges>,
+}
+
+/// Decides every item; `excluded[u][i]` marks items already refused for other reasons.
+pub fn admit_units(
     available: &HashMap<String, BigInt>,
-    items: I,
-    excluded: &[bool],
-) -> Vec<Option<usize>>
-where
-    I: IntoIterator<Item = &'a TransferChanges>,
-{
-    let items: Vec<&TransferChanges> = items.into_iter().collect();
-    assert_eq!(items.len(), excluded.len());
-    let mut refused: Vec<Option<usize>> = vec![None; items.len()];
+    units: &[Unit<'_>],
+    excluded: &[Vec<bool>],
+) -> Vec<Vec<Admission>> {
+    assert_eq!(units.len(), excluded.len());
+    let mut decided: Vec<Vec<Admission>> = units
+        .iter()
+        .zip(excluded)
+        .map(|(unit, excluded)| {
+            assert_eq!(unit.items.len(), excluded.len());
+            excluded
+                .iter()
+                .map(|&e| {
+                    if e {
+                        Admission::Excluded
+                    } else {
+                        Admission::Admitted
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for (unit, decisions) in units.iter().zip(decided.iter_mut()) {
+        propagate(unit.mode, decisions);
+    }
     loop {
         let mut running: HashMap<&str, BigInt> = available
             .iter()
             .map(|(id, value)| (id.as_str(), value.clone()))
             .collect();
         let mut changed = false;
-        for (index, changes) in items.iter().enumerate() {
-            if excluded[index] || refused[index].is_some() {
-                continue;
-            }
-            let failing = changes.iter().position(|(balance_id, change)| {
-                let Some(floor) = &change.floor else {
-                    return false;
-                };
-                let current = running
-                    .get(balance_id.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                !floor.permits(&(current + change.delta.available_change()))
-            });
-            match failing {
-                Some(position) => {
-                    refused[index] = Some(position);
-                    changed = true;
+        for (unit, decisions) in units.iter().zip(decided.iter_mut()) {
+            let before = decisions.clone();
+            match unit.mode {
+                UnitMode::Atomic => {
+                    let mut scratch = running.clone();
+                    let mut failed = false;
+                    for (index, changes) in unit.items.iter().enumerate() {
+                        if decisions[index] != Admission::Admitted {
+                            failed = true;
+                            break;
+                        }
+                        if let Err(change) = apply_item(&mut scratch, changes) {
+                            decisions[index] = Admission::Refused { change };
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
+                        propagate(unit.mode, decisions);
+                    } else {
+                        running = scratch;
+                    }
                 }
-                None => {
-                    for (balance_id, change) in changes.iter() {
-                        *running.entry(balance_id.as_str()).or_default() +=
-                            change.delta.available_change();
+                UnitMode::Independent | UnitMode::UntilFirstFailure => {
+                    for (index, changes) in unit.items.iter().enumerate() {
+                        if decisions[index] != Admission::Admitted {
+                            continue;
+                        }
+                        let mut scratch = running.clone();
+                        match apply_item(&mut scratch, changes) {
+                            Ok(()) => running = scratch,
+                            Err(change) => decisions[index] = Admission::Refused { change },
+                        }
+                        propagate(unit.mode, decisions);
                     }
                 }
             }
+            changed |= *decisions != before;
         }
         if !changed {
-            return refused;
+            return decided;
+        }
+    }
+}
+
+/// Applies an item's changes in order; `Err(i)` if change `i` crosses its floor.
+fn apply_item<'a>(
+    running: &mut HashMap<&'a str, BigInt>,
+    changes: &'a ItemChanges,
+) -> Result<(), usize> {
+    for (index, (balance_id, change)) in changes.iter().enumerate() {
+        let current = running.entry(balance_id.as_str()).or_default();
+        let after = &*current + change.delta.available_change();
+        if let Some(floor) = &change.floor {
+            if !floor.permits(&after) {
+                return Err(index);
+            }
+        }
+        *current = after;
+    }
+    Ok(())
+}
+
+/// Spreads a refusal inside a unit according to its mode.
+fn propagate(mode: UnitMode, decisions: &mut [Admission]) {
+    let first_refused = decisions.iter().position(|d| *d != Admission::Admitted);
+    let Some(first) = first_refused else { return };
+    let spread = match mode {
+        UnitMode::Independent => return,
+        UnitMode::Atomic => 0..decisions.len(),
+        UnitMode::UntilFirstFailure => first..decisions.len(),
+    };
+    for decision in &mut decisions[spread] {
+        if *decision == Admission::Admitted {
+            *decision = Admission::RefusedWithUnit;
         }
     }
 }
@@ -96,36 +188,98 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn refusing_a_transfer_takes_its_credit_away() {
-        let available: HashMap<String, BigInt> = [
+    fn zero() -> Floor {
+        Floor::AtLeast(BigInt::zero())
+    }
+
+    fn start() -> HashMap<String, BigInt> {
+        [
             ("a".to_string(), BigInt::from(10)),
             ("b".to_string(), BigInt::zero()),
         ]
-        .into();
-        let zero = || Floor::AtLeast(BigInt::zero());
-        // a→b 20 fails; b→a 5 relied on it only if it came later, so it fails too.
+        .into()
+    }
+
+    fn singles<'a>(items: &'a [Vec<(String, GuardedChange)>]) -> Vec<Unit<'a>> {
+        items
+            .iter()
+            .map(|i| Unit {
+                mode: UnitMode::Independent,
+                items: vec![i.as_slice()],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn refusing_a_transfer_takes_its_credit_away() {
+        // a→b 20 fails, so b has nothing for b→a 5.
         let items = [
             transfer("a", "b", 20, zero()),
             transfer("b", "a", 5, zero()),
         ];
-        let outcome = admit_batch(
-            &available,
-            items.iter().map(|i| i.as_slice()),
-            &[false, false],
+        let decided = admit_units(&start(), &singles(&items), &[vec![false], vec![false]]);
+        assert_eq!(
+            decided,
+            vec![
+                vec![Admission::Refused { change: 0 }],
+                vec![Admission::Refused { change: 0 }]
+            ]
         );
-        assert_eq!(outcome, vec![Some(0), Some(0)]);
-        // With a first, a→b 10 passes and b→a 5 can use it.
         let items = [
             transfer("a", "b", 10, zero()),
             transfer("b", "a", 5, zero()),
         ];
-        let outcome = admit_batch(
-            &available,
-            items.iter().map(|i| i.as_slice()),
-            &[false, false],
+        let decided = admit_units(&start(), &singles(&items), &[vec![false], vec![false]]);
+        assert_eq!(
+            decided,
+            vec![vec![Admission::Admitted], vec![Admission::Admitted]]
         );
-        assert_eq!(outcome, vec![None, None]);
+    }
+
+    #[test]
+    fn atomic_units_are_all_or_nothing_and_see_their_own_credits() {
+        let items = [
+            transfer("a", "b", 10, zero()),
+            transfer("b", "a", 10, zero()),
+            transfer("a", "b", 11, zero()),
+        ];
+        let unit = |n: usize| Unit {
+            mode: UnitMode::Atomic,
+            items: items[..n].iter().map(|i| i.as_slice()).collect(),
+        };
+        let decided = admit_units(&start(), &[unit(2)], &[vec![false; 2]]);
+        assert_eq!(decided, vec![vec![Admission::Admitted; 2]]);
+        let decided = admit_units(&start(), &[unit(3)], &[vec![false; 3]]);
+        assert_eq!(
+            decided,
+            vec![vec![
+                Admission::RefusedWithUnit,
+                Admission::RefusedWithUnit,
+                Admission::Refused { change: 0 }
+            ]]
+        );
+    }
+
+    #[test]
+    fn until_first_failure_stops_the_rest_of_its_unit() {
+        let items = [
+            transfer("a", "b", 5, zero()),
+            transfer("a", "b", 50, zero()),
+            transfer("a", "b", 1, zero()),
+        ];
+        let unit = Unit {
+            mode: UnitMode::UntilFirstFailure,
+            items: items.iter().map(|i| i.as_slice()).collect(),
+        };
+        let decided = admit_units(&start(), &[unit], &[vec![false; 3]]);
+        assert_eq!(
+            decided,
+            vec![vec![
+                Admission::Admitted,
+                Admission::Refused { change: 0 },
+                Admission::RefusedWithUnit
+            ]]
+        );
     }
 
     proptest! {
@@ -134,24 +288,35 @@ mod tests {
         fn admitted_changes_respect_every_floor(
             starts in proptest::collection::vec(0i64..100, 3),
             moves in proptest::collection::vec((0usize..3, 0usize..3, 1i64..80, any::<bool>()), 1..30),
+            atomic_every in 1usize..4,
         ) {
             let names = ["a", "b", "c"];
             let available: HashMap<String, BigInt> =
                 names.iter().zip(&starts).map(|(n, s)| (n.to_string(), BigInt::from(*s))).collect();
             let items: Vec<_> = moves.iter().filter(|(s, d, _, _)| s != d).map(|(s, d, amount, overdraft)| {
-                let floor = if *overdraft { Floor::AtLeast(BigInt::from(-20)) } else { Floor::AtLeast(BigInt::zero()) };
+                let floor = if *overdraft { Floor::AtLeast(BigInt::from(-20)) } else { zero() };
                 transfer(names[*s], names[*d], *amount, floor)
             }).collect();
-            let excluded = vec![false; items.len()];
-            let outcome = admit_batch(&available, items.iter().map(|i| i.as_slice()), &excluded);
+            let units: Vec<Unit> = items.chunks(atomic_every).map(|chunk| Unit {
+                mode: if atomic_every > 1 { UnitMode::Atomic } else { UnitMode::Independent },
+                items: chunk.iter().map(|i| i.as_slice()).collect(),
+            }).collect();
+            let excluded: Vec<Vec<bool>> = units.iter().map(|u| vec![false; u.items.len()]).collect();
+            let decided = admit_units(&available, &units, &excluded);
             let mut running = available.clone();
-            for (item, refused) in items.iter().zip(&outcome) {
-                if refused.is_some() { continue; }
-                for (id, change) in item {
-                    let value = running.get_mut(id).unwrap();
-                    *value += change.delta.available_change();
-                    if let Some(floor) = &change.floor {
-                        prop_assert!(floor.permits(value));
+            for (unit, decisions) in units.iter().zip(&decided) {
+                let admitted = decisions.iter().filter(|d| **d == Admission::Admitted).count();
+                if unit.mode == UnitMode::Atomic {
+                    prop_assert!(admitted == 0 || admitted == unit.items.len());
+                }
+                for (item, decision) in unit.items.iter().zip(decisions) {
+                    if *decision != Admission::Admitted { continue; }
+                    for (id, change) in item.iter() {
+                        let value = running.get_mut(id).unwrap();
+                        *value += change.delta.available_change();
+                        if let Some(floor) = &change.floor {
+                            prop_assert!(floor.permits(value));
+                        }
                     }
                 }
             }

@@ -3,7 +3,9 @@
 pub mod amount;
 pub mod balance;
 pub mod batch;
+pub mod distribution;
 pub mod ids;
+pub mod inflight;
 pub mod transaction;
 
 pub use amount::{Amount, AmountError, Precision};

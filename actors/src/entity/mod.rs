@@ -2,6 +2,7 @@
 //! money columns use the custom [`Money`] type, which generation cannot produce.
 
 pub mod balance;
+pub mod inflight_hold;
 pub mod ledger;
 pub mod money;
 pub mod transaction;

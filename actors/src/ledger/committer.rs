@@ -2,20 +2,22 @@
 //!
 //! While one commit runs, the mailbox is paused (`ctx.wait`); what arrives meanwhile is the
 //! next batch. An idle committer flushes as soon as its mailbox is drained (or after the
-//! configured window), and never writes more than `batch_size_max` items at once. Replies
-//! go out only after the database commit returned.
+//! configured window), and writes at most `batch_size_max` items at once (a unit is never
+//! split: an atomic bulk request is one unit). Replies go out only after the database commit
+//! returned, and the balance actors are settled before that, in commit order.
 
 use super::balance_actor::{BalanceActor, Settle};
-use crate::store::{commit_batch, BalanceRow, BatchItem, ItemOutcome, Store};
+use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store};
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// What a submitter gets back: its outcome and the new state of the balances it touched.
-pub type CommitReply = Result<(ItemOutcome, Vec<BalanceRow>), LedgerError>;
+/// What a submitter gets back: the outcome of each item of its unit and the new state of
+/// the balances the unit touched.
+pub type CommitReply = Result<(Vec<ItemOutcome>, Vec<BalanceRow>), LedgerError>;
 
 #[derive(Debug, Clone)]
 pub struct CommitterSettings {
@@ -31,6 +33,17 @@ pub struct Committer {
     flush_scheduled: bool,
 }
 
+/// Write this unit in a coming batch; the answer arrives on `reply` after the commit.
+/// `actors` are the actors of the unit's balances: they are settled after the commit (the
+/// debits of changes with a floor were reserved by them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    pub unit: BatchUnit,
+    pub reply: oneshot::Sender<CommitReply>,
+    pub actors: Vec<(String, Addr<BalanceActor>)>,
+}
+
 impl Committer {
     pub fn new(store: Store, settings: CommitterSettings) -> Self {
         assert!(settings.batch_size_max > 0);
@@ -40,6 +53,10 @@ impl Committer {
             pending: Vec::new(),
             flush_scheduled: false,
         }
+    }
+
+    fn pending_items(&self) -> usize {
+        self.pending.iter().map(|s| s.unit.items.len()).sum()
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -55,35 +72,50 @@ impl Committer {
         }
     }
 
+    /// How many pending submissions fit in one batch (at least one).
+    fn batch_len(&self) -> usize {
+        let mut items = 0;
+        let mut take = 0;
+        for submit in &self.pending {
+            items += submit.unit.items.len();
+            if take > 0 && items > self.settings.batch_size_max {
+                break;
+            }
+            take += 1;
+        }
+        take
+    }
+
     #[tracing::instrument(level = "debug", name = "committer.flush", skip_all, fields(pending = self.pending.len()))]
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let take = self.pending.len().min(self.settings.batch_size_max);
+        let take = self.batch_len();
         if take == 0 {
             return;
         }
         let batch: Vec<Submit> = self.pending.drain(..take).collect();
         let settlements = Settlements::of(&batch);
-        let touched: Vec<Vec<String>> = batch
+        let touched: Vec<HashSet<String>> = batch
             .iter()
-            .map(|submit| {
-                submit
-                    .item
-                    .changes
+            .map(|s| {
+                s.unit
+                    .items
                     .iter()
-                    .map(|(id, _)| id.clone())
+                    .flat_map(|i| i.changes.iter().map(|(id, _)| id.clone()))
                     .collect()
             })
             .collect();
-        let (items, replies): (Vec<BatchItem>, Vec<oneshot::Sender<CommitReply>>) = batch
-            .into_iter()
-            .map(|submit| (submit.item, submit.reply))
-            .unzip();
+        let holders: Vec<Vec<String>> = batch
+            .iter()
+            .map(|s| s.actors.iter().map(|(id, _)| id.clone()).collect())
+            .collect();
+        let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
+            batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
         let store = self.store.clone();
-        let size = items.len();
+        let size: usize = units.iter().map(|u| u.items.len()).sum();
         ctx.wait(
             async move {
                 let started = std::time::Instant::now();
-                let result = commit_batch(&store, items).await;
+                let result = commit_batch(&store, units).await;
                 tracing::debug!(
                     size,
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -99,19 +131,26 @@ impl Committer {
                 settlements.send(result.as_ref().ok().map(|o| o.balances.as_slice()));
                 match result {
                     Ok(outcome) => {
-                        let rows: std::collections::HashMap<&str, &BalanceRow> = outcome
+                        let rows: HashMap<&str, &BalanceRow> = outcome
                             .balances
                             .iter()
                             .map(|row| (row.balance_id.as_str(), row))
                             .collect();
-                        for ((item, reply), ids) in
-                            outcome.items.into_iter().zip(replies).zip(touched)
+                        for (((items, reply), touched), holders) in outcome
+                            .units
+                            .into_iter()
+                            .zip(replies)
+                            .zip(touched)
+                            .zip(holders)
                         {
-                            let mine = ids
+                            let mine = touched
                                 .iter()
+                                .chain(holders.iter())
+                                .collect::<HashSet<_>>()
+                                .into_iter()
                                 .filter_map(|id| rows.get(id.as_str()).map(|row| (*row).clone()))
                                 .collect();
-                            let _ = reply.send(Ok((item, mine)));
+                            let _ = reply.send(Ok((items, mine)));
                         }
                     }
                     Err(error) => {
@@ -129,25 +168,6 @@ impl Committer {
     }
 }
 
-impl Actor for Committer {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-    }
-}
-
-/// Write this item in a coming batch; the answer arrives on `reply` after the commit.
-/// `actors` are the actors of the item's balances: they are settled after the commit (the
-/// debits of changes with a floor were reserved by them).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Submit {
-    pub item: BatchItem,
-    pub reply: oneshot::Sender<CommitReply>,
-    pub actors: Vec<(String, Addr<BalanceActor>)>,
-}
-
 /// Per balance of a batch: its actor and the reserved debits the batch releases.
 struct Settlements(BTreeMap<String, (Addr<BalanceActor>, BigInt)>);
 
@@ -159,7 +179,7 @@ impl Settlements {
                 map.entry(balance_id.clone())
                     .or_insert_with(|| (addr.clone(), BigInt::default()));
             }
-            for (balance_id, change) in &submit.item.changes {
+            for (balance_id, change) in submit.unit.items.iter().flat_map(|i| i.changes.iter()) {
                 if change.floor.is_some() {
                     if let Some((_, released)) = map.get_mut(balance_id) {
                         *released -= change.delta.available_change();
@@ -185,12 +205,20 @@ impl Settlements {
     }
 }
 
+impl Actor for Committer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+    }
+}
+
 impl Handler<Submit> for Committer {
     type Result = ();
 
     fn handle(&mut self, message: Submit, ctx: &mut Context<Self>) {
         self.pending.push(message);
-        if self.pending.len() >= self.settings.batch_size_max {
+        if self.pending_items() >= self.settings.batch_size_max {
             self.flush_scheduled = false;
             self.flush(ctx);
         } else {

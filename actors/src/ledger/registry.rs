@@ -82,6 +82,11 @@ impl BalanceRegistry {
         self.map.len()
     }
 
+    /// The balance's actor if it is live (never starts one).
+    pub fn live(&self, balance_id: &str) -> Option<Addr<BalanceActor>> {
+        self.map.get(balance_id)
+    }
+
     /// The balance's actor, started (from its stored row) if it is not live.
     pub async fn actor(&self, balance_id: &str) -> Result<Addr<BalanceActor>, LedgerError> {
         if let Some(addr) = self.map.get(balance_id) {

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
     pub interval_ms: u64,
+    /// How often due scheduled transactions and hold expiries are looked for.
+    pub due_check_ms: u64,
     /// Age threshold of the first run (0 after a restart with the in-process queue, which
     /// starts empty).
     pub first_age_ms: u64,
@@ -35,13 +37,25 @@ pub async fn recover(ledger: &Ledger, age: Duration, limit: u64) -> Result<usize
             )
             .await?;
     }
+    ledger.requeue_pending_hold_actions(limit).await?;
     Ok(rows.len())
+}
+
+/// Enqueues SCHEDULED rows whose time has come and queues due hold expiries and
+/// auto-commits. Everything it acts on is in the database, so it survives restarts.
+pub async fn run_due(ledger: &Ledger, limit: u64) -> Result<usize, LedgerError> {
+    let rows = ledger.store().due_scheduled(Utc::now(), limit).await?;
+    for row in &rows {
+        ledger.enqueue(&row.source, &row.transaction_id).await;
+    }
+    Ok(rows.len() + ledger.queue_due_hold_actions(limit).await?)
 }
 
 pub struct RecoverySweep {
     ledger: Ledger,
     settings: SweepSettings,
     running: bool,
+    running_due: bool,
     first_run: bool,
 }
 
@@ -51,8 +65,27 @@ impl RecoverySweep {
             ledger,
             settings,
             running: false,
+            running_due: false,
             first_run: true,
         }
+    }
+
+    fn run_due(&mut self, ctx: &mut Context<Self>) {
+        if self.running_due {
+            return;
+        }
+        self.running_due = true;
+        let (ledger, limit) = (self.ledger.clone(), self.settings.batch_max);
+        ctx.spawn(
+            async move { run_due(&ledger, limit).await }
+                .into_actor(self)
+                .map(|result, actor, _| {
+                    actor.running_due = false;
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "due-work check failed");
+                    }
+                }),
+        );
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -88,6 +121,10 @@ impl Actor for RecoverySweep {
         ctx.run_interval(
             Duration::from_millis(self.settings.interval_ms),
             |actor, ctx| actor.sweep(ctx),
+        );
+        ctx.run_interval(
+            Duration::from_millis(self.settings.due_check_ms),
+            |actor, ctx| actor.run_due(ctx),
         );
     }
 }

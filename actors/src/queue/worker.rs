@@ -4,7 +4,7 @@
 
 use super::{Delivery, TransactionQueue};
 use crate::domain::TransactionStatus;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, ACTION_ENTRY_PREFIX};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,6 +108,23 @@ async fn drain(ledger: Ledger, consumer: String, shards: Vec<u32>, settings: Wor
 /// ones that are done.
 #[tracing::instrument(skip_all, fields(count = deliveries.len()))]
 async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<Delivery>) {
+    let (actions, deliveries): (Vec<Delivery>, Vec<Delivery>) = deliveries
+        .into_iter()
+        .partition(|d| d.transaction_id.starts_with(ACTION_ENTRY_PREFIX));
+    let mut acked = Vec::new();
+    for delivery in actions {
+        let hold_id = &delivery.transaction_id[ACTION_ENTRY_PREFIX.len()..];
+        match ledger.run_pending_hold_action(hold_id).await {
+            Ok(()) => acked.push(delivery),
+            Err(error) => tracing::warn!(%error, hold_id, "hold action failed; will retry"),
+        }
+    }
+    if let Err(error) = queue.ack(&acked).await {
+        tracing::warn!(%error, "ack failed; entries will be delivered again");
+    }
+    if deliveries.is_empty() {
+        return;
+    }
     let ids = deliveries
         .iter()
         .map(|d| d.transaction_id.clone())
@@ -128,7 +145,7 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
             tracing::warn!(transaction_id = %delivery.transaction_id, "queued transaction not found");
             return true;
         };
-        if record.status != TransactionStatus::Queued {
+        if !matches!(record.status, TransactionStatus::Queued | TransactionStatus::Scheduled) {
             return true;
         }
         match ledger.apply_queued(record).await {

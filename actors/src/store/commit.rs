@@ -1,11 +1,12 @@
 //! The group commit: a whole batch of transfers in one database transaction.
 //!
 //! 1. duplicate references (inside the batch and already stored) are refused;
-//! 2. every touched balance is locked and read, in balance-id order (no deadlocks);
-//! 3. the batch is admitted against those rows ([`admit_batch`]): the database state, not any
+//! 2. inflight commits and voids are decided against their locked hold rows;
+//! 3. every touched balance is locked and read, in balance-id order (no deadlocks);
+//! 4. the batch is admitted against those rows ([`admit_units`]): the database state, not any
 //!    process's cache, decides, so replicas can never overdraw a balance;
-//! 4. one guarded update per touched balance (its net change for the whole batch);
-//! 5. set-based inserts of the transaction rows; commit.
+//! 5. one guarded update per touched balance (its net change for the whole batch);
+//! 6. set-based inserts of the transaction rows, hold rows written; commit.
 //!
 //! A lost race with another process (a version moved, a reference inserted meanwhile) rolls
 //! the attempt back and retries it from the start.
@@ -14,15 +15,18 @@ use super::balances::BalanceRow;
 use super::transactions::active_model;
 use super::Store;
 use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
-use crate::domain::batch::admit_batch;
+use crate::domain::batch::{admit_units, Admission, Unit, UnitMode};
+use crate::domain::inflight::{self, HoldAction, HoldRefusal, HoldState};
+use crate::domain::transaction::{QUEUED_CHILD_SUFFIX, QUEUED_PARENT_KEY};
 use crate::domain::{TransactionRecord, TransactionStatus};
-use crate::entity::{balance, transaction, Money};
+use crate::entity::{balance, inflight_hold, transaction, Money};
 use crate::LedgerError;
 use bigdecimal::num_bigint::BigInt;
+use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -43,11 +47,53 @@ pub enum Refusal {
     StoreRejected,
 }
 
+/// A commit or void of an existing hold, decided inside the transaction.
+#[derive(Debug, Clone)]
+pub struct HoldActionRequest {
+    pub hold_id: String,
+    pub action: HoldAction,
+    /// This action was queued: clear the hold's pending mark, whatever the outcome.
+    pub clears_pending: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct BatchItem {
+    /// The row to store; for a hold action its amount and hash are set in the transaction.
     pub record: TransactionRecord,
     pub changes: Vec<(String, GuardedChange)>,
     pub refusal: Refusal,
+    pub hold_action: Option<HoldActionRequest>,
+}
+
+impl BatchItem {
+    pub fn transfer(
+        record: TransactionRecord,
+        changes: Vec<(String, GuardedChange)>,
+        refusal: Refusal,
+    ) -> Self {
+        Self {
+            record,
+            changes,
+            refusal,
+            hold_action: None,
+        }
+    }
+}
+
+/// Items committed together under one mode (see [`UnitMode`]).
+#[derive(Debug, Clone)]
+pub struct BatchUnit {
+    pub mode: UnitMode,
+    pub items: Vec<BatchItem>,
+}
+
+impl BatchUnit {
+    pub fn single(item: BatchItem) -> Self {
+        Self {
+            mode: UnitMode::Independent,
+            items: vec![item],
+        }
+    }
 }
 
 /// Refusals are the rare case; boxing the common one would cost an allocation per item.
@@ -61,7 +107,8 @@ pub enum ItemOutcome {
 
 #[derive(Debug, Clone)]
 pub struct BatchOutcome {
-    pub items: Vec<ItemOutcome>,
+    /// Per unit, per item.
+    pub units: Vec<Vec<ItemOutcome>>,
     /// The new state of every balance the batch changed.
     pub balances: Vec<BalanceRow>,
 }
@@ -96,7 +143,7 @@ impl From<sea_orm::DbErr> for AttemptError {
 /// Commits a batch; an `Err` means nothing of it was stored.
 pub async fn commit_batch(
     store: &Store,
-    items: Vec<BatchItem>,
+    units: Vec<BatchUnit>,
 ) -> Result<BatchOutcome, LedgerError> {
     store
         .run(|db| async move {
@@ -104,7 +151,7 @@ pub async fn commit_batch(
             loop {
                 attempt += 1;
                 let txn = db.begin().await?;
-                match attempt_commit(&txn, &items).await {
+                match attempt_commit(&txn, units.clone()).await {
                     Ok(outcome) => {
                         txn.commit().await?;
                         return Ok(outcome);
@@ -129,28 +176,40 @@ pub async fn commit_batch(
         .await
 }
 
+/// Per unit, per item: `None` while undecided.
+type Decisions = Vec<Vec<Option<ItemOutcome>>>;
+
 async fn attempt_commit(
     txn: &DatabaseTransaction,
-    items: &[BatchItem],
+    mut units: Vec<BatchUnit>,
 ) -> Result<BatchOutcome, AttemptError> {
-    let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; items.len()];
-    refuse_duplicate_references(txn, items, &mut outcomes).await?;
+    for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
+        item.record = as_stored(&item.record);
+    }
+    let mut decided: Decisions = units.iter().map(|u| vec![None; u.items.len()]).collect();
+    refuse_duplicate_references(txn, &units, &mut decided).await?;
+    let holds = decide_hold_actions(txn, &mut units, &mut decided).await?;
 
-    let touched: Vec<String> = items
+    let touched: Vec<String> = units
         .iter()
-        .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_none())
+        .zip(&decided)
+        .flat_map(|(unit, decided)| unit.items.iter().zip(decided))
+        .filter(|(_, decision)| decision.is_none())
         .flat_map(|(item, _)| item.changes.iter().map(|(id, _)| id.clone()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
     let rows = lock_balances(txn, touched).await?;
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if outcome.is_none() {
-            if let Some((missing, _)) = item.changes.iter().find(|(id, _)| !rows.contains_key(id)) {
-                *outcome = Some(ItemOutcome::Refused(LedgerError::BalanceNotFound(
-                    missing.clone(),
-                )));
+    for (unit, decided) in units.iter().zip(decided.iter_mut()) {
+        for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
+            if decision.is_none() {
+                if let Some((missing, _)) =
+                    item.changes.iter().find(|(id, _)| !rows.contains_key(id))
+                {
+                    *decision = Some(ItemOutcome::Refused(LedgerError::BalanceNotFound(
+                        missing.clone(),
+                    )));
+                }
             }
         }
     }
@@ -159,43 +218,56 @@ async fn attempt_commit(
         .iter()
         .map(|(id, row)| (id.clone(), row.amounts.available()))
         .collect();
-    let excluded: Vec<bool> = outcomes.iter().map(Option::is_some).collect();
-    let admission = admit_batch(
-        &available,
-        items.iter().map(|i| i.changes.as_slice()),
-        &excluded,
-    );
+    let admission_units: Vec<Unit> = units
+        .iter()
+        .map(|unit| Unit {
+            mode: unit.mode,
+            items: unit.items.iter().map(|i| i.changes.as_slice()).collect(),
+        })
+        .collect();
+    let excluded: Vec<Vec<bool>> = decided
+        .iter()
+        .map(|d| d.iter().map(Option::is_some).collect())
+        .collect();
+    let admission = admit_units(&available, &admission_units, &excluded);
 
     let mut net: BTreeMap<String, BalanceDelta> = BTreeMap::new();
     let mut to_insert = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        if outcomes[index].is_some() {
-            continue;
-        }
-        match admission[index] {
-            None => {
-                for (balance_id, change) in &item.changes {
-                    net.entry(balance_id.clone())
-                        .or_default()
-                        .add(&change.delta);
-                }
-                let stored = as_stored(&item.record);
-                to_insert.push(stored.clone());
-                outcomes[index] = Some(ItemOutcome::Stored(stored));
-            }
-            Some(position) => {
-                let (balance_id, change) = &item.changes[position];
-                let error = refusal_for(balance_id, change.floor.as_ref());
-                outcomes[index] = Some(match item.refusal {
-                    Refusal::Fail => ItemOutcome::Refused(error),
-                    Refusal::StoreRejected => {
-                        let rejected =
-                            as_stored(&item.record).with_rejection(&error.rejection_reason());
-                        to_insert.push(rejected.clone());
-                        ItemOutcome::Stored(rejected)
+    let mut admitted_actions: Vec<&HoldActionRequest> = Vec::new();
+    for ((unit, decided), admission) in units.iter().zip(decided.iter_mut()).zip(&admission) {
+        let cause = unit_refusal_cause(unit, decided, admission);
+        for ((item, decision), admitted) in unit.items.iter().zip(decided.iter_mut()).zip(admission)
+        {
+            let error = match admitted {
+                Admission::Excluded => continue,
+                Admission::Admitted => {
+                    for (balance_id, change) in &item.changes {
+                        net.entry(balance_id.clone())
+                            .or_default()
+                            .add(&change.delta);
                     }
-                });
-            }
+                    to_insert.push(item.record.clone());
+                    admitted_actions.extend(item.hold_action.as_ref());
+                    *decision = Some(ItemOutcome::Stored(item.record.clone()));
+                    continue;
+                }
+                Admission::Refused { change } => {
+                    let (balance_id, change) = &item.changes[*change];
+                    refusal_for(balance_id, change.floor.as_ref())
+                }
+                Admission::RefusedWithUnit => LedgerError::UnitRefused(cause.clone()),
+            };
+            *decision = Some(match item.refusal {
+                Refusal::Fail => ItemOutcome::Refused(error),
+                Refusal::StoreRejected => {
+                    let rejected = item
+                        .record
+                        .clone()
+                        .with_rejection(&error.rejection_reason());
+                    to_insert.push(rejected.clone());
+                    ItemOutcome::Stored(rejected)
+                }
+            });
         }
     }
     assert_double_entry(&net);
@@ -214,11 +286,41 @@ async fn attempt_commit(
             .exec_without_returning(txn)
             .await?;
     }
-    let items = outcomes
+    write_holds(txn, &units, &to_insert, &admitted_actions, &holds).await?;
+    let units = decided
         .into_iter()
-        .map(|o| o.expect("every item decided"))
+        .map(|unit| {
+            unit.into_iter()
+                .map(|o| o.expect("every item decided"))
+                .collect()
+        })
         .collect();
-    Ok(BatchOutcome { items, balances })
+    Ok(BatchOutcome { units, balances })
+}
+
+/// Why the other items of a unit were refused: the first refusal in it.
+fn unit_refusal_cause(
+    unit: &BatchUnit,
+    decided: &[Option<ItemOutcome>],
+    admission: &[Admission],
+) -> String {
+    for (index, (decision, admitted)) in decided.iter().zip(admission).enumerate() {
+        if let Some(ItemOutcome::Refused(error)) = decision {
+            return format!(
+                "transaction {} of the batch was refused: {error}",
+                index + 1
+            );
+        }
+        if let Admission::Refused { change } = admitted {
+            let (balance_id, change) = &unit.items[index].changes[*change];
+            let error = refusal_for(balance_id, change.floor.as_ref());
+            return format!(
+                "transaction {} of the batch was refused: {error}",
+                index + 1
+            );
+        }
+    }
+    "another transaction of the batch was refused".to_owned()
 }
 
 /// The record at the database's time resolution (PostgreSQL keeps microseconds), so that
@@ -264,38 +366,270 @@ fn assert_double_entry(net: &BTreeMap<String, BalanceDelta>) {
 
 async fn refuse_duplicate_references(
     txn: &DatabaseTransaction,
-    items: &[BatchItem],
-    outcomes: &mut [Option<ItemOutcome>],
+    units: &[BatchUnit],
+    decided: &mut Decisions,
 ) -> Result<(), AttemptError> {
-    let mut seen = HashSet::new();
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if !seen.insert(item.record.reference.as_str()) {
-            *outcome = Some(ItemOutcome::Refused(LedgerError::DuplicateReference(
-                item.record.reference.clone(),
-            )));
+    // Besides its own reference, a QUEUED row needs its worker's `<ref>_q` to be free, and a
+    // client's `<ref>_q` must not be the future child of a queued `<ref>`.
+    let claims = |item: &BatchItem| -> Vec<String> {
+        let record = &item.record;
+        let mut claims = vec![record.reference.clone()];
+        if matches!(
+            record.status,
+            TransactionStatus::Queued | TransactionStatus::Scheduled
+        ) {
+            claims.push(format!("{}{QUEUED_CHILD_SUFFIX}", record.reference));
+        } else if let Some(prefix) = record.reference.strip_suffix(QUEUED_CHILD_SUFFIX) {
+            if !is_queued_child(record) {
+                claims.push(prefix.to_owned());
+            }
         }
-    }
-    let references: Vec<String> = items.iter().map(|i| i.record.reference.clone()).collect();
-    let mut stored = HashSet::new();
+        claims
+    };
+    let references: Vec<String> = units
+        .iter()
+        .flat_map(|u| u.items.iter().flat_map(claims))
+        .collect();
+    let mut stored: HashMap<String, String> = HashMap::new();
     for chunk in references.chunks(IN_LIST_MAX) {
-        let found: Vec<String> = transaction::Entity::find()
+        let found: Vec<(String, String)> = transaction::Entity::find()
             .select_only()
             .column(transaction::Column::Reference)
+            .column(transaction::Column::Status)
             .filter(transaction::Column::Reference.is_in(chunk.to_vec()))
             .into_tuple()
             .all(txn)
             .await?;
         stored.extend(found);
     }
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        if outcome.is_none() && stored.contains(&item.record.reference) {
-            *outcome = Some(ItemOutcome::Refused(LedgerError::DuplicateReference(
-                item.record.reference.clone(),
-            )));
+    let mut seen = HashSet::new();
+    for (unit, decided) in units.iter().zip(decided.iter_mut()) {
+        for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
+            let reference = &item.record.reference;
+            let own_taken = !seen.insert(reference.clone()) || stored.contains_key(reference);
+            let derived_taken = claims(item)
+                .iter()
+                .skip(1)
+                .any(|claim| match stored.get(claim) {
+                    // A client `<x>_q` only collides with a queued `<x>`.
+                    Some(status) if item.record.reference.ends_with(QUEUED_CHILD_SUFFIX) => {
+                        status == TransactionStatus::Queued.as_str()
+                            || status == TransactionStatus::Scheduled.as_str()
+                    }
+                    Some(_) => true,
+                    None => false,
+                });
+            if own_taken || derived_taken {
+                *decision = Some(ItemOutcome::Refused(LedgerError::DuplicateReference(
+                    reference.clone(),
+                )));
+            }
         }
     }
     Ok(())
 }
+
+/// A worker's row for a queued transaction (its parent is the queued row itself).
+fn is_queued_child(record: &TransactionRecord) -> bool {
+    let parent = record
+        .meta_data
+        .as_ref()
+        .and_then(|m| m.get(QUEUED_PARENT_KEY))
+        .and_then(|v| v.as_str());
+    record.parent_transaction.is_some() && parent == record.parent_transaction.as_deref()
+}
+
+/// The holds touched by this batch's actions, as read (and locked) at its start.
+type Holds = HashMap<String, inflight_hold::Model>;
+
+/// Decides every commit and void against its locked hold, in batch order: fills in the
+/// amount, hash and balance changes of admitted actions, refuses the others.
+async fn decide_hold_actions(
+    txn: &DatabaseTransaction,
+    units: &mut [BatchUnit],
+    decided: &mut Decisions,
+) -> Result<Holds, AttemptError> {
+    let ids: Vec<String> = units
+        .iter()
+        .flat_map(|u| {
+            u.items
+                .iter()
+                .filter_map(|i| i.hold_action.as_ref().map(|a| a.hold_id.clone()))
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(Holds::new());
+    }
+    let mut holds = Holds::new();
+    for chunk in ids.chunks(IN_LIST_MAX) {
+        let mut select = inflight_hold::Entity::find()
+            .filter(inflight_hold::Column::HoldId.is_in(chunk.to_vec()))
+            .order_by_asc(inflight_hold::Column::HoldId);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            select = select.lock_exclusive();
+        }
+        for hold in select.all(txn).await? {
+            holds.insert(hold.hold_id.clone(), hold);
+        }
+    }
+    let mut running: HashMap<String, (HoldState, BigInt)> = holds
+        .values()
+        .map(|h| {
+            (
+                h.hold_id.clone(),
+                (
+                    HoldState::parse(&h.state).unwrap_or(HoldState::Voided),
+                    h.remaining.0.clone(),
+                ),
+            )
+        })
+        .collect();
+    for (unit, decided) in units.iter_mut().zip(decided.iter_mut()) {
+        for (item, decision) in unit.items.iter_mut().zip(decided.iter_mut()) {
+            let Some(request) = &item.hold_action else {
+                continue;
+            };
+            if decision.is_some() {
+                continue;
+            }
+            let Some((state, remaining)) = running.get_mut(&request.hold_id) else {
+                *decision = Some(ItemOutcome::Refused(LedgerError::NotInflight(
+                    request.hold_id.clone(),
+                )));
+                continue;
+            };
+            let hold = &holds[&request.hold_id];
+            match inflight::decide(*state, remaining, &request.action) {
+                Ok(outcome) => {
+                    item.changes = inflight::action_changes(
+                        &request.action,
+                        &hold.source,
+                        &hold.destination,
+                        &outcome.amount,
+                    );
+                    item.record.precise_amount = outcome.amount;
+                    item.record.hash = TransactionRecord::content_hash(
+                        &item.record.amount_major(),
+                        &item.record.reference,
+                        &item.record.currency,
+                        &item.record.source,
+                        &item.record.destination,
+                    );
+                    *state = outcome.state_after;
+                    *remaining = outcome.remaining_after;
+                }
+                Err(refusal) => {
+                    let id = request.hold_id.clone();
+                    let error = match refusal {
+                        HoldRefusal::AlreadyCommitted => LedgerError::AlreadyCommitted(id),
+                        HoldRefusal::AlreadyVoided => LedgerError::AlreadyVoided(id),
+                        HoldRefusal::CommitExceeds { remaining } => {
+                            LedgerError::CommitAmountExceeded {
+                                id,
+                                remaining: remaining.to_string(),
+                            }
+                        }
+                        HoldRefusal::NotPositive => {
+                            LedgerError::InvalidAmount(crate::domain::AmountError::NotPositive)
+                        }
+                    };
+                    *decision = Some(ItemOutcome::Refused(error));
+                }
+            }
+        }
+    }
+    Ok(holds)
+}
+
+/// Opens a hold for every stored INFLIGHT row; applies admitted actions to their holds;
+/// clears the pending mark of every queued action that was decided.
+async fn write_holds(
+    txn: &DatabaseTransaction,
+    units: &[BatchUnit],
+    stored: &[TransactionRecord],
+    admitted: &[&HoldActionRequest],
+    holds: &Holds,
+) -> Result<(), AttemptError> {
+    let opened: Vec<inflight_hold::ActiveModel> = stored
+        .iter()
+        .filter(|r| r.status == TransactionStatus::Inflight)
+        .map(|record| inflight_hold::ActiveModel {
+            hold_id: Set(record.transaction_id.clone()),
+            parent_id: Set(record.parent_transaction.clone()),
+            grandparent_id: Set(record
+                .meta_data
+                .as_ref()
+                .and_then(|m| m.get(GROUP_KEY))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)),
+            source: Set(record.source.clone()),
+            destination: Set(record.destination.clone()),
+            amount: Set(Money(record.precise_amount.clone())),
+            remaining: Set(Money(record.precise_amount.clone())),
+            state: Set(HoldState::Inflight.as_str().to_owned()),
+            expires_at: Set(record.inflight_expiry_date),
+            commit_at: Set(record.inflight_commit_date),
+            pending_action: Set(None),
+            created_at: Set(Utc::now()),
+        })
+        .collect();
+    for chunk in opened.chunks(INSERT_ROWS_MAX / 2) {
+        inflight_hold::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    // Replay the admitted actions per hold to get each hold's final state.
+    let mut finals: BTreeMap<&str, (HoldState, BigInt)> = BTreeMap::new();
+    for request in admitted {
+        let hold = &holds[&request.hold_id];
+        let (state, remaining) = finals.entry(request.hold_id.as_str()).or_insert_with(|| {
+            (
+                HoldState::parse(&hold.state).unwrap_or(HoldState::Voided),
+                hold.remaining.0.clone(),
+            )
+        });
+        if let Ok(outcome) = inflight::decide(*state, remaining, &request.action) {
+            *state = outcome.state_after;
+            *remaining = outcome.remaining_after;
+        }
+    }
+    for (hold_id, (state, remaining)) in finals {
+        inflight_hold::Entity::update_many()
+            .col_expr(inflight_hold::Column::State, Expr::val(state.as_str()))
+            .col_expr(
+                inflight_hold::Column::Remaining,
+                Expr::val(Money(remaining)),
+            )
+            .filter(inflight_hold::Column::HoldId.eq(hold_id))
+            .exec(txn)
+            .await?;
+    }
+    let cleared: Vec<String> = units
+        .iter()
+        .flat_map(|u| u.items.iter())
+        .filter_map(|i| {
+            i.hold_action
+                .as_ref()
+                .filter(|a| a.clears_pending)
+                .map(|a| a.hold_id.clone())
+        })
+        .collect();
+    if !cleared.is_empty() {
+        inflight_hold::Entity::update_many()
+            .col_expr(
+                inflight_hold::Column::PendingAction,
+                Expr::val(Option::<String>::None),
+            )
+            .filter(inflight_hold::Column::HoldId.is_in(cleared))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Metadata key naming the group (split or bulk parent) above a queued leg's parent, so a
+/// hold can be found by any of its ancestors.
+pub const GROUP_KEY: &str = "BLNK_GROUP_ID";
 
 /// Reads the balances, locking their rows on PostgreSQL (SQLite's write lock covers it).
 async fn lock_balances(
@@ -357,13 +691,4 @@ async fn write_balance(
         ))));
     }
     Ok(())
-}
-
-impl ItemOutcome {
-    pub fn status(&self) -> Option<TransactionStatus> {
-        match self {
-            ItemOutcome::Stored(record) => Some(record.status),
-            ItemOutcome::Refused(_) => None,
-        }
-    }
 }

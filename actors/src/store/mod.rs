@@ -7,11 +7,15 @@
 mod balances;
 mod commit;
 pub mod filter;
+mod holds;
 mod ledgers;
 mod transactions;
 
 pub use balances::{BalanceRow, NewBalance, QueuedTotals};
-pub use commit::{commit_batch, refusal_for, BatchItem, BatchOutcome, ItemOutcome, Refusal};
+pub use commit::{
+    commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, HoldActionRequest, ItemOutcome,
+    Refusal, GROUP_KEY,
+};
 pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
 pub use ledgers::NewLedger;
 

@@ -202,3 +202,85 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// The QUEUED rows of an atomic group (split or bulk) that no worker has finished.
+    pub async fn unfinished_group(
+        &self,
+        group: &str,
+    ) -> Result<Vec<TransactionRecord>, LedgerError> {
+        let group = group.to_owned();
+        self.run(|db| async move {
+            use sea_orm::sea_query::{Expr, ExprTrait, Query};
+            let children = Query::select()
+                .expr(Expr::cust("1"))
+                .from_as(transaction::Entity, "c")
+                .and_where(Expr::cust(
+                    "c.parent_transaction = transactions.transaction_id",
+                ))
+                .to_owned();
+            transaction::Entity::find()
+                .filter(transaction::Column::ParentTransaction.eq(group))
+                .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
+                .filter(Expr::exists(children).not())
+                .order_by_asc(transaction::Column::CreatedAt)
+                .order_by_asc(transaction::Column::Reference)
+                .limit(20_000)
+                .all(&db)
+                .await?
+                .into_iter()
+                .map(TransactionRecord::try_from)
+                .collect()
+        })
+        .await
+    }
+
+    /// SCHEDULED rows whose time has come and that no worker has applied.
+    pub async fn due_scheduled(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<TransactionRecord>, LedgerError> {
+        self.run(move |db| async move {
+            use sea_orm::sea_query::{Expr, ExprTrait, Query};
+            let children = Query::select()
+                .expr(Expr::cust("1"))
+                .from_as(transaction::Entity, "c")
+                .and_where(Expr::cust(
+                    "c.parent_transaction = transactions.transaction_id",
+                ))
+                .to_owned();
+            transaction::Entity::find()
+                .filter(transaction::Column::Status.eq(TransactionStatus::Scheduled.as_str()))
+                .filter(transaction::Column::ScheduledFor.lte(now))
+                .filter(Expr::exists(children).not())
+                .order_by_asc(transaction::Column::ScheduledFor)
+                .limit(limit)
+                .all(&db)
+                .await?
+                .into_iter()
+                .map(TransactionRecord::try_from)
+                .collect()
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Rows whose parent is `id`, oldest first.
+    pub async fn children_of(&self, id: &str) -> Result<Vec<TransactionRecord>, LedgerError> {
+        let id = id.to_owned();
+        self.run(|db| async move {
+            transaction::Entity::find()
+                .filter(transaction::Column::ParentTransaction.eq(id))
+                .order_by_asc(transaction::Column::CreatedAt)
+                .limit(10_000)
+                .all(&db)
+                .await?
+                .into_iter()
+                .map(TransactionRecord::try_from)
+                .collect()
+        })
+        .await
+    }
+}
