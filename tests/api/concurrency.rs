@@ -121,3 +121,41 @@ async fn a_hot_destination_receives_every_transfer(backend: Backend) {
     }
 }
 on_both_backends!(a_hot_destination_receives_every_transfer);
+
+/// Ten atomic bulk requests of 20 transfers race for a source that can fund only four of
+/// them: each request is applied whole or not at all, and the source ends at zero.
+async fn concurrent_atomic_bulks_are_each_all_or_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let balances = app.balances("USD", 6).await;
+    let (source, destinations) = (&balances[0], &balances[1..]);
+    app.fund(source, "USD", 4 * 20 * AMOUNT).await;
+    let requests = (0..10).map(|_| {
+        let transactions: Vec<_> = (0..20)
+            .map(|i| app.transfer(source, &destinations[i % destinations.len()], AMOUNT, true))
+            .collect();
+        app.post(
+            "/transactions/bulk",
+            json!({ "transactions": transactions, "atomic": true, "skip_queue": true }),
+        )
+    });
+    let replies = join_all(requests).await;
+    let applied = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(applied, 4, "exactly the funded bulk requests are applied");
+    for refused in replies.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!(
+            refused.json["error_detail"]["code"], "TXN_INSUFFICIENT_FUNDS",
+            "{}",
+            refused.text
+        );
+        assert!(refused.json["batch_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("bulk_"));
+    }
+    assert_eq!(app.amount(source).await, 0);
+    app.assert_invariants().await;
+}
+on_both_backends!(concurrent_atomic_bulks_are_each_all_or_nothing);

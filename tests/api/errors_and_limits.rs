@@ -140,7 +140,10 @@ async fn malformed_and_mistyped_bodies_are_400_and_change_nothing(backend: Backe
             json!({ "currency": "C".repeat(100) }),
             "TXN_VALIDATION_ERROR",
         ),
-        (json!({ "scheduled_for": "tomorrow" }), "TXN_VALIDATION_ERROR"),
+        (
+            json!({ "scheduled_for": "tomorrow" }),
+            "TXN_VALIDATION_ERROR",
+        ),
         (
             json!({ "destinations": [{ "identifier": "@x", "distribution": "150%" }] }),
             "TXN_INVALID_DISTRIBUTION",

@@ -305,46 +305,98 @@ impl TestApp {
     }
 }
 
+/// Per balance, what its rows say it holds: (credit, debit, inflight credit, inflight debit).
+#[derive(Default, Clone, Copy)]
+struct Replay {
+    credit: i128,
+    debit: i128,
+    inflight_credit: i128,
+    inflight_debit: i128,
+}
+
 pub fn assert_invariants_of(balances: &[Value], transactions: &[Value]) {
-    use std::collections::HashMap;
-    let mut replay: HashMap<String, (i128, i128)> = HashMap::new();
-    for row in transactions.iter().filter(|t| t["status"] == "APPLIED") {
-        let amount = row["precise_amount"].as_i64().expect("small amount") as i128;
-        replay
-            .entry(row["source"].as_str().unwrap().into())
-            .or_default()
-            .1 += amount;
-        replay
-            .entry(row["destination"].as_str().unwrap().into())
-            .or_default()
-            .0 += amount;
+    use std::collections::{HashMap, HashSet};
+    let amount = |row: &Value| row["precise_amount"].as_i64().expect("small amount") as i128;
+    let holds: HashSet<&str> = transactions
+        .iter()
+        .filter(|t| t["status"] == "INFLIGHT")
+        .map(|t| t["transaction_id"].as_str().unwrap())
+        .collect();
+    let mut replay: HashMap<String, Replay> = HashMap::new();
+    for row in transactions {
+        let (source, destination) = (
+            row["source"].as_str().unwrap(),
+            row["destination"].as_str().unwrap(),
+        );
+        let closes_hold = holds.contains(row["parent_transaction"].as_str().unwrap_or_default());
+        let status = row["status"].as_str().unwrap();
+        if status == "APPLIED" {
+            replay.entry(source.into()).or_default().debit += amount(row);
+            replay.entry(destination.into()).or_default().credit += amount(row);
+        }
+        if status == "INFLIGHT" {
+            replay.entry(source.into()).or_default().inflight_debit += amount(row);
+            replay
+                .entry(destination.into())
+                .or_default()
+                .inflight_credit += amount(row);
+        }
+        // A commit (APPLIED) or void (VOID) of a hold takes its amount out of inflight.
+        if closes_hold && (status == "APPLIED" || status == "VOID") {
+            replay.entry(source.into()).or_default().inflight_debit -= amount(row);
+            replay
+                .entry(destination.into())
+                .or_default()
+                .inflight_credit -= amount(row);
+        }
     }
-    let mut per_currency: HashMap<String, i128> = HashMap::new();
+    let mut per_currency: HashMap<String, (i128, i128)> = HashMap::new();
     for balance in balances {
         let id = balance["balance_id"].as_str().unwrap();
-        let (credit, debit) = replay.get(id).copied().unwrap_or_default();
+        let expected = replay.get(id).copied().unwrap_or_default();
         let stored = |field: &str| balance[field].as_i64().expect("small amount") as i128;
         assert_eq!(
             stored("credit_balance"),
-            credit,
+            expected.credit,
             "credit of {id} equals its replay"
         );
         assert_eq!(
             stored("debit_balance"),
-            debit,
+            expected.debit,
             "debit of {id} equals its replay"
         );
         assert_eq!(
             stored("balance"),
-            credit - debit,
+            expected.credit - expected.debit,
             "balance of {id} = credit - debit"
         );
-        *per_currency
+        assert_eq!(
+            stored("inflight_credit_balance"),
+            expected.inflight_credit,
+            "inflight credit of {id}"
+        );
+        assert_eq!(
+            stored("inflight_debit_balance"),
+            expected.inflight_debit,
+            "inflight debit of {id}"
+        );
+        assert_eq!(
+            stored("inflight_balance"),
+            expected.inflight_credit - expected.inflight_debit,
+            "inflight balance of {id}"
+        );
+        let sums = per_currency
             .entry(balance["currency"].as_str().unwrap().into())
-            .or_default() += stored("balance");
+            .or_default();
+        sums.0 += stored("balance");
+        sums.1 += stored("inflight_balance");
     }
-    for (currency, sum) in per_currency {
+    for (currency, (sum, inflight_sum)) in per_currency {
         assert_eq!(sum, 0, "sum of {currency} balances is zero");
+        assert_eq!(
+            inflight_sum, 0,
+            "sum of {currency} inflight balances is zero"
+        );
     }
 }
 

@@ -259,3 +259,48 @@ async fn the_migrate_command_applies_lists_and_reverts_the_schema() {
     run(&["migrate", "down"]);
     assert!(run(&["migrate", "status"]).contains("pending"));
 }
+
+#[actix_web::test]
+async fn scheduled_transfers_and_expiring_holds_survive_a_restart() {
+    let database_url = fresh_postgres_database().await;
+    let mut environment = environment(
+        &database_url,
+        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+    );
+    environment.push(("COFFER_DUE_CHECK_MS", "100".into()));
+    let mut server = start(&environment);
+    let app = &server.app;
+    let balances = app.balances("USD", 2).await;
+    app.fund(&balances[0], "USD", 1_000).await;
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let mut scheduled = app.transfer(&balances[0], &balances[1], 100, false);
+    scheduled["scheduled_for"] = json!(due);
+    let reference = scheduled["reference"].as_str().unwrap().to_owned();
+    let reply = app.post("/transactions", scheduled).await;
+    assert_eq!(reply.json["status"], "SCHEDULED", "{}", reply.text);
+    let mut hold = app.transfer(&balances[0], &balances[1], 300, true);
+    hold["inflight"] = json!(true);
+    hold["inflight_expiry_date"] = json!(due);
+    let hold = app.post("/transactions", hold).await;
+    assert_eq!(hold.json["status"], "INFLIGHT", "{}", hold.text);
+    assert_eq!(
+        app.balance(&balances[0]).await["inflight_debit_balance"],
+        300
+    );
+
+    // Down before anything is due; up again.
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    let restarted = start(&environment);
+    let app = &restarted.app;
+    let child = app.queued_outcome(&reference).await;
+    assert_eq!(child["status"], "APPLIED");
+    wait_for(Duration::from_secs(30), "the hold to expire", || async {
+        let balance = app.balance(&balances[0]).await;
+        (balance["inflight_debit_balance"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(app.amount(&balances[0]).await, 900);
+    assert_eq!(app.amount(&balances[1]).await, 100);
+    app.assert_invariants().await;
+}

@@ -1,6 +1,6 @@
-//! Random sequences of transfers against the real server. A model predicts every outcome
-//! (applied or refused) and every balance; afterwards Σ balances per currency is 0 and every
-//! balance equals the replay of its applied transactions.
+//! Random sequences of transfers, holds, commits, voids, refunds and splits against the real
+//! server. A model predicts every outcome and every balance; afterwards Σ balances and
+//! Σ inflight balances per currency are 0 and every balance equals the replay of its rows.
 
 use crate::helpers::{spawn_app, Backend, TestApp};
 use crate::on_both_backends;
@@ -11,108 +11,343 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 const BALANCES: usize = 4;
-const CASES: u32 = 6;
+const CASES: u32 = 8;
 
 #[derive(Debug, Clone)]
-struct Move {
+enum Op {
+    /// `overdraft`: None none, Some(0) unlimited, Some(n) a limit of n.
+    Transfer {
+        source: usize,
+        destination: usize,
+        amount: i64,
+        overdraft: Option<i64>,
+        skip_queue: bool,
+    },
+    Hold {
+        source: usize,
+        destination: usize,
+        amount: i64,
+    },
+    /// Commit part (or, with None, all) of an earlier hold (index modulo the holds so far).
+    Commit {
+        hold: usize,
+        amount: Option<i64>,
+    },
+    Void {
+        hold: usize,
+    },
+    /// Refund an earlier applied transfer (index modulo the transfers so far).
+    Refund {
+        transfer: usize,
+    },
+    /// 50% and "left" to two destinations, atomic.
+    Split {
+        source: usize,
+        first: usize,
+        second: usize,
+        amount: i64,
+    },
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let balance = || 0..BALANCES;
+    let overdraft = prop_oneof![Just(None), Just(Some(0)), (1i64..300).prop_map(Some)];
+    let op = prop_oneof![
+        3 => (balance(), balance(), 1i64..400, overdraft, any::<bool>()).prop_map(|(source, destination, amount, overdraft, skip_queue)| Op::Transfer { source, destination, amount, overdraft, skip_queue }),
+        2 => (balance(), balance(), 1i64..300).prop_map(|(source, destination, amount)| Op::Hold { source, destination, amount }),
+        2 => (0usize..8, proptest::option::of(1i64..150)).prop_map(|(hold, amount)| Op::Commit { hold, amount }),
+        1 => (0usize..8).prop_map(|hold| Op::Void { hold }),
+        1 => (0usize..8).prop_map(|transfer| Op::Refund { transfer }),
+        1 => (balance(), balance(), balance(), 1i64..300).prop_map(|(source, first, second, amount)| Op::Split { source, first, second, amount }),
+    ];
+    proptest::collection::vec(op, 1..40)
+}
+
+#[derive(Default, Clone)]
+struct Model {
+    balance: Vec<i64>,
+    inflight_debit: Vec<i64>,
+    inflight_credit: Vec<i64>,
+    /// (transaction id, remaining, voided)
+    holds: Vec<(String, i64, bool)>,
+    /// (transaction id, refunded)
+    applied: Vec<(String, bool)>,
+}
+
+impl Model {
+    fn available(&self, index: usize) -> i64 {
+        self.balance[index] - self.inflight_debit[index]
+    }
+}
+
+fn body(
+    app: &TestApp,
+    ids: &[String],
     source: usize,
     destination: usize,
     amount: i64,
-    /// None: no overdraft; Some(0): unlimited; Some(n): limit n.
-    overdraft: Option<i64>,
     skip_queue: bool,
+) -> serde_json::Value {
+    app.transfer(&ids[source], &ids[destination], amount, skip_queue)
 }
 
-fn moves() -> impl Strategy<Value = Vec<Move>> {
-    let one = (
-        0..BALANCES,
-        0..BALANCES,
-        1i64..500,
-        prop_oneof![Just(None), Just(Some(0)), (1i64..300).prop_map(Some)],
-        any::<bool>(),
-    )
-        .prop_map(
-            |(source, destination, amount, overdraft, skip_queue)| Move {
-                source,
-                destination,
-                amount,
-                overdraft,
-                skip_queue,
-            },
-        );
-    proptest::collection::vec(one, 1..25)
+async fn apply(app: &TestApp, ids: &[String], model: &mut Model, op: &Op) {
+    match op.clone() {
+        Op::Transfer {
+            source,
+            destination,
+            amount,
+            overdraft,
+            skip_queue,
+        } => {
+            let mut request = body(app, ids, source, destination, amount, skip_queue);
+            match overdraft {
+                Some(0) => request["allow_overdraft"] = json!(true),
+                Some(limit) => request["overdraft_limit"] = json!(limit),
+                None => {}
+            }
+            let reference = request["reference"].as_str().unwrap().to_owned();
+            let reply = app.post("/transactions", request).await;
+            if source == destination {
+                assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+                return;
+            }
+            let floor = match overdraft {
+                Some(0) => i64::MIN,
+                Some(limit) => -limit,
+                None => 0,
+            };
+            let allowed = model.available(source) - amount >= floor;
+            let row = if skip_queue {
+                (reply.status == StatusCode::CREATED).then(|| reply.json.clone())
+            } else {
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+                Some(app.queued_outcome(&reference).await).filter(|row| row["status"] == "APPLIED")
+            };
+            assert_eq!(
+                row.is_some(),
+                allowed,
+                "model and server agree on {op:?} from {}",
+                model.available(source)
+            );
+            if let Some(row) = row {
+                model.balance[source] -= amount;
+                model.balance[destination] += amount;
+                model
+                    .applied
+                    .push((row["transaction_id"].as_str().unwrap().to_owned(), false));
+            }
+        }
+        Op::Hold {
+            source,
+            destination,
+            amount,
+        } => {
+            let mut request = body(app, ids, source, destination, amount, true);
+            request["inflight"] = json!(true);
+            let reply = app.post("/transactions", request).await;
+            let allowed = source != destination && model.available(source) >= amount;
+            assert_eq!(
+                reply.status == StatusCode::CREATED,
+                allowed,
+                "{op:?}: {}",
+                reply.text
+            );
+            if allowed {
+                model.inflight_debit[source] += amount;
+                model.inflight_credit[destination] += amount;
+                let id = reply.json["transaction_id"].as_str().unwrap().to_owned();
+                model
+                    .holds
+                    .push((format!("{source}:{destination}:{id}"), amount, false));
+            }
+        }
+        Op::Commit { .. } | Op::Void { .. } if model.holds.is_empty() => {}
+        Op::Commit { hold, amount } => {
+            let index = hold % model.holds.len();
+            let (key, remaining, voided) = model.holds[index].clone();
+            let mut parts = key.splitn(3, ':');
+            let (source, destination, id): (usize, usize, &str) = (
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap(),
+            );
+            let mut request = json!({ "status": "commit", "skip_queue": true });
+            if let Some(amount) = amount {
+                request["precise_amount"] = json!(amount);
+            }
+            let reply = app
+                .put(&format!("/transactions/inflight/{id}"), request)
+                .await;
+            let moved = amount.unwrap_or(remaining);
+            let expected = if voided || remaining == 0 {
+                StatusCode::CONFLICT
+            } else if moved > remaining {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(
+                reply.status, expected,
+                "{op:?} on {remaining} left: {}",
+                reply.text
+            );
+            if expected == StatusCode::OK {
+                model.inflight_debit[source] -= moved;
+                model.inflight_credit[destination] -= moved;
+                model.balance[source] -= moved;
+                model.balance[destination] += moved;
+                model.holds[index].1 -= moved;
+                model.applied.push((
+                    reply.json["transaction_id"].as_str().unwrap().to_owned(),
+                    false,
+                ));
+            }
+        }
+        Op::Void { hold } => {
+            let index = hold % model.holds.len();
+            let (key, remaining, voided) = model.holds[index].clone();
+            let mut parts = key.splitn(3, ':');
+            let (source, destination, id): (usize, usize, &str) = (
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap(),
+            );
+            let reply = app
+                .put(
+                    &format!("/transactions/inflight/{id}"),
+                    json!({ "status": "void", "skip_queue": true }),
+                )
+                .await;
+            let expected = if voided || remaining == 0 {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(reply.status, expected, "{op:?}: {}", reply.text);
+            if expected == StatusCode::OK {
+                model.inflight_debit[source] -= remaining;
+                model.inflight_credit[destination] -= remaining;
+                model.holds[index] = (key, 0, true);
+            }
+        }
+        Op::Refund { transfer } => {
+            if model.applied.is_empty() {
+                return;
+            }
+            let index = transfer % model.applied.len();
+            let (id, refunded) = model.applied[index].clone();
+            let reply = app
+                .post(
+                    &format!("/refund-transaction/{id}"),
+                    json!({ "skip_queue": true }),
+                )
+                .await;
+            if refunded {
+                assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+                return;
+            }
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            let find = |key: &str| {
+                ids.iter()
+                    .position(|b| b == reply.json[key].as_str().unwrap())
+                    .unwrap()
+            };
+            let amount = reply.json["precise_amount"].as_i64().unwrap();
+            model.balance[find("source")] -= amount;
+            model.balance[find("destination")] += amount;
+            model.applied[index].1 = true;
+            model.applied.push((
+                reply.json["transaction_id"].as_str().unwrap().to_owned(),
+                false,
+            ));
+        }
+        Op::Split {
+            source,
+            first,
+            second,
+            amount,
+        } => {
+            let request = json!({
+                "precise_amount": amount, "currency": "USD", "reference": format!("split-{}", uuid::Uuid::new_v4()),
+                "description": "split", "source": ids[source], "skip_queue": true, "atomic": true,
+                "destinations": [
+                    { "identifier": ids[first], "distribution": "50%" },
+                    { "identifier": ids[second], "distribution": "left" },
+                ],
+            });
+            let reply = app.post("/transactions", request).await;
+            if source == first || source == second {
+                assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+                return;
+            }
+            let allowed = model.available(source) >= amount;
+            assert_eq!(
+                reply.status == StatusCode::CREATED,
+                allowed,
+                "{op:?}: {}",
+                reply.text
+            );
+            if allowed {
+                // 50% rounds half away from zero; "left" takes the rest.
+                let half = (amount + 1) / 2;
+                model.balance[source] -= amount;
+                model.balance[first] += half;
+                model.balance[second] += amount - half;
+                for leg in reply.json["destinations"].as_array().unwrap() {
+                    model
+                        .applied
+                        .push((leg["transaction_id"].as_str().unwrap().to_owned(), false));
+                }
+            }
+        }
+    }
 }
 
-/// Applies one move through the API and checks the outcome the model predicts.
-async fn apply(app: &TestApp, ids: &[String], model: &mut [i64], step: &Move) {
-    let mut body = app.transfer(
-        &ids[step.source],
-        &ids[step.destination],
-        step.amount,
-        step.skip_queue,
-    );
-    match step.overdraft {
-        Some(0) => body["allow_overdraft"] = json!(true),
-        Some(limit) => body["overdraft_limit"] = json!(limit),
-        None => {}
-    }
-    let reference = body["reference"].as_str().unwrap().to_owned();
-    let reply = app.post("/transactions", body).await;
-    if step.source == step.destination {
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-        return;
-    }
-    let floor = match step.overdraft {
-        Some(0) => i64::MIN,
-        Some(limit) => -limit,
-        None => 0,
-    };
-    let allowed = model[step.source] - step.amount >= floor;
-    let applied = if step.skip_queue {
-        reply.status == StatusCode::CREATED
-    } else {
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        app.queued_outcome(&reference).await["status"] == "APPLIED"
-    };
-    assert_eq!(
-        applied, allowed,
-        "model and server agree on {step:?} from {}",
-        model[step.source]
-    );
-    if applied {
-        model[step.source] -= step.amount;
-        model[step.destination] += step.amount;
-    }
-}
-
-async fn random_transfer_sequences_match_the_model_and_keep_the_invariants(backend: Backend) {
+async fn random_operation_sequences_match_the_model_and_keep_the_invariants(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut runner = TestRunner::new(Config {
         cases: CASES,
         ..Config::default()
     });
     for _ in 0..CASES {
-        let steps = moves().new_tree(&mut runner).expect("a case").current();
+        let steps = ops().new_tree(&mut runner).expect("a case").current();
         let ids = app.balances("USD", BALANCES).await;
-        let mut model = vec![0i64; BALANCES];
+        let mut model = Model {
+            balance: vec![0; BALANCES],
+            inflight_debit: vec![0; BALANCES],
+            inflight_credit: vec![0; BALANCES],
+            ..Model::default()
+        };
         for (index, id) in ids.iter().enumerate() {
             let start = 200 * index as i64;
             if start > 0 {
                 app.fund(id, "USD", start).await;
             }
-            model[index] = start;
+            model.balance[index] = start;
         }
         for step in &steps {
             apply(&app, &ids, &mut model, step).await;
         }
-        for (id, expected) in ids.iter().zip(&model) {
+        for (index, id) in ids.iter().enumerate() {
+            let balance = app.balance(id).await;
             assert_eq!(
-                app.amount(id).await,
-                *expected,
-                "balance {id} matches the model"
+                balance["balance"].as_i64(),
+                Some(model.balance[index]),
+                "balance {id}"
+            );
+            assert_eq!(
+                balance["inflight_debit_balance"].as_i64(),
+                Some(model.inflight_debit[index]),
+                "inflight debit {id}"
+            );
+            assert_eq!(
+                balance["inflight_credit_balance"].as_i64(),
+                Some(model.inflight_credit[index]),
+                "inflight credit {id}"
             );
         }
     }
     app.assert_invariants().await;
 }
-on_both_backends!(random_transfer_sequences_match_the_model_and_keep_the_invariants);
+on_both_backends!(random_operation_sequences_match_the_model_and_keep_the_invariants);
