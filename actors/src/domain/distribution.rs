@@ -62,7 +62,7 @@ pub fn parse_share(
     }
     if let Some(percent) = text.strip_suffix('%') {
         let value = BigDecimal::from_str(percent.trim()).map_err(|_| unreadable(text))?;
-        if value.sign() == Sign::Minus || value > BigDecimal::from(100) {
+        if value.sign() == Sign::Minus || value > 100 {
             return Err(unreadable(text));
         }
         return Ok(Share::Percent(value));
@@ -96,7 +96,7 @@ pub fn split(total: &BigInt, shares: &[Share]) -> Result<Vec<BigInt>, Distributi
             _ => None,
         })
         .sum();
-    if percent_sum > BigDecimal::from(100) {
+    if percent_sum > 100 {
         return Err(DistributionError::OverHundredPercent);
     }
     let mut amounts = vec![BigInt::zero(); shares.len()];

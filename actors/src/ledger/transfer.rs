@@ -71,12 +71,15 @@ pub struct TransferRequest {
     pub meta_data: Option<serde_json::Value>,
 }
 
+/// Each leg of a split: the requested leg, its amount and its row id.
+pub type SplitLegs = (Side, Vec<(LegSpec, BigInt, String)>);
+
 /// What a recorded request looks like: its row (for a split, the request's own id and
 /// amount, never stored) and, for a split, each leg's amount and row id.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub record: TransactionRecord,
-    pub split: Option<(Side, Vec<(LegSpec, BigInt, String)>)>,
+    pub split: Option<SplitLegs>,
 }
 
 /// A bulk request (`POST /transactions/bulk`); item flags are already overridden.
@@ -101,7 +104,7 @@ pub struct BulkOutcome {
 pub(crate) struct Plan {
     pub parent: TransactionRecord,
     pub records: Vec<TransactionRecord>,
-    pub split: Option<(Side, Vec<(LegSpec, BigInt, String)>)>,
+    pub split: Option<SplitLegs>,
 }
 
 impl TransferRequest {
