@@ -26,7 +26,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -274,13 +274,12 @@ async fn attempt_commit(
 
     let mut balances = Vec::with_capacity(net.len());
     for (balance_id, delta) in &net {
-        let row = &rows[balance_id];
-        let mut updated = row.clone();
+        let mut updated = rows[balance_id].clone();
         updated.amounts.apply(delta);
         updated.version += 1;
-        write_balance(txn, row.version, &updated).await?;
         balances.push(updated);
     }
+    write_balances(txn, &balances).await?;
     for chunk in to_insert.chunks(INSERT_ROWS_MAX) {
         transaction::Entity::insert_many(chunk.iter().map(active_model))
             .exec_without_returning(txn)
@@ -650,6 +649,59 @@ async fn lock_balances(
         }
     }
     Ok(rows)
+}
+
+/// Writes every changed balance, each guarded by the version it was read at (`version - 1`).
+/// On PostgreSQL one statement updates them all from arrays; SQLite, local and single-writer,
+/// takes one statement per balance.
+async fn write_balances(
+    txn: &DatabaseTransaction,
+    rows: &[BalanceRow],
+) -> Result<(), AttemptError> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        for row in rows {
+            write_balance(txn, row.version - 1, row).await?;
+        }
+        return Ok(());
+    }
+    for chunk in rows.chunks(IN_LIST_MAX) {
+        // Array literals bound as text: ids are our own `bln_<uuid>` and amounts are integers,
+        // so neither holds a character an array literal would need to escape.
+        let array = |values: Vec<String>| Value::String(Some(format!("{{{}}}", values.join(","))));
+        let column = |f: &dyn Fn(&BalanceRow) -> String| array(chunk.iter().map(f).collect());
+        let values = vec![
+            column(&|r| r.balance_id.clone()),
+            column(&|r| r.amounts.credit.to_string()),
+            column(&|r| r.amounts.debit.to_string()),
+            column(&|r| r.amounts.balance().to_string()),
+            column(&|r| r.amounts.inflight_credit.to_string()),
+            column(&|r| r.amounts.inflight_debit.to_string()),
+            column(&|r| r.amounts.inflight_balance().to_string()),
+            column(&|r| r.version.to_string()),
+        ];
+        let sql = "UPDATE balances AS b SET credit_balance = v.credit, debit_balance = v.debit, \
+                   balance = v.balance, inflight_credit_balance = v.inflight_credit, \
+                   inflight_debit_balance = v.inflight_debit, inflight_balance = v.inflight, \
+                   version = v.version \
+                   FROM unnest(CAST($1 AS text[]), CAST($2 AS numeric[]), CAST($3 AS numeric[]), \
+                   CAST($4 AS numeric[]), CAST($5 AS numeric[]), CAST($6 AS numeric[]), \
+                   CAST($7 AS numeric[]), CAST($8 AS bigint[])) \
+                   AS v(id, credit, debit, balance, inflight_credit, inflight_debit, inflight, version) \
+                   WHERE b.balance_id = v.id AND b.version = v.version - 1";
+        let result = txn
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        if result.rows_affected() != chunk.len() as u64 {
+            return Err(AttemptError::Retry(LedgerError::Storage(
+                "a balance changed while the batch was being written".into(),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a balance's new amounts, guarded by the version it was read at.
