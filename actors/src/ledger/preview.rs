@@ -307,7 +307,7 @@ impl Ledger {
 
     /// Dry run of a refund.
     pub async fn preview_refund(&self, request: &RefundRequest) -> Result<Preview, LedgerError> {
-        let original = self.refundable(&request.id).await?;
+        let original = self.refundable(&request.id).await?.remove(0);
         let mut preview_request = request.clone();
         preview_request.skip_queue = true;
         let row = Self::refund_row(&original, &preview_request);

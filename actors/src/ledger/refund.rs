@@ -19,29 +19,44 @@ pub struct RefundRequest {
 }
 
 impl Ledger {
-    /// The row a refund of `id` reverses: `id` itself if APPLIED or VOID, else its first
-    /// APPLIED or VOID child (the worker's row of a queued transaction).
-    pub(crate) async fn refundable(&self, id: &str) -> Result<TransactionRecord, LedgerError> {
-        let row = self.store().transaction(id).await?;
-        if matches!(
-            row.status,
-            TransactionStatus::Applied | TransactionStatus::Void
-        ) {
-            return Ok(row);
+    /// The rows a refund of `id` reverses: `id` itself if APPLIED or VOID; else its APPLIED
+    /// or VOID children (the worker's row of a queued transaction, the legs of a split or a
+    /// bulk batch), looking one level further below queued legs.
+    pub(crate) async fn refundable(&self, id: &str) -> Result<Vec<TransactionRecord>, LedgerError> {
+        let refundable = |r: &TransactionRecord| {
+            matches!(
+                r.status,
+                TransactionStatus::Applied | TransactionStatus::Void
+            )
+        };
+        let row = match self.store().transaction(id).await {
+            Ok(row) if refundable(&row) => return Ok(vec![row]),
+            Ok(row) => Some(row),
+            Err(LedgerError::TransactionNotFound(_)) => None,
+            Err(error) => return Err(error),
+        };
+        let mut found = Vec::new();
+        for child in self.store().children_of(id).await? {
+            if refundable(&child) {
+                found.push(child);
+            } else if child.status == TransactionStatus::Queued {
+                found.extend(
+                    self.store()
+                        .children_of(&child.transaction_id)
+                        .await?
+                        .into_iter()
+                        .filter(refundable),
+                );
+            }
         }
-        let children = self.store().children_of(id).await?;
-        children
-            .into_iter()
-            .find(|c| {
-                matches!(
-                    c.status,
-                    TransactionStatus::Applied | TransactionStatus::Void
-                )
-            })
-            .ok_or(LedgerError::NotRefundable {
+        match (found.is_empty(), row) {
+            (false, _) => Ok(found),
+            (true, Some(row)) => Err(LedgerError::NotRefundable {
                 id: id.to_owned(),
                 status: row.status.to_string(),
-            })
+            }),
+            (true, None) => Err(LedgerError::TransactionNotFound(id.to_owned())),
+        }
     }
 
     /// The refund row of `original` (not yet stored).
@@ -98,25 +113,28 @@ impl Ledger {
         row
     }
 
-    /// `POST /refund-transaction/:id`.
+    /// `POST /refund-transaction/:id`: refunds every refundable row under `id` together and
+    /// answers with the first refund.
     pub async fn refund(&self, request: RefundRequest) -> Result<TransactionRecord, LedgerError> {
         let ledger = self.clone();
         self.detached(async move {
-            let original = ledger.refundable(&request.id).await?;
-            let row = Self::refund_row(&original, &request);
+            let originals = ledger.refundable(&request.id).await?;
+            let rows: Vec<TransactionRecord> = originals
+                .iter()
+                .map(|o| Self::refund_row(o, &request))
+                .collect();
             let outcomes = if request.skip_queue {
                 ledger
-                    .apply_records(vec![row], UnitMode::Independent, Refusal::Fail)
+                    .apply_records(rows, UnitMode::Atomic, Refusal::Fail)
                     .await?
             } else {
-                ledger
-                    .store_queued(vec![row], UnitMode::Independent, false)
-                    .await?
+                ledger.store_queued(rows, UnitMode::Atomic, false).await?
             };
+            let first_original = originals[0].transaction_id.clone();
             match outcomes.into_iter().next() {
                 Some(ItemOutcome::Stored(record)) => Ok(record),
                 Some(ItemOutcome::Refused(LedgerError::DuplicateReference(_))) => {
-                    Err(LedgerError::AlreadyRefunded(original.transaction_id))
+                    Err(LedgerError::AlreadyRefunded(first_original))
                 }
                 Some(ItemOutcome::Refused(error)) => Err(error),
                 None => Err(LedgerError::Internal("empty refund".into())),

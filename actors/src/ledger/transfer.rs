@@ -467,7 +467,16 @@ impl Ledger {
             touched.insert(record.destination.clone(), record.precision.clone());
         }
         self.check_balances(touched).await?;
-        let atomic_group = mode == UnitMode::Atomic && records.len() > 1;
+        // Rows marked atomic with a group id are applied together by whichever worker gets
+        // the first of them; anything else is enqueued row by row.
+        let grouped = |r: &TransactionRecord| {
+            r.atomic
+                && r.meta_data
+                    .as_ref()
+                    .is_some_and(|m| m.get(GROUP_KEY).is_some())
+        };
+        let atomic_group =
+            mode == UnitMode::Atomic && records.len() > 1 && records.iter().all(grouped);
         let items = records
             .into_iter()
             .map(|r| BatchItem::transfer(r, Vec::new(), Refusal::Fail))
@@ -662,6 +671,7 @@ impl Ledger {
             for mut record in plan.records {
                 set_meta(&mut record, "sequence", (index + 1).into());
                 set_meta(&mut record, GROUP_KEY, batch_id.clone().into());
+                record.atomic = bulk.atomic;
                 records.push(record);
             }
         }
