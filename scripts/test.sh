@@ -278,6 +278,10 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust from http
 say "cargo build --workspace --tests --bins"
 cargo build --workspace --tests --bins
 
+# Deployment files (Dockerfile, compose, Helm chart) against the binary just built.
+say "scripts/check-deploy.sh"
+bash scripts/check-deploy.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo nextest run --workspace --no-fail-fast $*"
     cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,92 @@
+{{/* Names are cut to 63 characters, the limit of DNS labels. */}}
+{{- define "coffer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "coffer.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Component helpers take (dict "root" $ "component" "api"|"worker"|"migrate"). */}}
+{{- define "coffer.componentName" -}}
+{{- printf "%s-%s" (include "coffer.fullname" .root | trunc 55 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "coffer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "coffer.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "coffer.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "coffer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{- define "coffer.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The database URL, from its Secret: every pod needs it. */}}
+{{- define "coffer.databaseEnv" -}}
+- name: BLNK_DATA_SOURCE_DNS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.urlKey }}
+{{- end -}}
+
+{{/* Environment of the API and worker containers; takes a component context. */}}
+{{- define "coffer.env" -}}
+{{- $v := .root.Values -}}
+- name: COFFER_CONFIG
+  value: /etc/coffer/blnk.json
+# The hook Job migrates; a second migrator at start-up would only wait on it.
+- name: COFFER_AUTO_MIGRATE
+  value: "false"
+{{ include "coffer.databaseEnv" .root }}
+- name: BLNK_REDIS_DNS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.redis.existingSecret }}
+      key: {{ $v.redis.urlKey }}
+{{- with $v.typesense.url }}
+- name: BLNK_TYPESENSE_DNS
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.typesense.apiKey.existingSecret }}
+- name: BLNK_TYPESENSE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.typesense.apiKey.key }}
+{{- end }}
+{{- with $v.metrics.bearerToken.existingSecret }}
+- name: BLNK_METRICS_BEARER_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.metrics.bearerToken.key }}
+{{- end }}
+{{- with $v.tracing.otlpEndpoint }}
+# Service names (coffer, coffer-worker) are set by the binary.
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with (index $v .component).extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
