@@ -105,10 +105,8 @@ pub fn admit_units(
                         if decisions[index] != Admission::Admitted {
                             continue;
                         }
-                        let mut scratch = running.clone();
-                        match apply_item(&mut scratch, changes) {
-                            Ok(()) => running = scratch,
-                            Err(change) => decisions[index] = Admission::Refused { change },
+                        if let Err(change) = apply_item(&mut running, changes) {
+                            decisions[index] = Admission::Refused { change };
                         }
                         propagate(unit.mode, decisions);
                     }
@@ -123,6 +121,8 @@ pub fn admit_units(
 }
 
 /// Applies an item's changes in order; `Err(i)` if change `i` crosses its floor.
+/// Applies an item's changes in order; on `Err(i)` (change `i` crosses its floor) the
+/// changes already applied are undone, so `running` is as it was.
 fn apply_item<'a>(
     running: &mut HashMap<&'a str, BigInt>,
     changes: &'a ItemChanges,
@@ -130,10 +130,13 @@ fn apply_item<'a>(
     for (index, (balance_id, change)) in changes.iter().enumerate() {
         let current = running.entry(balance_id.as_str()).or_default();
         let after = &*current + change.delta.available_change();
-        if let Some(floor) = &change.floor {
-            if !floor.permits(&after) {
-                return Err(index);
+        if change.floor.as_ref().is_some_and(|floor| !floor.permits(&after)) {
+            for (undo_id, undo) in &changes[..index] {
+                if let Some(value) = running.get_mut(undo_id.as_str()) {
+                    *value -= undo.delta.available_change();
+                }
             }
+            return Err(index);
         }
         *current = after;
     }

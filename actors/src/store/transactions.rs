@@ -156,18 +156,10 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            use sea_orm::sea_query::{Expr, ExprTrait, Query};
-            let children = Query::select()
-                .expr(Expr::cust("1"))
-                .from_as(transaction::Entity, "c")
-                .and_where(Expr::cust(
-                    "c.parent_transaction = transactions.transaction_id",
-                ))
-                .to_owned();
             transaction::Entity::find()
                 .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
                 .filter(transaction::Column::CreatedAt.lt(older_than))
-                .filter(Expr::exists(children).not())
+                .filter(without_child())
                 .order_by_asc(transaction::Column::CreatedAt)
                 .limit(limit)
                 .all(&db)
@@ -211,18 +203,10 @@ impl Store {
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         let group = group.to_owned();
         self.run(|db| async move {
-            use sea_orm::sea_query::{Expr, ExprTrait, Query};
-            let children = Query::select()
-                .expr(Expr::cust("1"))
-                .from_as(transaction::Entity, "c")
-                .and_where(Expr::cust(
-                    "c.parent_transaction = transactions.transaction_id",
-                ))
-                .to_owned();
             transaction::Entity::find()
                 .filter(transaction::Column::ParentTransaction.eq(group))
                 .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
-                .filter(Expr::exists(children).not())
+                .filter(without_child())
                 .order_by_asc(transaction::Column::CreatedAt)
                 .order_by_asc(transaction::Column::Reference)
                 .limit(20_000)
@@ -242,18 +226,10 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            use sea_orm::sea_query::{Expr, ExprTrait, Query};
-            let children = Query::select()
-                .expr(Expr::cust("1"))
-                .from_as(transaction::Entity, "c")
-                .and_where(Expr::cust(
-                    "c.parent_transaction = transactions.transaction_id",
-                ))
-                .to_owned();
             transaction::Entity::find()
                 .filter(transaction::Column::Status.eq(TransactionStatus::Scheduled.as_str()))
                 .filter(transaction::Column::ScheduledFor.lte(now))
-                .filter(Expr::exists(children).not())
+                .filter(without_child())
                 .order_by_asc(transaction::Column::ScheduledFor)
                 .limit(limit)
                 .all(&db)
@@ -283,4 +259,15 @@ impl Store {
         })
         .await
     }
+}
+
+/// No row names this row as its parent: no worker (or action) has finished it yet.
+fn without_child() -> sea_orm::sea_query::Expr {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let children = Query::select()
+        .expr(Expr::cust("1"))
+        .from_as(transaction::Entity, "c")
+        .and_where(Expr::cust("c.parent_transaction = transactions.transaction_id"))
+        .to_owned();
+    Expr::exists(children).not()
 }
