@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Benchmark Coffer with its own load generator (`coffer bench`) and write BENCHMARKS.md.
+#
+#   scripts/bench.sh
+#
+# 1. builds the release binary (BENCH_SKIP_BUILD=1 reuses it);
+# 2. starts a PostgreSQL-backed Coffer: a fresh database on the machine's PostgreSQL, Redis
+#    with its own key prefix, queue workers in the server; waits for /health;
+# 3. runs each scenario against it (short by default), then uniform skip_queue again paced
+#    at half its peak rate (the p99 target);
+# 4. starts an embedded-default (SQLite) Coffer and runs one row against it;
+# 5. stops both servers, drops the database, and writes BENCHMARKS.md.
+#
+# Everything is overridable from the environment:
+#   BENCH_DURATION_SECS (5)  BENCH_CONCURRENCY (64)  BENCH_BALANCES (1000)
+#   BENCH_BULK_BALANCES (10000)  BENCH_BATCH_SIZE (1000)  BENCH_BULK_CONCURRENCY (4)
+#   BENCH_DRAIN_SECS (60)
+#   BENCH_SCENARIOS ("uniform:skip uniform:queued hot-source hot-destination hot-pair
+#                     fresh:queued bulk inflight")   scenario[:skip|:queued] each
+#   BENCH_SQLITE_SCENARIOS ("uniform:skip"; empty: no SQLite server)
+#   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432, a base URL without database)
+#   BENCH_REDIS_URL (redis://127.0.0.1:6379)   BENCH_OUT (BENCHMARKS.md)
+#   BENCH_KEEP_DATABASE=1 keeps the database; BENCH_LOG_DIR keeps logs and raw JSON there;
+#   BENCH_COMMIT names the code measured (default: git HEAD, flagged if the tree is dirty);
+#   BENCH_NOTES is a Markdown file appended to BENCHMARKS.md.
+# Needs: cargo, curl, jq, psql (PostgreSQL client) and running PostgreSQL and Redis servers.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+say() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+for tool in cargo curl jq psql; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install ${tool/psql/postgresql-client})"
+done
+
+DURATION=${BENCH_DURATION_SECS:-5}
+CONCURRENCY=${BENCH_CONCURRENCY:-64}
+BALANCES=${BENCH_BALANCES:-1000}
+BULK_BALANCES=${BENCH_BULK_BALANCES:-10000}
+BATCH_SIZE=${BENCH_BATCH_SIZE:-1000}
+# A bulk request carries BATCH_SIZE transfers: a few clients keep the server busy, and many
+# only queue requests behind each other (every one in flight at the deadline is waited for).
+BULK_CONCURRENCY=${BENCH_BULK_CONCURRENCY:-4}
+DRAIN=${BENCH_DRAIN_SECS:-60}
+SCENARIOS=${BENCH_SCENARIOS:-"uniform:skip uniform:queued hot-source hot-destination hot-pair fresh:queued bulk inflight"}
+SQLITE_SCENARIOS=${BENCH_SQLITE_SCENARIOS-"uniform:skip"}
+PG_BASE=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
+REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+[[ $OUT = /* ]] || OUT="$ROOT/$OUT"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/coffer-bench.XXXXXX")
+LOGS=${BENCH_LOG_DIR:-$WORK}
+mkdir -p "$LOGS"
+RUN=$(date +%s)-$$
+DB="coffer_bench_${RUN//-/_}"
+SERVER_PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVER_PIDS=()
+    if [[ -n "${DB_CREATED:-}" && -z "${BENCH_KEEP_DATABASE:-}" ]]; then
+        psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
+        if command -v redis-cli >/dev/null 2>&1; then
+            redis-cli -u "$REDIS_URL" --scan --pattern "bench:$RUN:*" 2>/dev/null |
+                xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+        fi
+    fi
+    [[ -n "${BENCH_LOG_DIR:-}" ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local p i
+    for i in $(seq 1 100); do
+        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free TCP port"
+}
+
+# start_server NAME PORT ENV...: starts `coffer start` in its own directory; sets PID.
+start_server() {
+    local name=$1 port=$2 monitoring
+    shift 2
+    monitoring=$(free_port)
+    mkdir -p "$WORK/$name"
+    (cd "$WORK/$name" && exec env "$@" BLNK_SERVER_PORT="$port" COFFER_HOST=127.0.0.1 \
+        BLNK_QUEUE_MONITORING_PORT="$monitoring" COFFER_DATA_DIR="$WORK/$name/data" \
+        "$BIN" start >"$LOGS/$name-server.log" 2>&1) &
+    PID=$!
+    SERVER_PIDS+=("$PID")
+}
+
+# wait_healthy PORT PID: polls /health every 0.2 s, up to 60 s.
+wait_healthy() {
+    local port=$1 pid=$2 i
+    for i in $(seq 1 300); do
+        if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || die "the server on port $port exited; see $LOGS"
+        sleep 0.2
+    done
+    die "the server on port $port did not become healthy in 60 s"
+}
+
+stop_server() {
+    local pid=$1 keep=() p
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${SERVER_PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    SERVER_PIDS=("${keep[@]}")
+}
+
+ROWS="$WORK/rows.jsonl"
+COMMANDS="$WORK/commands.txt"
+: >"$ROWS"
+: >"$COMMANDS"
+
+# bench BACKEND LABEL PORT SPEC [extra flags...]: runs one scenario, appends its JSON row.
+bench() {
+    local backend=$1 label=$2 port=$3 spec=$4
+    shift 4
+    local scenario=${spec%%:*} mode="" flags=() concurrency=$CONCURRENCY
+    [[ $spec == *:* ]] && mode=${spec#*:}
+    case $mode in
+        skip) flags+=(--skip-queue) ;;
+        queued) flags+=(--queued) ;;
+    esac
+    case $scenario in
+        bulk)
+            flags+=(--balances "$BULK_BALANCES" --batch-size "$BATCH_SIZE")
+            concurrency=$BULK_CONCURRENCY
+            ;;
+        fresh) ;;
+        *) flags+=(--balances "$BALANCES") ;;
+    esac
+    flags+=(--duration-secs "$DURATION" --concurrency "$concurrency" --drain-secs "$DRAIN" "$@")
+    local cmd=(coffer bench --url "http://127.0.0.1:$port" --scenario "$scenario" "${flags[@]}")
+    say "$backend: ${cmd[*]}"
+    echo "[$backend] ${cmd[*]}" >>"$COMMANDS"
+    local out="$LOGS/$backend-$label.json" status=0
+    "$BIN" bench --url "http://127.0.0.1:$port" --scenario "$scenario" "${flags[@]}" \
+        --json --no-progress >"$out" 2>"$LOGS/$backend-$label.err" || status=$?
+    if ! jq -e '.scenarios' "$out" >/dev/null 2>&1; then
+        say "no report from coffer bench (exit $status); see $LOGS/$backend-$label.err"
+        jq -nc --arg b "$backend" --arg l "$label" --arg e "$(tail -c 400 "$LOGS/$backend-$label.err")" \
+            '{backend: $b, label: $l, status: "error", error: $e}' >>"$ROWS"
+        return 0
+    fi
+    jq -c --arg b "$backend" --arg l "$label" '.scenarios[] | . + {backend: $b, label: $l}' \
+        "$out" >>"$ROWS"
+    jq -r '.scenarios[] | "    \(.scenario) skip_queue=\(.skip_queue): \(.status), \(.requests_per_sec|floor) req/s, \(.transfers_applied_per_sec|floor) applied/s, p99 \(.latency.p99_ms) ms"' "$out" >&2
+}
+
+# ---------------------------------------------------------------- build
+if [[ -z "${BENCH_SKIP_BUILD:-}" ]]; then
+    say "cargo build --release --bin coffer"
+    cargo build --release --bin coffer
+fi
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/coffer"
+[[ -x $BIN ]] || die "no release binary at $BIN"
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+
+# ---------------------------------------------------------------- PostgreSQL + Redis
+psql "$PG_BASE/postgres" -qc "CREATE DATABASE $DB" >/dev/null || die "cannot create a database on $PG_BASE"
+DB_CREATED=1
+PG_PORT=$(free_port)
+say "PostgreSQL-backed Coffer on :$PG_PORT (database $DB, Redis prefix bench:$RUN:)"
+start_server postgres "$PG_PORT" BLNK_DATA_SOURCE_DNS="$PG_BASE/$DB" BLNK_REDIS_DNS="$REDIS_URL" \
+    COFFER_REDIS_KEY_PREFIX="bench:$RUN:" COFFER_START_WORKERS=true
+wait_healthy "$PG_PORT" "$PID"
+PG_VERSION=$(psql "$PG_BASE/$DB" -Atc "SHOW server_version" 2>/dev/null || echo "?")
+SYNC_COMMIT=$(psql "$PG_BASE/$DB" -Atc "SHOW synchronous_commit" 2>/dev/null || echo "?")
+REDIS_VERSION=$( (command -v redis-cli >/dev/null && redis-cli -u "$REDIS_URL" INFO server 2>/dev/null |
+    sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') || true)
+
+for spec in $SCENARIOS; do
+    bench postgres "$spec" "$PG_PORT" "$spec"
+done
+# The p99 target is measured at half the peak rate of single skip_queue transfers.
+PEAK=$(jq -r 'select(.backend == "postgres" and .label == "uniform:skip" and .status == "passed")
+    | .requests_per_sec' "$ROWS" | head -1)
+if [[ -n $PEAK ]] && [[ ${PEAK%.*} -ge 2 ]]; then
+    HALF=$(( ${PEAK%.*} / 2 ))
+    bench postgres "uniform:half-peak" "$PG_PORT" "uniform:skip" --rate "$HALF"
+fi
+stop_server "$PID"
+
+# ---------------------------------------------------------------- embedded default (SQLite)
+if [[ -n $SQLITE_SCENARIOS ]]; then
+    SQ_PORT=$(free_port)
+    say "embedded-default (SQLite) Coffer on :$SQ_PORT"
+    start_server sqlite "$SQ_PORT"
+    wait_healthy "$SQ_PORT" "$PID"
+    for spec in $SQLITE_SCENARIOS; do
+        bench sqlite "$spec" "$SQ_PORT" "$spec"
+    done
+    stop_server "$PID"
+fi
+
+# ---------------------------------------------------------------- BENCHMARKS.md
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)
+MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null)
+if [[ -n "${BENCH_COMMIT:-}" ]]; then
+    COMMIT=$BENCH_COMMIT
+else
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+    if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT (with uncommitted changes)"; fi
+fi
+RUSTC=$(rustc --version 2>/dev/null || echo "?")
+
+# The targets of the throughput issue, per row label (empty: no target for that row).
+TARGETS='{
+  "bulk": "≥ 40,000 transfers applied/s",
+  "hot-source": "≥ 5,000 applied/s (64 clients); no slower than uniform",
+  "hot-destination": "no slower than uniform",
+  "hot-pair": "no slower than uniform",
+  "fresh:queued": "≥ 5,000 applied/s; applied keeps pace (bounded backlog)",
+  "uniform:half-peak": "p99 ≤ 25 ms"
+}'
+
+{
+    echo "# Benchmarks"
+    echo
+    echo "Figures from \`coffer bench\` (the load generator built into the binary), written by"
+    echo "\`scripts/bench.sh\`. Every row ran against a release build on this one machine: server,"
+    echo "PostgreSQL, Redis and the load generator share its cores. Setup (ledger, balances, funding)"
+    echo "is not timed. *Applied/s* is read back from the server (its count of this run's APPLIED"
+    echo "transactions), not assumed from the answers. Every row's balance check compares every balance"
+    echo "the run created with what its accepted and applied transfers imply, and checks that they and"
+    echo "the run's funding source sum to zero."
+    echo
+    echo "## Machine and run"
+    echo
+    echo "| | |"
+    echo "| --- | --- |"
+    echo "| date | $STARTED |"
+    echo "| commit | $COMMIT |"
+    echo "| cores (nproc) | $(nproc) |"
+    echo "| CPU | ${CPU:-?} |"
+    echo "| memory | ${MEM:-?} |"
+    echo "| PostgreSQL | $PG_VERSION, synchronous_commit=$SYNC_COMMIT (fresh database per run) |"
+    echo "| Redis | ${REDIS_VERSION:-?} (own key prefix per run) |"
+    echo "| Coffer | release build, \`coffer start\` with \`COFFER_START_WORKERS=true\`, default settings |"
+    echo "| toolchain | $RUSTC |"
+    echo "| load average (1/5/15 min) | $LOAD_BEFORE before, $LOAD_AFTER after (anything else running shares the cores) |"
+    echo "| load | $DURATION s a scenario, $CONCURRENCY clients, $BALANCES balances (bulk: $BULK_BALANCES balances, $BATCH_SIZE transfers a request, $BULK_CONCURRENCY clients) |"
+    echo
+    echo "## Figures"
+    echo
+    echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | backlog max / end | errors | check | target |"
+    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |"
+    jq -r --argjson targets "$TARGETS" '
+        def n: if . == null then "–" else (. * 10 | round / 10 | tostring) end;
+        def i: if . == null then "–" else (. | round | tostring) end;
+        def row_name: if .label == "uniform:half-peak" then "uniform, paced at \(.settings.rate | i) req/s (half peak)"
+                   else .scenario end;
+        if .status == "error" and .scenario == null then
+            "| \(.backend) | \(.label) | | | | | | | | | | error: \(.error | gsub("\n"; " ") | .[0:120]) | |"
+        elif .status == "unavailable" or (.status == "error" and .requests_sent == 0) then
+            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | – | – | – | – | – | – | – | – | \(.status): \(.error // "" | gsub("\\|"; "/") | .[0:200]) | \($targets[.label] // $targets[.scenario] // "") |"
+        else
+            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | \(.requests_per_sec | i) | \(.transfers_accepted_per_sec | i) | \(.transfers_applied_per_sec | i) | \(.latency.p50_ms | n) | \(.latency.p99_ms | n) | \(.latency.max_ms | n) | \(if .backlog then "\(.backlog.max) / \(.backlog.at_end)" else "–" end) | \(if (.errors | length) == 0 then "none" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end) | \(if .check.passed then "pass" else "FAIL" end) | \($targets[.label] // $targets[.scenario] // "") |"
+        end' "$ROWS"
+    echo
+    echo "## Command lines"
+    echo
+    echo "Each row is one invocation (plus \`--json --no-progress\`; the URL is the server the script started):"
+    echo
+    echo '```'
+    cat "$COMMANDS"
+    echo '```'
+    echo
+    echo "Reproduce with \`scripts/bench.sh\` (see its header for the knobs, e.g."
+    echo "\`BENCH_DURATION_SECS=30 scripts/bench.sh\`), or run one scenario by hand against a running"
+    echo "server: \`coffer bench --scenario hot-source --duration-secs 30 --concurrency 64\`."
+    if [[ -n "${BENCH_NOTES:-}" && -f "${BENCH_NOTES}" ]]; then
+        echo
+        cat "$BENCH_NOTES"
+    fi
+} >"$OUT"
+say "wrote $OUT"
