@@ -314,8 +314,10 @@ pub async fn bulk(
         })));
     }
     match state.ledger.record_bulk(bulk).await {
+        // Blnk answers `inflight` or `applied`, whether or not the items were queued.
         Ok(outcome) => Ok(HttpResponse::Created().json(json!({
-            "batch_id": outcome.batch_id, "status": outcome.status, "transaction_count": outcome.transaction_count,
+            "batch_id": outcome.batch_id, "status": if inflight { "inflight" } else { "applied" },
+            "transaction_count": outcome.transaction_count,
         }))),
         Err((error, batch_id)) => {
             let (status, mut body) = error_body(&ApiError::Ledger(error));

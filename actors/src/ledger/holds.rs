@@ -4,7 +4,7 @@
 
 use super::{stored_or_refused, Ledger};
 use crate::domain::ids::{self, shard_of};
-use crate::domain::inflight::HoldAction;
+use crate::domain::inflight::{self, HoldAction, HoldRefusal, HoldState};
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::entity::inflight_hold;
 use crate::store::{BatchItem, BatchUnit, HoldActionRequest, Refusal};
@@ -52,6 +52,22 @@ fn parse_action_text(text: &str) -> Option<(HoldAction, String)> {
         _ => return None,
     };
     Some((action, action_id.to_owned()))
+}
+
+/// The error a refused commit or void of `hold_id` is answered with.
+fn refusal_error(hold_id: &str, refusal: HoldRefusal) -> LedgerError {
+    let id = hold_id.to_owned();
+    match refusal {
+        HoldRefusal::AlreadyCommitted => LedgerError::AlreadyCommitted(id),
+        HoldRefusal::AlreadyVoided => LedgerError::AlreadyVoided(id),
+        HoldRefusal::CommitExceeds { remaining } => LedgerError::CommitAmountExceeded {
+            id,
+            remaining: remaining.to_string(),
+        },
+        HoldRefusal::NotPositive => {
+            LedgerError::InvalidAmount(crate::domain::AmountError::NotPositive)
+        }
+    }
 }
 
 /// The row a commit or void writes; its amount is decided in the database transaction.
@@ -145,6 +161,13 @@ impl Ledger {
         &self,
         pairs: Vec<(&inflight_hold::Model, TransactionRecord, HoldAction)>,
     ) -> Result<HoldReply, LedgerError> {
+        // Refusals knowable now are answered now, as Blnk's pre-validation does (the worker
+        // stays the authority): else an over-commit would be a 200 the worker drops.
+        for (hold, _, action) in &pairs {
+            let state = HoldState::parse(&hold.state).unwrap_or(HoldState::Voided);
+            inflight::decide(state, &hold.remaining.0, action)
+                .map_err(|refusal| refusal_error(&hold.hold_id, refusal))?;
+        }
         let mut queued = Vec::new();
         for (hold, row, action) in pairs {
             let text = action_text(&action, &ids::new_id("act"));

@@ -79,6 +79,9 @@ fn rejection_of(error: &LedgerError) -> Rejection {
 struct Simulated {
     record: TransactionRecord,
     changes: Vec<(String, GuardedChange)>,
+    /// A split leg's own identifier and role, reported in `legs` (Blnk reports legs for
+    /// splits only: for a sources split the leg is its source, else its destination).
+    leg: Option<(String, &'static str)>,
 }
 
 impl Ledger {
@@ -177,11 +180,14 @@ impl Ledger {
             .collect();
         let legs = rows
             .iter()
-            .map(|r| LegPreview {
-                identifier: r.record.destination.clone(),
-                role: "destination",
-                precise_amount: r.record.precise_amount.clone(),
-                amount: r.record.amount_major(),
+            .filter_map(|r| {
+                let (identifier, role) = r.leg.clone()?;
+                Some(LegPreview {
+                    identifier,
+                    role,
+                    precise_amount: r.record.precise_amount.clone(),
+                    amount: r.record.amount_major(),
+                })
             })
             .collect();
         Ok(Preview {
@@ -239,7 +245,8 @@ impl Ledger {
         let mut virtual_ids = Vec::new();
         let mut rows = Vec::new();
         for request in items {
-            let pairs: Vec<(String, String, BigInt)> = match &request.legs {
+            type Pair = (String, String, BigInt, Option<(String, &'static str)>);
+            let pairs: Vec<Pair> = match &request.legs {
                 Legs::Single {
                     source,
                     destination,
@@ -248,6 +255,7 @@ impl Ledger {
                         source.clone(),
                         destination.clone(),
                         request.amount.as_bigint().clone(),
+                        None,
                     )]
                 }
                 Legs::Split { side, other, legs } => {
@@ -255,16 +263,21 @@ impl Ledger {
                     let amounts = distribution::split(request.amount.as_bigint(), &shares)?;
                     legs.iter()
                         .zip(amounts)
-                        .map(|(leg, amount)| match side {
-                            super::Side::Sources => (leg.identifier.clone(), other.clone(), amount),
-                            super::Side::Destinations => {
-                                (other.clone(), leg.identifier.clone(), amount)
+                        .map(|(leg, amount)| {
+                            let id = leg.identifier.clone();
+                            match side {
+                                super::Side::Sources => {
+                                    (id.clone(), other.clone(), amount, Some((id, "source")))
+                                }
+                                super::Side::Destinations => {
+                                    (other.clone(), id.clone(), amount, Some((id, "destination")))
+                                }
                             }
                         })
                         .collect()
                 }
             };
-            for (source, destination, amount) in pairs {
+            for (source, destination, amount, leg) in pairs {
                 if source == destination {
                     return Err(LedgerError::SameSourceAndDestination);
                 }
@@ -285,7 +298,11 @@ impl Ledger {
                     &amount,
                 );
                 let changes = record_changes(&record);
-                rows.push(Simulated { record, changes });
+                rows.push(Simulated {
+                    record,
+                    changes,
+                    leg,
+                });
             }
         }
         let head = rows
@@ -332,6 +349,7 @@ impl Ledger {
                 vec![Simulated {
                     record: row,
                     changes,
+                    leg: None,
                 }],
                 UnitMode::Independent,
                 &[],
@@ -377,9 +395,11 @@ impl Ledger {
                     let mut row = record.clone();
                     row.precise_amount = outcome.amount;
                     head.get_or_insert_with(|| row.clone());
+                    let leg = (holds.len() > 1).then(|| (hold.hold_id.clone(), "source"));
                     rows.push(Simulated {
                         record: row,
                         changes,
+                        leg,
                     });
                 }
                 Err(refusal) => {
