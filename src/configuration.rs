@@ -40,6 +40,22 @@ pub struct Settings {
     /// How often due scheduled transactions and inflight expiries are looked for.
     pub due_check_ms: u64,
     pub health_timeout_ms: u64,
+    /// OTLP/HTTP collector for trace export (Blnk's `monitoring_dsn`); see `telemetry`.
+    pub monitoring_dsn: Option<String>,
+    /// Which spans are exported (an `EnvFilter`), when trace export is on.
+    pub trace_filter: String,
+    /// `Authorization: Bearer <token>` required by `GET /metrics` when set.
+    pub metrics_bearer_token: Option<String>,
+    /// Blnk's secure mode. Coffer has no API-key authentication yet: this only closes
+    /// `/metrics` without a bearer token and requires `X-Blnk-Key: <secret_key>` on `/backup`.
+    pub secure: bool,
+    pub secret_key: Option<String>,
+    /// Where `GET /backup` writes (`<backup_dir>/YYYY-MM-DD/<db>-HHMMSS.sql`).
+    pub backup_dir: PathBuf,
+    /// The `pg_dump` program used by `GET /backup` on PostgreSQL.
+    pub pg_dump: String,
+    /// On SIGTERM/SIGINT: how long in-flight requests and queue batches may take to finish.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -73,6 +89,14 @@ impl Default for Settings {
             recovery_interval_ms: 30_000,
             due_check_ms: 1_000,
             health_timeout_ms: 3_000,
+            monitoring_dsn: None,
+            trace_filter: "info".into(),
+            metrics_bearer_token: None,
+            secure: false,
+            secret_key: None,
+            backup_dir: PathBuf::from("backups"),
+            pg_dump: "pg_dump".into(),
+            shutdown_timeout_ms: 30_000,
         }
     }
 }
@@ -87,6 +111,11 @@ const KEYS: &[(&str, &str)] = &[
     ("redis.dns", "BLNK_REDIS_DNS"),
     ("redis.pool_size", "BLNK_REDIS_POOL_SIZE"),
     ("server.port", "BLNK_SERVER_PORT"),
+    ("server.secure", "BLNK_SERVER_SECURE"),
+    ("server.secret_key", "BLNK_SERVER_SECRET_KEY"),
+    ("server.metrics_bearer_token", "BLNK_METRICS_BEARER_TOKEN"),
+    ("monitoring_dsn", "BLNK_MONITORING_DSN"),
+    ("backup_dir", "BLNK_BACKUP_DIR"),
     (
         "server.max_request_body_size_mb",
         "BLNK_SERVER_MAX_REQUEST_BODY_SIZE_MB",
@@ -115,6 +144,9 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.recovery_age_ms", "COFFER_RECOVERY_AGE_MS"),
     ("coffer.recovery_interval_ms", "COFFER_RECOVERY_INTERVAL_MS"),
     ("coffer.due_check_ms", "COFFER_DUE_CHECK_MS"),
+    ("coffer.trace_filter", "COFFER_TRACE_FILTER"),
+    ("coffer.pg_dump", "COFFER_PG_DUMP"),
+    ("coffer.shutdown_timeout_ms", "COFFER_SHUTDOWN_TIMEOUT_MS"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -178,6 +210,19 @@ impl Settings {
             "redis.dns" => self.redis_url = text(value).filter(|v| !v.is_empty()).map(redis_url),
             "redis.pool_size" => self.redis_pool_size_max = number(value)?,
             "server.port" => self.port = number(value)?,
+            "server.secure" => self.secure = boolean(value)?,
+            "server.secret_key" => self.secret_key = text(value).filter(|v| !v.is_empty()),
+            "server.metrics_bearer_token" => {
+                self.metrics_bearer_token = text(value).filter(|v| !v.is_empty())
+            }
+            "monitoring_dsn" => self.monitoring_dsn = text(value).filter(|v| !v.trim().is_empty()),
+            "backup_dir" => {
+                self.backup_dir = PathBuf::from(
+                    text(value)
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| "backups".into()),
+                )
+            }
             "server.max_request_body_size_mb" => {
                 self.body_bytes_max = number::<usize>(value)? * 1024 * 1024
             }
@@ -213,6 +258,11 @@ impl Settings {
             "coffer.due_check_ms" => self.due_check_ms = number::<u64>(value)?.clamp(50, 60_000),
             "coffer.recovery_interval_ms" => {
                 self.recovery_interval_ms = number::<u64>(value)?.max(100)
+            }
+            "coffer.trace_filter" => self.trace_filter = text(value).unwrap_or_default(),
+            "coffer.pg_dump" => self.pg_dump = text(value).unwrap_or_default(),
+            "coffer.shutdown_timeout_ms" => {
+                self.shutdown_timeout_ms = number::<u64>(value)?.clamp(100, 3_600_000)
             }
             other => anyhow::bail!("no such setting {other}"),
         }

@@ -6,13 +6,16 @@
 //! - [`startup`]: [`startup::Application`], the seam shared by `main` and the tests.
 //! - [`routes`]: one module per resource; handlers parse, call the core once, map the reply.
 //! - [`http`]: errors in Blnk's shape (one exhaustive table), JSON shapes, bodies, queries.
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the tracing subscriber and OTLP trace export.
+//! - [`shutdown`]: graceful stop on SIGTERM/SIGINT; [`backup`]: `GET /backup`'s dumps.
 //! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bench;
 pub mod configuration;
 pub mod http;
 pub mod routes;
+pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

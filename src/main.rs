@@ -44,10 +44,18 @@ enum MigrateAction {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    coffer::telemetry::init("info");
     let cli = Cli::parse();
-    let mut settings = Settings::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Start) {
+    let mut settings =
+        coffer::telemetry::while_loading("info", || Settings::load(cli.config.as_deref()))?;
+    let command = cli.command.unwrap_or(Command::Start);
+    // Logs always; traces only from the server and the workers, when configured.
+    let service = match command {
+        Command::Start => Some("coffer"),
+        Command::Workers => Some("coffer-worker"),
+        _ => None,
+    };
+    let telemetry = coffer::telemetry::install("info", &settings, service);
+    match command {
         Command::Start => {
             Application::build(settings)
                 .await?
@@ -71,5 +79,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    telemetry.shutdown();
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::configuration::Settings;
 use crate::http::error::ApiError;
+use crate::http::request_metrics::RequestMetrics;
 use crate::http::AppState;
 use crate::routes;
 use actix::{Actor, Addr, Arbiter};
@@ -19,6 +20,7 @@ use coffer_actors::queue::redis::{RedisQueue, RedisSettings};
 use coffer_actors::queue::sweep::{RecoverySweep, SweepSettings};
 use coffer_actors::queue::worker::{QueueWorker, WorkerSettings};
 use coffer_actors::queue::TransactionQueue;
+use coffer_actors::shutdown::Shutdown;
 use coffer_actors::store::{PoolSettings, Store};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use tracing::Instrument;
 /// The queue workers and the recovery sweep; they stop when this is dropped.
 pub struct Workers {
     arbiter: Arbiter,
+    shutdown: Shutdown,
     _workers: Vec<Addr<QueueWorker>>,
     _sweep: Addr<RecoverySweep>,
 }
@@ -46,7 +49,9 @@ impl Workers {
             receive_wait_ms: 200,
             claim_idle_ms: settings.claim_idle_ms,
             error_backoff_ms: 500,
+            shutdown: Shutdown::default(),
         };
+        let shutdown = worker_settings.shutdown.clone();
         let (arbiter, workers) =
             QueueWorker::start_pool(ledger.clone(), &process_id, worker_settings);
         let sweep_settings = SweepSettings {
@@ -67,8 +72,18 @@ impl Workers {
         });
         Self {
             arbiter,
+            shutdown,
             _workers: workers,
             _sweep: sweep,
+        }
+    }
+
+    /// Stops taking queue entries, waits (at most `timeout`) for each worker to commit and
+    /// acknowledge the batch in hand, then stops the workers and the sweep.
+    pub async fn stop(self, timeout: std::time::Duration) {
+        self.shutdown.request();
+        if !self.shutdown.stopped(timeout).await {
+            tracing::warn!("queue workers still busy at the shutdown deadline");
         }
     }
 }
@@ -129,6 +144,7 @@ pub struct Application {
     server: Server,
     ledger: Ledger,
     _workers: Option<Workers>,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -140,6 +156,11 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
+        let operations = web::Data::new(routes::observability::Operations::for_api(
+            ledger.clone(),
+            &settings,
+        ));
+        let request_metrics = ledger.metrics().clone();
         let state = AppState {
             ledger: ledger.clone(),
             body_bytes_max: settings.body_bytes_max,
@@ -147,6 +168,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(RequestMetrics::new(request_metrics.clone()))
                 .wrap_fn(|request, service| {
                     // One span per request: every log line and actor span beneath it is tied
                     // to the method and route that caused it.
@@ -155,6 +177,7 @@ impl Application {
                         method = %request.method(),
                         route = request.match_pattern().unwrap_or_default(),
                     );
+                    crate::telemetry::adopt_request_context(&span, request.headers());
                     if crate::http::has_encoded_nul(request.uri()) {
                         let refused = ApiError::BadQuery("NUL characters are not allowed".into());
                         let response = request.into_response(refused.error_response());
@@ -167,6 +190,7 @@ impl Application {
                     )
                 })
                 .app_data(web::Data::new(state.clone()))
+                .app_data(operations.clone())
                 .app_data(web::PathConfig::default().error_handler(|error, _| {
                     ApiError::BadQuery(format!("bad path: {error}")).into()
                 }))
@@ -174,6 +198,8 @@ impl Application {
                 .default_service(web::to(routes::system::not_found))
         })
         .workers(settings.http_workers)
+        .shutdown_signal(crate::shutdown::signal())
+        .shutdown_timeout(settings.shutdown_timeout_ms.div_ceil(1000))
         .listen(listener)?
         .run();
         tracing::info!(
@@ -186,6 +212,7 @@ impl Application {
             server,
             ledger,
             _workers: workers,
+            shutdown_timeout: std::time::Duration::from_millis(settings.shutdown_timeout_ms),
         })
     }
 
@@ -202,11 +229,17 @@ impl Application {
             server,
             _workers,
             ledger,
+            shutdown_timeout,
             ..
         } = self;
+        // Graceful on SIGTERM/SIGINT: see `crate::shutdown`.
         let result = server.await;
-        drop(_workers);
+        if let Some(workers) = _workers {
+            workers.stop(shutdown_timeout).await;
+        }
+        crate::shutdown::drain_committer(&ledger, shutdown_timeout).await;
         drop(ledger);
+        tracing::info!("coffer stopped");
         result
     }
 }
@@ -215,19 +248,36 @@ impl Application {
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
     let ledger = build_ledger(&settings).await?;
     let workers = Workers::start(&ledger, &settings);
-    let server = HttpServer::new(|| {
-        App::new().route(
-            "/health",
-            web::get().to(|| async {
-                HttpResponse::Ok().json(serde_json::json!({ "status": "UP", "service": "worker" }))
-            }),
-        )
+    let operations = web::Data::new(routes::observability::Operations::for_worker(
+        ledger.clone(),
+        &settings,
+    ));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(operations.clone())
+            .route("/metrics", web::get().to(routes::observability::metrics))
+            .route(
+                "/health",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .json(serde_json::json!({ "status": "UP", "service": "worker" }))
+                }),
+            )
     })
     .workers(1)
-    .bind((settings.host.as_str(), settings.monitoring_port))?
-    .run();
-    tracing::info!(port = settings.monitoring_port, "coffer workers running");
+    .shutdown_signal(crate::shutdown::signal())
+    .bind((settings.host.as_str(), settings.monitoring_port))?;
+    let port = server
+        .addrs()
+        .first()
+        .map_or(settings.monitoring_port, |a| a.port());
+    let server = server.run();
+    tracing::info!(port, "coffer workers running");
     server.await?;
-    drop(workers);
+    // Graceful on SIGTERM/SIGINT: see `crate::shutdown`.
+    let timeout = std::time::Duration::from_millis(settings.shutdown_timeout_ms);
+    workers.stop(timeout).await;
+    crate::shutdown::drain_committer(&ledger, timeout).await;
+    tracing::info!("coffer workers stopped");
     Ok(())
 }

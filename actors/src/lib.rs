@@ -11,13 +11,18 @@
 //! - [`queue`]: the transaction queue (Redis Streams or in-process), its workers and the
 //!   recovery sweep.
 //! - [`error`]: [`LedgerError`], in precedence order.
+//! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, trace-context hooks for
+//!   the queue, and the graceful stop of the workers.
 #![forbid(unsafe_code)]
 
 pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod queue;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 
 pub use error::LedgerError;

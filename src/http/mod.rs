@@ -4,6 +4,7 @@ pub mod dto;
 pub mod error;
 pub mod json;
 pub mod query;
+pub mod request_metrics;
 
 use actix_web::web;
 use error::ApiError;

@@ -1,9 +1,11 @@
 //! One module per resource. Handlers parse, make one call into the ledger core, and map the
 //! reply; no SQL and no business rules here.
 
+pub mod backup;
 pub mod balances;
 pub mod ledgers;
 pub mod lifecycle;
+pub mod observability;
 pub mod system;
 pub mod transactions;
 
@@ -13,6 +15,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(system::root))
         .route("/health", web::get().to(system::health))
+        .route("/metrics", web::get().to(observability::metrics))
+        .route("/backup", web::get().to(backup::backup))
         .route("/ledgers", web::post().to(ledgers::create))
         .route("/ledgers", web::get().to(ledgers::list))
         .route("/ledgers/filter", web::post().to(ledgers::filter))

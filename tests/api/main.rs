@@ -8,6 +8,8 @@ mod concurrency;
 mod errors_and_limits;
 mod hardening;
 mod health_and_ledgers;
+mod lifecycle;
+mod observability;
 mod processes;
 mod property;
 mod transactions;

@@ -130,7 +130,11 @@ fn apply_item<'a>(
     for (index, (balance_id, change)) in changes.iter().enumerate() {
         let current = running.entry(balance_id.as_str()).or_default();
         let after = &*current + change.delta.available_change();
-        if change.floor.as_ref().is_some_and(|floor| !floor.permits(&after)) {
+        if change
+            .floor
+            .as_ref()
+            .is_some_and(|floor| !floor.permits(&after))
+        {
             for (undo_id, undo) in &changes[..index] {
                 if let Some(value) = running.get_mut(undo_id.as_str()) {
                     *value -= undo.delta.available_change();

@@ -7,11 +7,15 @@
 //! returned, and the balance actors are settled before that, in commit order.
 
 use super::balance_actor::{BalanceActor, Settle};
-use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store};
+use crate::domain::ids::shard_of;
+use crate::domain::TransactionStatus;
+use crate::queue::TransactionQueue;
+use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, GROUP_KEY};
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -28,6 +32,8 @@ pub struct CommitterSettings {
 
 pub struct Committer {
     store: Store,
+    /// QUEUED rows are enqueued here right after their commit, one pipeline per batch.
+    queue: Arc<dyn TransactionQueue>,
     settings: CommitterSettings,
     pending: Vec<Submit>,
     flush_scheduled: bool,
@@ -45,10 +51,15 @@ pub struct Submit {
 }
 
 impl Committer {
-    pub fn new(store: Store, settings: CommitterSettings) -> Self {
+    pub fn new(
+        store: Store,
+        queue: Arc<dyn TransactionQueue>,
+        settings: CommitterSettings,
+    ) -> Self {
         assert!(settings.batch_size_max > 0);
         Self {
             store,
+            queue,
             settings,
             pending: Vec::new(),
             flush_scheduled: false,
@@ -110,12 +121,20 @@ impl Committer {
             .collect();
         let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
-        let store = self.store.clone();
+        let (store, queue) = (self.store.clone(), self.queue.clone());
         let size: usize = units.iter().map(|u| u.items.len()).sum();
         ctx.wait(
             async move {
                 let started = std::time::Instant::now();
                 let result = commit_batch(&store, units).await;
+                store.metrics().observe_commit(size, started.elapsed(), result.is_ok());
+                if let Ok(outcome) = &result {
+                    let entries = queue_entries(&outcome.units, queue.shard_count());
+                    if let Err(error) = queue.enqueue_many(&entries).await {
+                        // The QUEUED rows are durable; the recovery sweep enqueues them again.
+                        tracing::warn!(%error, count = entries.len(), "enqueue after commit failed");
+                    }
+                }
                 tracing::debug!(
                     size,
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -166,6 +185,33 @@ impl Committer {
             }),
         );
     }
+}
+
+/// The queue entries of a committed batch: every stored QUEUED row, except that an atomic
+/// group (split or bulk) is entered once, by its first row: the worker applies it whole.
+fn queue_entries(units: &[Vec<ItemOutcome>], shard_count: u32) -> Vec<(u32, String)> {
+    let mut groups = HashSet::new();
+    let mut entries = Vec::new();
+    for record in units.iter().flatten().filter_map(|outcome| match outcome {
+        ItemOutcome::Stored(record) if record.status == TransactionStatus::Queued => Some(record),
+        _ => None,
+    }) {
+        let group = record
+            .meta_data
+            .as_ref()
+            .and_then(|m| m.get(GROUP_KEY))
+            .and_then(|g| g.as_str());
+        if let (true, Some(group)) = (record.atomic, group) {
+            if !groups.insert(group.to_owned()) {
+                continue;
+            }
+        }
+        entries.push((
+            shard_of(&record.source, shard_count),
+            record.transaction_id.clone(),
+        ));
+    }
+    entries
 }
 
 /// Per balance of a batch: its actor and the reserved debits the batch releases.

@@ -79,8 +79,9 @@ impl Ledger {
         let committer_arbiter = Arbiter::new();
         let committer_store = store.clone();
         let committer_settings = settings.committer.clone();
+        let committer_queue = queue.clone();
         let committer = Committer::start_in_arbiter(&committer_arbiter.handle(), move |_| {
-            Committer::new(committer_store, committer_settings)
+            Committer::new(committer_store, committer_queue, committer_settings)
         });
         let registry = BalanceRegistry::new(store.clone(), settings.registry);
         Self {
@@ -102,6 +103,11 @@ impl Ledger {
 
     pub fn queue(&self) -> &Arc<dyn TransactionQueue> {
         &self.inner.queue
+    }
+
+    /// This ledger's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.inner.store.metrics()
     }
 
     pub fn live_balance_actors(&self) -> usize {
@@ -181,11 +187,14 @@ impl Ledger {
     }
 
     /// Hands a unit to the committer and waits for its commit.
+    #[tracing::instrument(name = "ledger.commit", skip_all, fields(items = unit.items.len()))]
     pub(crate) async fn submit(
         &self,
         unit: BatchUnit,
         actors: Vec<(String, Addr<BalanceActor>)>,
     ) -> Result<(Vec<ItemOutcome>, Vec<BalanceRow>), LedgerError> {
+        let _pending = self.metrics().pending_guard();
+        crate::telemetry::remember_queued(unit.items.iter().map(|item| &item.record));
         let (reply, answer) = oneshot::channel();
         self.inner
             .committer
@@ -196,9 +205,13 @@ impl Ledger {
             })
             .await
             .map_err(mailbox)?;
-        answer
+        let reply = answer
             .await
-            .map_err(|_| LedgerError::Internal("committer dropped the reply".into()))?
+            .map_err(|_| LedgerError::Internal("committer dropped the reply".into()))?;
+        if let Ok((outcomes, _)) = &reply {
+            self.metrics().observe_stored(outcomes);
+        }
+        reply
     }
 }
 

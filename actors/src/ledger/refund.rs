@@ -74,6 +74,7 @@ impl Ledger {
             std::mem::swap(&mut row.source, &mut row.destination);
         }
         row.allow_overdraft = true;
+        row.atomic = false;
         row.overdraft_limit = None;
         row.inflight = voided;
         row.skip_queue = request.skip_queue;
@@ -90,6 +91,7 @@ impl Ledger {
             _ => serde_json::Map::new(),
         };
         meta.remove(QUEUED_PARENT_KEY);
+        meta.remove(crate::store::GROUP_KEY);
         meta.remove(REJECTION_REASON_KEY);
         if let Some(serde_json::Value::Object(extra)) = &request.meta_data {
             meta.extend(extra.clone());
@@ -128,7 +130,7 @@ impl Ledger {
                     .apply_records(rows, UnitMode::Atomic, Refusal::Fail)
                     .await?
             } else {
-                ledger.store_queued(rows, UnitMode::Atomic, false).await?
+                ledger.store_queued(rows, UnitMode::Atomic).await?
             };
             let first_original = originals[0].transaction_id.clone();
             match outcomes.into_iter().next() {

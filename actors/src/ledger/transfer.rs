@@ -320,8 +320,7 @@ impl Ledger {
             self.apply_records(plan.records, mode, Refusal::Fail)
                 .await?
         } else {
-            self.store_queued(plan.records, mode, request.scheduled_for.is_some())
-                .await?
+            self.store_queued(plan.records, mode).await?
         };
         let mut first_error = None;
         let mut stored_ids = Vec::new();
@@ -453,13 +452,12 @@ impl Ledger {
         reserved.map(|()| (source, destination))
     }
 
-    /// Stores QUEUED (or SCHEDULED) rows after checking their balances, then enqueues them
-    /// (scheduled rows are enqueued by the scheduler when due).
+    /// Stores QUEUED (or SCHEDULED) rows after checking their balances; the committer
+    /// enqueues the QUEUED ones (the scheduler enqueues SCHEDULED ones when due).
     pub(crate) async fn store_queued(
         &self,
         records: Vec<TransactionRecord>,
         mode: UnitMode,
-        scheduled: bool,
     ) -> Result<Vec<ItemOutcome>, LedgerError> {
         let mut touched: HashMap<String, Precision> = HashMap::new();
         for record in &records {
@@ -467,39 +465,13 @@ impl Ledger {
             touched.insert(record.destination.clone(), record.precision.clone());
         }
         self.check_balances(touched).await?;
-        // Rows marked atomic with a group id are applied together by whichever worker gets
-        // the first of them; anything else is enqueued row by row.
-        let grouped = |r: &TransactionRecord| {
-            r.atomic
-                && r.meta_data
-                    .as_ref()
-                    .is_some_and(|m| m.get(GROUP_KEY).is_some())
-        };
-        let atomic_group =
-            mode == UnitMode::Atomic && records.len() > 1 && records.iter().all(grouped);
         let items = records
             .into_iter()
             .map(|r| BatchItem::transfer(r, Vec::new(), Refusal::Fail))
             .collect();
+        // The committer enqueues the stored QUEUED rows (not SCHEDULED ones: the scheduler
+        // enqueues those when due).
         let (outcomes, _) = self.submit(BatchUnit { mode, items }, Vec::new()).await?;
-        if !scheduled {
-            let stored: Vec<&TransactionRecord> = outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    ItemOutcome::Stored(record) => Some(record),
-                    ItemOutcome::Refused(_) => None,
-                })
-                .collect();
-            // An atomic group is applied together by whichever worker gets its first row.
-            let to_enqueue = if atomic_group {
-                &stored[..stored.len().min(1)]
-            } else {
-                &stored[..]
-            };
-            for record in to_enqueue {
-                self.enqueue(&record.source, &record.transaction_id).await;
-            }
-        }
         Ok(outcomes)
     }
 
@@ -577,6 +549,15 @@ impl Ledger {
         let rows = match (queued.atomic, group) {
             (true, Some(group)) => self.store().unfinished_group(group).await?,
             _ => vec![queued.clone()],
+        };
+        // A row that is not (or no longer) among its group's unfinished rows goes alone.
+        let rows = if rows
+            .iter()
+            .any(|r| r.transaction_id == queued.transaction_id)
+        {
+            rows
+        } else {
+            vec![queued.clone()]
         };
         let mode = if rows.len() > 1 {
             UnitMode::Atomic
@@ -687,10 +668,7 @@ impl Ledger {
             (true, false) => "applied",
         };
         if !bulk.skip_queue {
-            let outcomes = self
-                .store_queued(records, mode, false)
-                .await
-                .map_err(fail)?;
+            let outcomes = self.store_queued(records, mode).await.map_err(fail)?;
             bulk_result(outcomes, bulk.atomic).map_err(fail)?;
             return Ok(BulkOutcome {
                 batch_id: batch_id.clone(),

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 struct State {
-    shards: Vec<VecDeque<(u64, String)>>,
+    /// Per shard: (entry id, transaction id, traceparent).
+    shards: Vec<VecDeque<(u64, String, Option<String>)>>,
     /// entry id → (delivery, delivered at)
     unacked: HashMap<u64, (Delivery, Instant)>,
     next_entry: u64,
@@ -53,12 +54,13 @@ impl MemoryQueue {
                 if taken.len() >= count_max {
                     break 'outer;
                 }
-                if let Some((entry, id)) = state.shards[shard as usize].pop_front() {
+                if let Some((entry, id, traceparent)) = state.shards[shard as usize].pop_front() {
                     any = true;
                     let delivery = Delivery {
                         shard,
                         entry_id: entry.to_string(),
                         transaction_id: id,
+                        traceparent,
                     };
                     state
                         .unacked
@@ -84,6 +86,7 @@ impl TransactionQueue for MemoryQueue {
         shard: u32,
         transaction_id: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let traceparent = crate::telemetry::traceparent_for(transaction_id);
         let result = {
             let mut state = self.lock();
             let waiting: usize = state.shards.iter().map(VecDeque::len).sum();
@@ -93,7 +96,7 @@ impl TransactionQueue for MemoryQueue {
                 let entry = state.next_entry;
                 state.next_entry += 1;
                 let shard = shard as usize % state.shards.len();
-                state.shards[shard].push_back((entry, transaction_id.to_owned()));
+                state.shards[shard].push_back((entry, transaction_id.to_owned(), traceparent));
                 Ok(())
             }
         };

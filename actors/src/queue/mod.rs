@@ -21,6 +21,8 @@ pub struct Delivery {
     /// The queue's own id of the entry (a stream id on Redis).
     pub entry_id: String,
     pub transaction_id: String,
+    /// W3C trace context of the request that enqueued it, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 pub trait TransactionQueue: Send + Sync {
@@ -31,6 +33,19 @@ pub trait TransactionQueue: Send + Sync {
         shard: u32,
         transaction_id: &'a str,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
+
+    /// Enqueues many entries in one round trip where the queue can (one Redis pipeline).
+    fn enqueue_many<'a>(
+        &'a self,
+        entries: &'a [(u32, String)],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            for (shard, id) in entries {
+                self.enqueue(*shard, id).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// Up to `count_max` entries of these shards, waiting at most `wait_ms` for the first.
     fn receive<'a>(

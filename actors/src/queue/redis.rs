@@ -12,6 +12,8 @@ use std::time::Duration;
 
 const GROUP: &str = "coffer-workers";
 const FIELD: &str = "transaction_id";
+/// Optional second field: the W3C trace context of the request (see `crate::telemetry`).
+const TRACE_FIELD: &str = "traceparent";
 /// Longest `BLOCK` of one read: the connection's response timeout is 500 ms.
 const BLOCK_MS_MAX: u64 = 300;
 
@@ -82,10 +84,12 @@ impl RedisQueue {
         ids.into_iter()
             .filter_map(|entry| {
                 let transaction_id = entry.get::<String>(FIELD)?;
+                let traceparent = entry.get::<String>(TRACE_FIELD);
                 Some(Delivery {
                     shard,
                     entry_id: entry.id,
                     transaction_id,
+                    traceparent,
                 })
             })
             .collect()
@@ -104,14 +108,40 @@ impl TransactionQueue for RedisQueue {
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         async move {
             let mut conn = self.pool.get().await.map_err(queue_error)?;
-            let _: String = redis::cmd("XADD")
+            let mut command = redis::cmd("XADD");
+            command
                 .arg(self.stream(shard))
                 .arg("*")
                 .arg(FIELD)
-                .arg(transaction_id)
-                .query_async(&mut *conn)
-                .await
-                .map_err(queue_error)?;
+                .arg(transaction_id);
+            if let Some(traceparent) = crate::telemetry::traceparent_for(transaction_id) {
+                command.arg(TRACE_FIELD).arg(traceparent);
+            }
+            let _: String = command.query_async(&mut *conn).await.map_err(queue_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn enqueue_many<'a>(
+        &'a self,
+        entries: &'a [(u32, String)],
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        async move {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self.pool.get().await.map_err(queue_error)?;
+            let mut pipe = redis::pipe();
+            for (shard, id) in entries {
+                let command = pipe.cmd("XADD");
+                command.arg(self.stream(*shard)).arg("*").arg(FIELD).arg(id);
+                if let Some(traceparent) = crate::telemetry::traceparent_for(id) {
+                    command.arg(TRACE_FIELD).arg(traceparent);
+                }
+                command.ignore();
+            }
+            let _: () = pipe.query_async(&mut *conn).await.map_err(queue_error)?;
             Ok(())
         }
         .boxed()

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -20,6 +21,8 @@ pub struct WorkerSettings {
     pub claim_idle_ms: u64,
     /// Pause after a queue error before reading again.
     pub error_backoff_ms: u64,
+    /// Once requested, each worker finishes the batch in hand (commit, then ack) and stops.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 pub struct QueueWorker {
@@ -71,8 +74,9 @@ impl Actor for QueueWorker {
 
 async fn drain(ledger: Ledger, consumer: String, shards: Vec<u32>, settings: WorkerSettings) {
     let queue: Arc<dyn TransactionQueue> = ledger.queue().clone();
+    let _running = settings.shutdown.running();
     let mut last_claim = Instant::now();
-    loop {
+    while !settings.shutdown.is_requested() {
         let received = if last_claim.elapsed() >= Duration::from_millis(settings.claim_idle_ms) {
             last_claim = Instant::now();
             queue
@@ -114,7 +118,13 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
     let mut acked = Vec::new();
     for delivery in actions {
         let hold_id = &delivery.transaction_id[ACTION_ENTRY_PREFIX.len()..];
-        match ledger.run_pending_hold_action(hold_id).await {
+        let span = tracing::info_span!("queue.hold_action", hold_id);
+        crate::telemetry::adopt(&span, delivery.traceparent.as_deref());
+        match ledger
+            .run_pending_hold_action(hold_id)
+            .instrument(span)
+            .await
+        {
             Ok(()) => acked.push(delivery),
             Err(error) => tracing::warn!(%error, hold_id, "hold action failed; will retry"),
         }
@@ -140,21 +150,33 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
         .iter()
         .map(|r| (r.transaction_id.as_str(), r))
         .collect();
-    let applies = deliveries.iter().map(|delivery| async {
-        let Some(record) = by_id.get(delivery.transaction_id.as_str()) else {
-            tracing::warn!(transaction_id = %delivery.transaction_id, "queued transaction not found");
-            return true;
-        };
-        if !matches!(record.status, TransactionStatus::Queued | TransactionStatus::Scheduled) {
-            return true;
-        }
-        match ledger.apply_queued(record).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(%error, transaction_id = %record.transaction_id, "apply failed; will retry");
-                false
+    let applies = deliveries.iter().map(|delivery| {
+        // One queued transfer is one trace: this span continues the request's context.
+        let span = tracing::info_span!("queue.apply", transaction_id = %delivery.transaction_id);
+        crate::telemetry::adopt(&span, delivery.traceparent.as_deref());
+        async {
+            let Some(record) = by_id.get(delivery.transaction_id.as_str()) else {
+                tracing::warn!(transaction_id = %delivery.transaction_id, "queued transaction not found");
+                return true;
+            };
+            if !matches!(record.status, TransactionStatus::Queued | TransactionStatus::Scheduled) {
+                return true;
+            }
+            match ledger.apply_queued(record).await {
+                Ok(written) => {
+                    if written.is_some() {
+                        ledger.metrics().observe_queue_applied(record);
+                    }
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(%error, transaction_id = %record.transaction_id, "apply failed; will retry");
+                    ledger.metrics().observe_queue_retry();
+                    false
+                }
             }
         }
+        .instrument(span)
     });
     let done = futures_util::future::join_all(applies).await;
     let acked: Vec<Delivery> = deliveries

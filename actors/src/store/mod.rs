@@ -4,6 +4,7 @@
 //! connections stay bound to the runtime that opened them, and actix arbiters and HTTP
 //! workers come and go, so no connection is ever opened on (and orphaned by) one of them.
 
+mod backup;
 mod balances;
 mod commit;
 pub mod filter;
@@ -63,6 +64,7 @@ impl Drop for DbRuntime {
 pub struct Store {
     db: DatabaseConnection,
     runtime: Arc<DbRuntime>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,7 +101,16 @@ impl Store {
             .spawn(async move { open(&url, &settings, migrate).await })
             .await
             .map_err(|e| LedgerError::Internal(e.to_string()))??;
-        Ok(Self { db, runtime })
+        Ok(Self {
+            db,
+            runtime,
+            metrics: Arc::default(),
+        })
+    }
+
+    /// The metrics of this store's ledger (one set per store; see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -178,9 +189,17 @@ async fn open(
         url.to_owned()
     };
     let mut options = ConnectOptions::new(url);
+    // SQLite has one writer. With several connections, a group commit that read its rows
+    // and then writes can lose the lock to another writer (SQLITE_BUSY_SNAPSHOT, which no
+    // busy timeout waits out); one connection makes every statement take its turn.
+    let connections_max = if is_sqlite {
+        1
+    } else {
+        settings.connections_max
+    };
     options
-        .max_connections(settings.connections_max)
-        .min_connections(settings.connections_min)
+        .max_connections(connections_max)
+        .min_connections(settings.connections_min.min(connections_max))
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .sqlx_logging(false);

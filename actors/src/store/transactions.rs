@@ -267,7 +267,9 @@ fn without_child() -> sea_orm::sea_query::Expr {
     let children = Query::select()
         .expr(Expr::cust("1"))
         .from_as(transaction::Entity, "c")
-        .and_where(Expr::cust("c.parent_transaction = transactions.transaction_id"))
+        .and_where(Expr::cust(
+            "c.parent_transaction = transactions.transaction_id",
+        ))
         .to_owned();
     Expr::exists(children).not()
 }
