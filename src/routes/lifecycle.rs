@@ -293,6 +293,11 @@ pub async fn bulk(
         return Ok(HttpResponse::Ok().json(json!({
             "dry_run": true, "atomic": atomic, "would_apply": preview.would_apply,
             "cumulative": PreviewJson::from(&preview),
+            "results": preview.row_rejections.iter().enumerate().map(|(index, rejection)| json!({
+                "index": index,
+                "would_apply": rejection.is_none(),
+                "rejection": rejection.as_ref().map(|r| json!({ "code": r.code, "reason": r.reason, "message": r.message })),
+            })).collect::<Vec<_>>(),
         })));
     }
     let bulk = BulkRequest {

@@ -2216,6 +2216,16 @@ async fn dry_runs_of_refunds_bulks_and_inflight_actions_write_nothing(backend: B
         bulk_fails.json["cumulative"]["rejection"]["code"],
         "TXN_INSUFFICIENT_FUNDS"
     );
+    // Per item: the second cannot be funded, so (atomic) the first would not apply either.
+    let results = bulk_fails.json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["would_apply"], false);
+    assert_eq!(results[1]["would_apply"], false);
+    assert_eq!(results[1]["rejection"]["code"], "TXN_INSUFFICIENT_FUNDS");
+    let fitting = bulk_fits.json["results"].as_array().unwrap();
+    assert!(fitting
+        .iter()
+        .all(|r| r["would_apply"] == true && r["rejection"].is_null()));
 
     assert_eq!(commit.status, StatusCode::OK, "{}", commit.text);
     assert_eq!(commit.json["would_apply"], true);

@@ -56,6 +56,9 @@ pub struct Preview {
     pub balances: Vec<BalancePreview>,
     pub legs: Vec<LegPreview>,
     pub notes: Vec<String>,
+    /// Per simulated row in order (per request item for transfers and bulk): `None` if it
+    /// would apply, else why not.
+    pub row_rejections: Vec<Option<Rejection>>,
 }
 
 fn rejection_of(error: &LedgerError) -> Rejection {
@@ -130,23 +133,29 @@ impl Ledger {
             .map(|(id, (amounts, _, _))| (id.clone(), amounts.clone()))
             .collect();
         let mut rejection = None;
+        let mut row_rejections = Vec::with_capacity(rows.len());
         for (row, admission) in rows.iter().zip(&decided) {
-            match admission {
+            row_rejections.push(match admission {
                 Admission::Admitted => {
                     for (id, change) in &row.changes {
                         if let Some(amounts) = resulting.get_mut(id) {
                             amounts.apply(&change.delta);
                         }
                     }
+                    None
                 }
                 Admission::Refused { change } => {
                     let (id, change) = &row.changes[*change];
-                    rejection.get_or_insert_with(|| {
-                        rejection_of(&refusal_for(id, change.floor.as_ref()))
-                    });
+                    let refused = rejection_of(&refusal_for(id, change.floor.as_ref()));
+                    rejection.get_or_insert_with(|| refused.clone());
+                    Some(refused)
                 }
-                Admission::RefusedWithUnit | Admission::Excluded => {}
-            }
+                Admission::RefusedWithUnit | Admission::Excluded => {
+                    Some(rejection_of(&LedgerError::UnitRefused(
+                        "another transaction of the batch was refused".into(),
+                    )))
+                }
+            });
         }
         for (record, currency) in rows.iter().map(|r| (&r.record, &r.record.currency)) {
             if let Some((_, balance_currency, false)) = current.get(&record.source) {
@@ -202,6 +211,7 @@ impl Ledger {
             balances,
             legs,
             notes,
+            row_rejections,
         })
     }
 
@@ -244,7 +254,8 @@ impl Ledger {
     ) -> Result<Preview, LedgerError> {
         let mut virtual_ids = Vec::new();
         let mut rows = Vec::new();
-        for request in items {
+        let mut item_of_row = Vec::new();
+        for (item_index, request) in items.iter().enumerate() {
             type Pair = (String, String, BigInt, Option<(String, &'static str)>);
             let pairs: Vec<Pair> = match &request.legs {
                 Legs::Single {
@@ -303,6 +314,7 @@ impl Ledger {
                     changes,
                     leg,
                 });
+                item_of_row.push(item_index);
             }
         }
         let head = rows
@@ -318,8 +330,18 @@ impl Ledger {
         } else {
             UnitMode::Independent
         };
-        self.simulate(operation, &head, rows, mode, &virtual_ids, Vec::new())
-            .await
+        let mut preview = self
+            .simulate(operation, &head, rows, mode, &virtual_ids, Vec::new())
+            .await?;
+        // Per request item: it would apply if all its rows would.
+        let mut per_item: Vec<Option<Rejection>> = vec![None; items.len()];
+        for (item, rejection) in item_of_row.iter().zip(&preview.row_rejections) {
+            if per_item[*item].is_none() {
+                per_item[*item] = rejection.clone();
+            }
+        }
+        preview.row_rejections = per_item;
+        Ok(preview)
     }
 
     /// Dry run of a refund.
