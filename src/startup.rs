@@ -123,7 +123,6 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
         )),
     };
     let ledger_settings = LedgerSettings {
-        async_bulk_max: 100,
         committer: CommitterSettings {
             batch_size_max: settings.batch_size_max,
             flush_window_ms: settings.flush_window_ms,

@@ -19,8 +19,6 @@ pub enum ApiError {
     BadQuery(String),
     #[error("route {0} not found")]
     RouteNotFound(String),
-    #[error("{0}")]
-    TooManyRequests(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -34,7 +32,6 @@ pub fn code_and_status(error: &ApiError) -> (&'static str, StatusCode) {
         ApiError::PayloadTooLarge(_) => ("GEN_PAYLOAD_TOO_LARGE", S::PAYLOAD_TOO_LARGE),
         ApiError::BadQuery(_) => ("GEN_BAD_REQUEST", S::BAD_REQUEST),
         ApiError::RouteNotFound(_) => ("GEN_NOT_FOUND", S::NOT_FOUND),
-        ApiError::TooManyRequests(_) => ("GEN_RATE_LIMITED", S::TOO_MANY_REQUESTS),
         ApiError::Ledger(error) => ledger_code_and_status(error),
     }
 }

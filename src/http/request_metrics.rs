@@ -121,7 +121,6 @@ fn refusal_reason(
         ApiError::Malformed(_) => "malformed_request",
         ApiError::PayloadTooLarge(_) => "payload_too_large",
         ApiError::BadQuery(_) => "bad_request",
-        ApiError::TooManyRequests(_) => "rate_limited",
         ApiError::RouteNotFound(_) => return None,
     })
 }

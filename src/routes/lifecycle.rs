@@ -300,25 +300,21 @@ pub async fn bulk(
             })).collect::<Vec<_>>(),
         })));
     }
+    // `run_async`: the batch is stored (QUEUED, one commit) before the 202, and the workers
+    // apply it (an atomic batch whole); a 2xx always means durably recorded.
+    let run_async = body.run_async;
     let bulk = BulkRequest {
         batch_id: ids::new_id(ids::BULK_PREFIX),
         items,
         atomic,
         inflight,
-        skip_queue,
+        skip_queue: skip_queue && !run_async,
     };
-    let batch_id = bulk.batch_id.clone();
-    if body.run_async {
-        state.ledger.record_bulk_in_background(bulk).map_err(|_| {
-            ApiError::TooManyRequests(
-                "too many bulk requests are being processed; retry later".into(),
-            )
-        })?;
-        return Ok(HttpResponse::Accepted().json(json!({
-            "message": "Bulk transaction processing started", "batch_id": batch_id, "status": "processing",
-        })));
-    }
     match state.ledger.record_bulk(bulk).await {
+        Ok(outcome) if run_async => Ok(HttpResponse::Accepted().json(json!({
+            "message": "Bulk transaction processing started", "batch_id": outcome.batch_id,
+            "status": "processing",
+        }))),
         // Blnk answers `inflight` or `applied`, whether or not the items were queued.
         Ok(outcome) => Ok(HttpResponse::Created().json(json!({
             "batch_id": outcome.batch_id, "status": if inflight { "inflight" } else { "applied" },

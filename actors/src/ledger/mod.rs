@@ -37,14 +37,12 @@ use committer::{Committer, CommitterSettings, Submit};
 use registry::{BalanceRegistry, RegistrySettings};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone)]
 pub struct LedgerSettings {
     pub committer: CommitterSettings,
     pub registry: RegistrySettings,
-    /// Bulk requests processed in the background at once (`run_async`); more get 429.
-    pub async_bulk_max: usize,
 }
 
 struct Inner {
@@ -54,7 +52,6 @@ struct Inner {
     queue: Arc<dyn TransactionQueue>,
     /// `(indicator, currency)` → balance id; indicator balances are never deleted.
     indicators: Mutex<HashMap<(String, String), String>>,
-    async_bulk: Arc<Semaphore>,
     committer_arbiter: Arbiter,
 }
 
@@ -91,7 +88,6 @@ impl Ledger {
                 committer,
                 queue,
                 indicators: Mutex::new(HashMap::new()),
-                async_bulk: Arc::new(Semaphore::new(settings.async_bulk_max.max(1))),
                 committer_arbiter,
             }),
         }

@@ -615,25 +615,6 @@ impl Ledger {
             .map_err(|e| (e, batch_id))?
     }
 
-    /// Starts a bulk request in the background (`run_async`); `Overloaded` when too many run.
-    pub fn record_bulk_in_background(&self, bulk: BulkRequest) -> Result<(), LedgerError> {
-        let permit = self
-            .inner
-            .async_bulk
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| LedgerError::Overloaded)?;
-        let ledger = self.clone();
-        actix::spawn(async move {
-            let batch_id = bulk.batch_id.clone();
-            if let Err((error, _)) = ledger.record_bulk_now(bulk).await {
-                tracing::warn!(%error, batch_id, "background bulk request failed");
-            }
-            drop(permit);
-        });
-        Ok(())
-    }
-
     #[tracing::instrument(skip_all, fields(batch_id = %bulk.batch_id, items = bulk.items.len()))]
     async fn record_bulk_now(
         &self,
