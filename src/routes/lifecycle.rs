@@ -274,7 +274,11 @@ pub async fn bulk(
     if body.transactions.len() > BULK_ITEMS_MAX {
         return Err(LedgerError::BulkLimitExceeded(BULK_ITEMS_MAX).into());
     }
-    let (atomic, inflight, skip_queue) = (body.atomic, body.inflight, body.skip_queue);
+    // `run_async`: the batch is stored (QUEUED, one commit) before the 202, and the workers
+    // apply it (an atomic batch whole); a 2xx always means durably recorded.
+    let run_async = body.run_async;
+    let (atomic, inflight, skip_queue) =
+        (body.atomic, body.inflight, body.skip_queue && !run_async);
     let mut items = Vec::with_capacity(body.transactions.len());
     for (index, mut item) in body.transactions.into_iter().enumerate() {
         item.inflight = inflight;
@@ -300,15 +304,12 @@ pub async fn bulk(
             })).collect::<Vec<_>>(),
         })));
     }
-    // `run_async`: the batch is stored (QUEUED, one commit) before the 202, and the workers
-    // apply it (an atomic batch whole); a 2xx always means durably recorded.
-    let run_async = body.run_async;
     let bulk = BulkRequest {
         batch_id: ids::new_id(ids::BULK_PREFIX),
         items,
         atomic,
         inflight,
-        skip_queue: skip_queue && !run_async,
+        skip_queue,
     };
     match state.ledger.record_bulk(bulk).await {
         Ok(outcome) if run_async => Ok(HttpResponse::Accepted().json(json!({

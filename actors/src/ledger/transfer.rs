@@ -459,6 +459,15 @@ impl Ledger {
         records: Vec<TransactionRecord>,
         mode: UnitMode,
     ) -> Result<Vec<ItemOutcome>, LedgerError> {
+        // Rows stored without balance changes must be waiting ones, or balances and rows
+        // would disagree.
+        assert!(
+            records.iter().all(|r| matches!(
+                r.status,
+                TransactionStatus::Queued | TransactionStatus::Scheduled
+            )),
+            "store_queued takes QUEUED or SCHEDULED rows only"
+        );
         let mut touched: HashMap<String, Precision> = HashMap::new();
         for record in &records {
             touched.insert(record.source.clone(), record.precision.clone());
@@ -618,8 +627,13 @@ impl Ledger {
     #[tracing::instrument(skip_all, fields(batch_id = %bulk.batch_id, items = bulk.items.len()))]
     async fn record_bulk_now(
         &self,
-        bulk: BulkRequest,
+        mut bulk: BulkRequest,
     ) -> Result<BulkOutcome, (LedgerError, String)> {
+        // The batch's flags decide for every item (Blnk's rule), whatever the items say.
+        for item in &mut bulk.items {
+            item.skip_queue = bulk.skip_queue;
+            item.inflight = bulk.inflight;
+        }
         let batch_id = bulk.batch_id.clone();
         let fail = |error: LedgerError| (error, batch_id.clone());
         let mut records = Vec::new();
