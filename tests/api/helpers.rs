@@ -264,16 +264,17 @@ impl TestApp {
         .await
     }
 
-    /// Every transaction row (any status), paging through the list endpoint.
-    pub async fn all_transactions(&self) -> Vec<Value> {
+    /// Every row of a list endpoint (`/transactions`, `/balances`), page by page.
+    async fn all_rows(&self, path: &str) -> Vec<Value> {
+        const PAGE: usize = 1000;
         let mut rows = Vec::new();
         loop {
             let reply = self
-                .get(&format!("/transactions?limit=1000&offset={}", rows.len()))
+                .get(&format!("{path}?limit={PAGE}&offset={}", rows.len()))
                 .await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
             let page = reply.json.as_array().unwrap().clone();
-            let done = page.len() < 1000;
+            let done = page.len() < PAGE;
             rows.extend(page);
             if done {
                 return rows;
@@ -281,21 +282,14 @@ impl TestApp {
         }
     }
 
-    /// Every balance, paging through the list endpoint.
+    /// Every transaction row (any status).
+    pub async fn all_transactions(&self) -> Vec<Value> {
+        self.all_rows("/transactions").await
+    }
+
+    /// Every balance.
     pub async fn all_balances(&self) -> Vec<Value> {
-        let mut rows = Vec::new();
-        loop {
-            let reply = self
-                .get(&format!("/balances?limit=1000&offset={}", rows.len()))
-                .await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-            let page = reply.json.as_array().unwrap().clone();
-            let done = page.len() < 1000;
-            rows.extend(page);
-            if done {
-                return rows;
-            }
-        }
+        self.all_rows("/balances").await
     }
 
     /// The ledger's invariants: per currency Σ balances = 0, and every balance equals the

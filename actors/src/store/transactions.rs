@@ -156,10 +156,8 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            transaction::Entity::find()
-                .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
+            waiting(TransactionStatus::Queued)
                 .filter(transaction::Column::CreatedAt.lt(older_than))
-                .filter(without_child())
                 .order_by_asc(transaction::Column::CreatedAt)
                 .limit(limit)
                 .all(&db)
@@ -203,10 +201,8 @@ impl Store {
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         let group = group.to_owned();
         self.run(|db| async move {
-            transaction::Entity::find()
+            waiting(TransactionStatus::Queued)
                 .filter(transaction::Column::ParentTransaction.eq(group))
-                .filter(transaction::Column::Status.eq(TransactionStatus::Queued.as_str()))
-                .filter(without_child())
                 .order_by_asc(transaction::Column::CreatedAt)
                 .order_by_asc(transaction::Column::Reference)
                 .limit(20_000)
@@ -226,10 +222,8 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            transaction::Entity::find()
-                .filter(transaction::Column::Status.eq(TransactionStatus::Scheduled.as_str()))
+            waiting(TransactionStatus::Scheduled)
                 .filter(transaction::Column::ScheduledFor.lte(now))
-                .filter(without_child())
                 .order_by_asc(transaction::Column::ScheduledFor)
                 .limit(limit)
                 .all(&db)
@@ -259,6 +253,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// Rows in `status` that no worker has finished yet (no row names them as parent).
+fn waiting(status: TransactionStatus) -> sea_orm::Select<transaction::Entity> {
+    transaction::Entity::find()
+        .filter(transaction::Column::Status.eq(status.as_str()))
+        .filter(without_child())
 }
 
 /// No row names this row as its parent: no worker (or action) has finished it yet.
