@@ -2294,3 +2294,47 @@ async fn recover_answers_the_count_and_the_threshold_as_a_go_duration(backend: B
     assert_error(&bad, StatusCode::BAD_REQUEST, "GEN_BAD_REQUEST");
 }
 on_both_backends!(recover_answers_the_count_and_the_threshold_as_a_go_duration);
+
+/// A queued action on a bulk parent that finds one of its holds already busy is refused
+/// whole: the holds it marked before are free again.
+async fn a_refused_queued_action_on_a_parent_leaves_no_hold_marked(backend: Backend) {
+    // Arrange: a bulk of two holds, and a queued void already waiting on the second.
+    let app = spawn_app(backend).await;
+    let ids = app.balances("USD", 2).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    app.fund(a, "USD", 1_000).await;
+    let bulk = app
+        .post(
+            "/transactions/bulk",
+            json!({ "transactions": [transfer(a, b, 10, true), transfer(a, b, 20, true)],
+                    "inflight": true, "skip_queue": true, "atomic": true }),
+        )
+        .await;
+    assert_eq!(bulk.status, StatusCode::CREATED, "{}", bulk.text);
+    let batch_id = text(&bulk.json["batch_id"]);
+    let holds = children(&app, &batch_id).await;
+    assert_eq!(holds.len(), 2);
+    let by_amount = |amount: i64| {
+        holds
+            .iter()
+            .find(|h| h["precise_amount"] == amount)
+            .map(|h| text(&h["transaction_id"]))
+            .unwrap()
+    };
+    let (first, second) = (by_amount(10), by_amount(20));
+    assert_eq!(
+        act(&app, &second, json!({ "status": "void" })).await.status,
+        StatusCode::OK
+    );
+
+    // Act: a queued commit of the whole batch is refused (the second hold is busy or voided).
+    let refused = act(&app, &batch_id, json!({ "status": "commit" })).await;
+
+    // Assert: refused, and the first hold takes a queued void of its own.
+    assert!(refused.status == StatusCode::CONFLICT, "{}", refused.text);
+    let void_first = act(&app, &first, json!({ "status": "void" })).await;
+    assert_eq!(void_first.status, StatusCode::OK, "{}", void_first.text);
+    wait_amounts(&app, a, Amounts::new(1_000, 0, 0, 0)).await;
+    assert_all_invariants(&app).await;
+}
+on_both_backends!(a_refused_queued_action_on_a_parent_leaves_no_hold_marked);

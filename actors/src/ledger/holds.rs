@@ -168,10 +168,18 @@ impl Ledger {
             inflight::decide(state, &hold.remaining.0, action)
                 .map_err(|refusal| refusal_error(&hold.hold_id, refusal))?;
         }
+        // Mark every hold first; if one cannot be marked, take back the marks this request
+        // made (each names this request's action), so a refused request leaves nothing queued.
+        let mut marked: Vec<(&inflight_hold::Model, String)> = Vec::new();
         let mut queued = Vec::new();
         for (hold, row, action) in pairs {
             let text = action_text(&action, &ids::new_id("act"));
             if !self.store().mark_hold_pending(&hold.hold_id, &text).await? {
+                for (earlier, earlier_text) in &marked {
+                    self.store()
+                        .unmark_hold_pending(&earlier.hold_id, earlier_text)
+                        .await?;
+                }
                 let current = self.store().hold(&hold.hold_id).await?;
                 return Err(match current.map(|h| h.state).as_deref() {
                     Some("VOID") => LedgerError::AlreadyVoided(hold.hold_id.clone()),
@@ -179,8 +187,11 @@ impl Ledger {
                     _ => LedgerError::ActionAlreadyQueued(hold.hold_id.clone()),
                 });
             }
-            self.enqueue_hold_action(hold).await;
+            marked.push((hold, text));
             queued.push(row);
+        }
+        for (hold, _) in &marked {
+            self.enqueue_hold_action(hold).await;
         }
         Ok(HoldReply::Queued(queued))
     }

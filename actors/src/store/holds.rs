@@ -54,6 +54,28 @@ impl Store {
         .await
     }
 
+    /// Takes back a pending mark, only if it is still this exact action.
+    pub async fn unmark_hold_pending(
+        &self,
+        hold_id: &str,
+        action: &str,
+    ) -> Result<(), LedgerError> {
+        let (id, action) = (hold_id.to_owned(), action.to_owned());
+        self.run(|db| async move {
+            inflight_hold::Entity::update_many()
+                .col_expr(
+                    inflight_hold::Column::PendingAction,
+                    Expr::val(Option::<String>::None),
+                )
+                .filter(inflight_hold::Column::HoldId.eq(id))
+                .filter(inflight_hold::Column::PendingAction.eq(action))
+                .exec(&db)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Open holds without a pending action whose expiry or auto-commit time has come.
     pub async fn due_holds(
         &self,
