@@ -49,15 +49,20 @@ struct Inner {
     store: Store,
     registry: BalanceRegistry,
     committer: Addr<Committer>,
+    /// A second committer for units that change no balance (QUEUED and SCHEDULED rows), so
+    /// accepting queued work never waits behind the workers' batches.
+    intake: Addr<Committer>,
     queue: Arc<dyn TransactionQueue>,
     /// `(indicator, currency)` → balance id; indicator balances are never deleted.
     indicators: Mutex<HashMap<(String, String), String>>,
     committer_arbiter: Arbiter,
+    intake_arbiter: Arbiter,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.committer_arbiter.stop();
+        self.intake_arbiter.stop();
     }
 }
 
@@ -73,22 +78,27 @@ const INDICATOR_CACHE_MAX: usize = 100_000;
 impl Ledger {
     /// Starts the committer and the balance arbiters. Call inside an actix `System`.
     pub fn start(store: Store, queue: Arc<dyn TransactionQueue>, settings: LedgerSettings) -> Self {
-        let committer_arbiter = Arbiter::new();
-        let committer_store = store.clone();
-        let committer_settings = settings.committer.clone();
-        let committer_queue = queue.clone();
-        let committer = Committer::start_in_arbiter(&committer_arbiter.handle(), move |_| {
-            Committer::new(committer_store, committer_queue, committer_settings)
-        });
+        let start_committer = |arbiter: &Arbiter| {
+            let (store, queue, settings) =
+                (store.clone(), queue.clone(), settings.committer.clone());
+            Committer::start_in_arbiter(&arbiter.handle(), move |_| {
+                Committer::new(store, queue, settings)
+            })
+        };
+        let (committer_arbiter, intake_arbiter) = (Arbiter::new(), Arbiter::new());
+        let committer = start_committer(&committer_arbiter);
+        let intake = start_committer(&intake_arbiter);
         let registry = BalanceRegistry::new(store.clone(), settings.registry);
         Self {
             inner: Arc::new(Inner {
                 store,
                 registry,
                 committer,
+                intake,
                 queue,
                 indicators: Mutex::new(HashMap::new()),
                 committer_arbiter,
+                intake_arbiter,
             }),
         }
     }
@@ -192,15 +202,22 @@ impl Ledger {
         let _pending = self.metrics().pending_guard();
         crate::telemetry::remember_queued(unit.items.iter().map(|item| &item.record));
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .committer
-            .send(Submit {
-                unit,
-                reply,
-                actors,
-            })
-            .await
-            .map_err(mailbox)?;
+        let moves_money = unit
+            .items
+            .iter()
+            .any(|i| !i.changes.is_empty() || i.hold_action.is_some());
+        let lane = if moves_money {
+            &self.inner.committer
+        } else {
+            &self.inner.intake
+        };
+        lane.send(Submit {
+            unit,
+            reply,
+            actors,
+        })
+        .await
+        .map_err(mailbox)?;
         let reply = answer
             .await
             .map_err(|_| LedgerError::Internal("committer dropped the reply".into()))?;

@@ -267,8 +267,10 @@ impl Ledger {
                         Side::Sources => (leg_id, other_id.clone()),
                         Side::Destinations => (other_id.clone(), leg_id),
                     };
-                    let leg_row_id = ids::new_id(ids::TRANSACTION_PREFIX);
+                    // A leg that gets nothing has no row, so it names none (empty id).
+                    let mut leg_row_id = String::new();
                     if leg_amount > &BigInt::default() {
+                        leg_row_id = ids::new_id(ids::TRANSACTION_PREFIX);
                         let reference = format!("{}{separator}{}", request.reference, index + 1);
                         let mut record = request.record(
                             leg_row_id.clone(),
