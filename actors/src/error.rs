@@ -2,6 +2,7 @@
 //! several rules, the first one listed is the one reported.
 
 use crate::domain::distribution::DistributionError;
+use crate::domain::inflight::HoldRefusal;
 use crate::domain::AmountError;
 use crate::store::FilterError;
 
@@ -85,6 +86,20 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Why a commit or void of hold `hold_id` was refused, as an API error.
+    pub fn hold_refused(hold_id: &str, refusal: HoldRefusal) -> Self {
+        let id = hold_id.to_owned();
+        match refusal {
+            HoldRefusal::AlreadyCommitted => Self::AlreadyCommitted(id),
+            HoldRefusal::AlreadyVoided => Self::AlreadyVoided(id),
+            HoldRefusal::CommitExceeds { remaining } => Self::CommitAmountExceeded {
+                id,
+                remaining: remaining.to_string(),
+            },
+            HoldRefusal::NotPositive => Self::InvalidAmount(AmountError::NotPositive),
+        }
+    }
+
     /// Blnk's `rejection.reason` / `blnk_rejection_reason` words for refusals.
     pub fn rejection_reason(&self) -> String {
         self.to_string()

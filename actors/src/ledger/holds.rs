@@ -4,7 +4,7 @@
 
 use super::{stored_or_refused, Ledger};
 use crate::domain::ids::{self, shard_of};
-use crate::domain::inflight::{self, HoldAction, HoldRefusal, HoldState};
+use crate::domain::inflight::{self, HoldAction, HoldState};
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::entity::inflight_hold;
 use crate::store::{BatchItem, BatchUnit, HoldActionRequest, Refusal};
@@ -52,22 +52,6 @@ fn parse_action_text(text: &str) -> Option<(HoldAction, String)> {
         _ => return None,
     };
     Some((action, action_id.to_owned()))
-}
-
-/// The error a refused commit or void of `hold_id` is answered with.
-fn refusal_error(hold_id: &str, refusal: HoldRefusal) -> LedgerError {
-    let id = hold_id.to_owned();
-    match refusal {
-        HoldRefusal::AlreadyCommitted => LedgerError::AlreadyCommitted(id),
-        HoldRefusal::AlreadyVoided => LedgerError::AlreadyVoided(id),
-        HoldRefusal::CommitExceeds { remaining } => LedgerError::CommitAmountExceeded {
-            id,
-            remaining: remaining.to_string(),
-        },
-        HoldRefusal::NotPositive => {
-            LedgerError::InvalidAmount(crate::domain::AmountError::NotPositive)
-        }
-    }
 }
 
 /// The row a commit or void writes; its amount is decided in the database transaction.
@@ -166,7 +150,7 @@ impl Ledger {
         for (hold, _, action) in &pairs {
             let state = HoldState::parse(&hold.state).unwrap_or(HoldState::Voided);
             inflight::decide(state, &hold.remaining.0, action)
-                .map_err(|refusal| refusal_error(&hold.hold_id, refusal))?;
+                .map_err(|refusal| LedgerError::hold_refused(&hold.hold_id, refusal))?;
         }
         // Mark every hold first; if one cannot be marked, take back the marks this request
         // made (each names this request's action), so a refused request leaves nothing queued.

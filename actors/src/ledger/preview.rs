@@ -426,23 +426,7 @@ impl Ledger {
                 }
                 Err(refusal) => {
                     head.get_or_insert_with(|| record.clone());
-                    let error = match refusal {
-                        inflight::HoldRefusal::AlreadyCommitted => {
-                            LedgerError::AlreadyCommitted(hold.hold_id.clone())
-                        }
-                        inflight::HoldRefusal::AlreadyVoided => {
-                            LedgerError::AlreadyVoided(hold.hold_id.clone())
-                        }
-                        inflight::HoldRefusal::CommitExceeds { remaining } => {
-                            LedgerError::CommitAmountExceeded {
-                                id: hold.hold_id.clone(),
-                                remaining: remaining.to_string(),
-                            }
-                        }
-                        inflight::HoldRefusal::NotPositive => {
-                            LedgerError::InvalidAmount(crate::domain::AmountError::NotPositive)
-                        }
-                    };
+                    let error = LedgerError::hold_refused(&hold.hold_id, refusal);
                     rejection.get_or_insert(rejection_of(&error));
                 }
             }

@@ -373,9 +373,9 @@ impl Ledger {
         let mut early_refusal: Option<LedgerError> = None;
         let mut refused_reference = String::new();
         for record in records {
-            match self.reserve(&record).await {
+            let changes = record_changes(&record);
+            match self.reserve(&record, &changes[0].1).await {
                 Ok((source, destination)) => {
-                    let changes = record_changes(&record);
                     reserved.push((source.clone(), record.precise_amount.clone()));
                     actors.push((record.source.clone(), source));
                     actors.push((record.destination.clone(), destination));
@@ -421,9 +421,11 @@ impl Ledger {
     }
 
     /// Checks both balances with their actors and reserves the source's debit.
+    /// `debit` is the source's change of `record` (first of its `record_changes`).
     async fn reserve(
         &self,
         record: &TransactionRecord,
+        debit: &GuardedChange,
     ) -> Result<(Addr<BalanceActor>, Addr<BalanceActor>), LedgerError> {
         let registry = self.registry();
         let (source, destination) = futures_util::future::try_join(
@@ -431,10 +433,9 @@ impl Ledger {
             registry.actor(&record.destination),
         )
         .await?;
-        let change = record_changes(record).remove(0).1;
         let precision = record.precision.clone();
         let reserve = source.send(Reserve {
-            change,
+            change: debit.clone(),
             precision: precision.clone(),
         });
         let touch = destination.send(Touch { precision });

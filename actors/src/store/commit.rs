@@ -16,7 +16,7 @@ use super::transactions::active_model;
 use super::Store;
 use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::{admit_units, Admission, Unit, UnitMode};
-use crate::domain::inflight::{self, HoldAction, HoldRefusal, HoldState};
+use crate::domain::inflight::{self, HoldAction, HoldState};
 use crate::domain::transaction::{QUEUED_CHILD_SUFFIX, QUEUED_PARENT_KEY};
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::entity::{balance, inflight_hold, transaction, Money};
@@ -518,20 +518,7 @@ async fn decide_hold_actions(
                     *remaining = outcome.remaining_after;
                 }
                 Err(refusal) => {
-                    let id = request.hold_id.clone();
-                    let error = match refusal {
-                        HoldRefusal::AlreadyCommitted => LedgerError::AlreadyCommitted(id),
-                        HoldRefusal::AlreadyVoided => LedgerError::AlreadyVoided(id),
-                        HoldRefusal::CommitExceeds { remaining } => {
-                            LedgerError::CommitAmountExceeded {
-                                id,
-                                remaining: remaining.to_string(),
-                            }
-                        }
-                        HoldRefusal::NotPositive => {
-                            LedgerError::InvalidAmount(crate::domain::AmountError::NotPositive)
-                        }
-                    };
+                    let error = LedgerError::hold_refused(&request.hold_id, refusal);
                     *decision = Some(ItemOutcome::Refused(error));
                 }
             }

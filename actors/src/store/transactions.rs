@@ -156,15 +156,14 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            waiting(TransactionStatus::Queued)
-                .filter(transaction::Column::CreatedAt.lt(older_than))
-                .order_by_asc(transaction::Column::CreatedAt)
-                .limit(limit)
-                .all(&db)
-                .await?
-                .into_iter()
-                .map(TransactionRecord::try_from)
-                .collect()
+            records(
+                &db,
+                waiting(TransactionStatus::Queued)
+                    .filter(transaction::Column::CreatedAt.lt(older_than))
+                    .order_by_asc(transaction::Column::CreatedAt)
+                    .limit(limit),
+            )
+            .await
         })
         .await
     }
@@ -179,13 +178,9 @@ impl Store {
         self.run(|db| async move {
             let mut records = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(1000) {
-                let models = transaction::Entity::find()
-                    .filter(transaction::Column::TransactionId.is_in(chunk.to_vec()))
-                    .all(&db)
-                    .await?;
-                for model in models {
-                    records.push(TransactionRecord::try_from(model)?);
-                }
+                let select = transaction::Entity::find()
+                    .filter(transaction::Column::TransactionId.is_in(chunk.to_vec()));
+                records.extend(self::records(&db, select).await?);
             }
             Ok(records)
         })
@@ -201,16 +196,15 @@ impl Store {
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         let group = group.to_owned();
         self.run(|db| async move {
-            waiting(TransactionStatus::Queued)
-                .filter(transaction::Column::ParentTransaction.eq(group))
-                .order_by_asc(transaction::Column::CreatedAt)
-                .order_by_asc(transaction::Column::Reference)
-                .limit(20_000)
-                .all(&db)
-                .await?
-                .into_iter()
-                .map(TransactionRecord::try_from)
-                .collect()
+            records(
+                &db,
+                waiting(TransactionStatus::Queued)
+                    .filter(transaction::Column::ParentTransaction.eq(group))
+                    .order_by_asc(transaction::Column::CreatedAt)
+                    .order_by_asc(transaction::Column::Reference)
+                    .limit(20_000),
+            )
+            .await
         })
         .await
     }
@@ -222,15 +216,14 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
-            waiting(TransactionStatus::Scheduled)
-                .filter(transaction::Column::ScheduledFor.lte(now))
-                .order_by_asc(transaction::Column::ScheduledFor)
-                .limit(limit)
-                .all(&db)
-                .await?
-                .into_iter()
-                .map(TransactionRecord::try_from)
-                .collect()
+            records(
+                &db,
+                waiting(TransactionStatus::Scheduled)
+                    .filter(transaction::Column::ScheduledFor.lte(now))
+                    .order_by_asc(transaction::Column::ScheduledFor)
+                    .limit(limit),
+            )
+            .await
         })
         .await
     }
@@ -241,15 +234,14 @@ impl Store {
     pub async fn children_of(&self, id: &str) -> Result<Vec<TransactionRecord>, LedgerError> {
         let id = id.to_owned();
         self.run(|db| async move {
-            transaction::Entity::find()
-                .filter(transaction::Column::ParentTransaction.eq(id))
-                .order_by_asc(transaction::Column::CreatedAt)
-                .limit(10_000)
-                .all(&db)
-                .await?
-                .into_iter()
-                .map(TransactionRecord::try_from)
-                .collect()
+            records(
+                &db,
+                transaction::Entity::find()
+                    .filter(transaction::Column::ParentTransaction.eq(id))
+                    .order_by_asc(transaction::Column::CreatedAt)
+                    .limit(10_000),
+            )
+            .await
         })
         .await
     }
@@ -273,4 +265,17 @@ fn without_child() -> sea_orm::sea_query::Expr {
         ))
         .to_owned();
     Expr::exists(children).not()
+}
+
+/// Runs a select of transaction rows and converts them to records.
+async fn records(
+    db: &DatabaseConnection,
+    select: sea_orm::Select<transaction::Entity>,
+) -> Result<Vec<TransactionRecord>, LedgerError> {
+    select
+        .all(db)
+        .await?
+        .into_iter()
+        .map(TransactionRecord::try_from)
+        .collect()
 }
