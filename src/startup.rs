@@ -100,6 +100,7 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
     };
     let pool = PoolSettings {
         connections_max: settings.db_connections_max,
+        tcp_nodelay_relay: settings.db_tcp_nodelay_relay,
         ..PoolSettings::default()
     };
     let store = Store::connect(&url, &pool, settings.auto_migrate)

@@ -5,7 +5,8 @@
 //! - [`domain`]: pure types and rules (exact amounts, precision, overdraft floors, the
 //!   batch guard, transaction rows); unit- and property-tested, no I/O.
 //! - [`entity`]: sea-orm entities and the exact [`entity::Money`] column type.
-//! - [`store`]: every database query; PostgreSQL and SQLite.
+//! - [`store`]: every database query; PostgreSQL and SQLite (and the `TCP_NODELAY` relay
+//!   PostgreSQL connections pass through).
 //! - [`ledger`]: the actors: one supervised actor per live balance, the committer that
 //!   group-commits validated transfers, and the [`ledger::Ledger`] handle the HTTP shell calls.
 //! - [`queue`]: the transaction queue (Redis Streams or in-process), its workers and the

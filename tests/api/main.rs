@@ -5,6 +5,7 @@ mod helpers;
 
 mod balances;
 mod concurrency;
+mod database;
 mod errors_and_limits;
 mod hardening;
 mod health_and_ledgers;

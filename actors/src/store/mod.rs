@@ -10,6 +10,7 @@ mod commit;
 pub mod filter;
 mod holds;
 mod ledgers;
+pub mod relay;
 mod transactions;
 
 pub use balances::{BalanceRow, NewBalance, QueuedTotals};
@@ -35,6 +36,8 @@ pub struct PoolSettings {
     pub acquire_timeout_ms: u64,
     /// Threads of the runtime that drives the database I/O.
     pub runtime_threads: usize,
+    /// Carry PostgreSQL TCP connections through [`relay::NodelayRelay`] (see there why).
+    pub tcp_nodelay_relay: bool,
 }
 
 impl Default for PoolSettings {
@@ -44,6 +47,7 @@ impl Default for PoolSettings {
             connections_min: 1,
             acquire_timeout_ms: 5_000,
             runtime_threads: 2,
+            tcp_nodelay_relay: true,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct Store {
     db: DatabaseConnection,
     runtime: Arc<DbRuntime>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Lives as long as the pool whose connections it carries.
+    relay: Option<Arc<relay::NodelayRelay>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,7 +103,7 @@ impl Store {
             .clone();
         let url = url.to_owned();
         let settings = settings.clone();
-        let db = handle
+        let (db, relay) = handle
             .spawn(async move { open(&url, &settings, migrate).await })
             .await
             .map_err(|e| LedgerError::Internal(e.to_string()))??;
@@ -105,12 +111,18 @@ impl Store {
             db,
             runtime,
             metrics: Arc::default(),
+            relay: relay.map(Arc::new),
         })
     }
 
     /// The metrics of this store's ledger (one set per store; see [`crate::metrics`]).
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
+    }
+
+    /// What the `TCP_NODELAY` relay did (`None`: not in use).
+    pub fn relay_stats(&self) -> Option<&Arc<relay::RelayStats>> {
+        self.relay.as_ref().map(|relay| relay.stats())
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -180,7 +192,7 @@ async fn open(
     url: &str,
     settings: &PoolSettings,
     migrate: bool,
-) -> Result<DatabaseConnection, LedgerError> {
+) -> Result<(DatabaseConnection, Option<relay::NodelayRelay>), LedgerError> {
     let is_sqlite = url.starts_with("sqlite:");
     let url = if is_sqlite && !url.contains("mode=") {
         let separator = if url.contains('?') { '&' } else { '?' };
@@ -188,7 +200,7 @@ async fn open(
     } else {
         url.to_owned()
     };
-    let mut options = ConnectOptions::new(url);
+    let mut options = ConnectOptions::new(url.clone());
     // SQLite has one writer. With several connections, a group commit that read its rows
     // and then writes can lose the lock to another writer (SQLITE_BUSY_SNAPSHOT, which no
     // busy timeout waits out); one connection makes every statement take its turn.
@@ -211,11 +223,35 @@ async fn open(
                 .foreign_keys(true)
         });
     }
+    let relay = if !is_sqlite && settings.tcp_nodelay_relay {
+        start_relay(&url)?
+    } else {
+        None
+    };
+    if let Some(relay) = &relay {
+        let socket = relay.socket_directory().to_owned();
+        options.map_sqlx_postgres_opts(move |opts| opts.socket(&socket));
+    }
     let db = Database::connect(options).await?;
     if migrate {
         migrate_exclusively(&db).await?;
     }
-    Ok(db)
+    Ok((db, relay))
+}
+
+/// Starts the relay for a TCP PostgreSQL URL (`None` when the URL names a Unix socket,
+/// which has no Nagle delay to avoid).
+fn start_relay(url: &str) -> Result<Option<relay::NodelayRelay>, LedgerError> {
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+    let target = PgConnectOptions::from_str(url)
+        .map_err(|e| LedgerError::Storage(format!("database url: {e}")))?;
+    if target.get_socket().is_some() || target.get_host().starts_with('/') {
+        return Ok(None);
+    }
+    relay::NodelayRelay::start(target.get_host().to_owned(), target.get_port())
+        .map(Some)
+        .map_err(|e| LedgerError::Storage(format!("database relay: {e}")))
 }
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across processes.
