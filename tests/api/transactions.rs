@@ -135,6 +135,44 @@ async fn a_skipped_queue_transfer_is_applied_in_the_request(backend: Backend) {
 }
 on_both_backends!(a_skipped_queue_transfer_is_applied_in_the_request);
 
+async fn text_with_array_syntax_is_stored_exactly(backend: Backend) {
+    // Arrange: the group commit sends text columns to PostgreSQL inside array literals, so
+    // quotes, backslashes, commas, braces, the word NULL and non-ASCII must all survive.
+    let app = spawn_app(backend).await;
+    let ledger = app.create_ledger("odd text").await;
+    let (a, b) = (
+        app.create_balance(&ledger, "USD").await,
+        app.create_balance(&ledger, "USD").await,
+    );
+    app.fund(&a, "USD", 100).await;
+    let odd = r#"a "quoted", {braced} \back\slash NULL ünï 💸"#;
+    let reference = format!("{odd} {}", uuid::Uuid::new_v4());
+    let meta_data = json!({"note": odd, "nested": {"list": [odd, "NULL", "}{"]}});
+    for skip_queue in [true, false] {
+        let reference = format!("{reference}-{skip_queue}");
+        let body = json!({
+            "precise_amount": 7, "currency": "USD", "reference": reference,
+            "description": odd, "source": a, "destination": b,
+            "skip_queue": skip_queue, "meta_data": meta_data,
+        });
+
+        // Act
+        let created = app.post("/transactions", body).await;
+
+        // Assert
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let id = created.json["transaction_id"].as_str().unwrap();
+        let fetched = app.get(&format!("/transactions/{id}")).await;
+        assert_eq!(fetched.status, StatusCode::OK, "{}", fetched.text);
+        assert_eq!(fetched.json["reference"], reference.as_str());
+        assert_eq!(fetched.json["description"], odd);
+        assert_eq!(fetched.json["meta_data"]["note"], odd);
+        assert_eq!(fetched.json["meta_data"]["nested"], meta_data["nested"]);
+    }
+    app.assert_invariants().await;
+}
+on_both_backends!(text_with_array_syntax_is_stored_exactly);
+
 async fn a_queued_transfer_is_stored_queued_then_applied_by_a_worker(backend: Backend) {
     // Arrange
     let app = spawn_app(backend).await;

@@ -16,6 +16,7 @@
 //! - `preview`: dry runs.
 
 pub mod balance_actor;
+mod batcher;
 pub mod committer;
 mod holds;
 mod preview;
@@ -55,6 +56,8 @@ struct Inner {
     queue: Arc<dyn TransactionQueue>,
     /// `(indicator, currency)` → balance id; indicator balances are never deleted.
     indicators: Mutex<HashMap<(String, String), String>>,
+    /// Creates the indicator balances missing from `indicators`, in batches.
+    indicator_resolver: batcher::Batcher<(String, String), String>,
     committer_arbiter: Arbiter,
     intake_arbiter: Arbiter,
 }
@@ -89,6 +92,13 @@ impl Ledger {
         let committer = start_committer(&committer_arbiter);
         let intake = start_committer(&intake_arbiter);
         let registry = BalanceRegistry::new(store.clone(), settings.registry);
+        let indicator_resolver = {
+            let store = store.clone();
+            batcher::Batcher::start("indicator", move |keys| {
+                let store = store.clone();
+                async move { store.indicator_balances(keys).await }
+            })
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -97,6 +107,7 @@ impl Ledger {
                 intake,
                 queue,
                 indicators: Mutex::new(HashMap::new()),
+                indicator_resolver,
                 committer_arbiter,
                 intake_arbiter,
             }),
@@ -130,24 +141,61 @@ impl Ledger {
         identifier: &str,
         currency: &str,
     ) -> Result<String, LedgerError> {
-        if !crate::domain::ids::is_indicator(identifier) {
-            return Ok(identifier.to_owned());
+        let mut ids = self.resolve_balances(&[identifier], currency).await?;
+        Ok(ids.remove(0))
+    }
+
+    /// [`Self::resolve_balance`] for several identifiers at once: the indicators not yet
+    /// known go to the resolver together (one batch, not one commit each).
+    pub async fn resolve_balances(
+        &self,
+        identifiers: &[&str],
+        currency: &str,
+    ) -> Result<Vec<String>, LedgerError> {
+        let mut resolved: Vec<Option<String>> = {
+            let cache = self.lock_indicators();
+            identifiers
+                .iter()
+                .map(|identifier| {
+                    if crate::domain::ids::is_indicator(identifier) {
+                        cache
+                            .get(&(identifier.to_string(), currency.to_owned()))
+                            .cloned()
+                    } else {
+                        Some(identifier.to_string())
+                    }
+                })
+                .collect()
+        };
+        let missing: Vec<(String, String)> = identifiers
+            .iter()
+            .zip(&resolved)
+            .filter(|(_, id)| id.is_none())
+            .map(|(identifier, _)| (identifier.to_string(), currency.to_owned()))
+            .collect();
+        if !missing.is_empty() {
+            let ids = self.inner.indicator_resolver.get(missing.clone()).await?;
+            let mut cache = self.lock_indicators();
+            if cache.len() + ids.len() > INDICATOR_CACHE_MAX {
+                cache.clear();
+            }
+            let mut missing = missing.into_iter();
+            for slot in resolved.iter_mut().filter(|slot| slot.is_none()) {
+                let key = missing.next().expect("one key per unresolved identifier");
+                let id = ids.get(&key).cloned().ok_or_else(|| {
+                    LedgerError::Internal(format!(
+                        "indicator balance {} ({}) missing",
+                        key.0, key.1
+                    ))
+                })?;
+                cache.insert(key, id.clone());
+                *slot = Some(id);
+            }
         }
-        let key = (identifier.to_owned(), currency.to_owned());
-        if let Some(id) = self.lock_indicators().get(&key) {
-            return Ok(id.clone());
-        }
-        let model = self
-            .inner
-            .store
-            .indicator_balance(identifier, currency)
-            .await?;
-        let mut cache = self.lock_indicators();
-        if cache.len() >= INDICATOR_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, model.balance_id.clone());
-        Ok(model.balance_id)
+        Ok(resolved
+            .into_iter()
+            .map(|id| id.expect("every identifier resolved"))
+            .collect())
     }
 
     /// The id of an indicator's balance if it exists (dry runs must not create it).

@@ -2,6 +2,7 @@
 //! (threads) by balance id, started on first use, stopped when idle, and bounded in number.
 
 use super::balance_actor::BalanceActor;
+use super::batcher::Batcher;
 use crate::domain::ids::shard_of;
 use crate::store::{BalanceRow, Store};
 use crate::LedgerError;
@@ -61,6 +62,8 @@ pub struct BalanceRegistry {
     _owned: Vec<Arbiter>,
     store: Store,
     settings: RegistrySettings,
+    /// Loads the rows of balances whose actors are not live, many requests' at once.
+    loader: Batcher<String, BalanceRow>,
 }
 
 impl BalanceRegistry {
@@ -69,7 +72,15 @@ impl BalanceRegistry {
             .map(|_| Arbiter::new())
             .collect();
         let arbiters = owned.iter().map(Arbiter::handle).collect();
+        let loader = {
+            let store = store.clone();
+            Batcher::start("balance loader", move |ids| {
+                let store = store.clone();
+                async move { store.balance_rows(ids).await }
+            })
+        };
         Self {
+            loader,
             map: RegistryMap::default(),
             arbiters,
             _owned: owned,
@@ -92,7 +103,7 @@ impl BalanceRegistry {
         if let Some(addr) = self.map.get(balance_id) {
             return Ok(addr);
         }
-        let mut rows = self.store.balance_rows(vec![balance_id.to_owned()]).await?;
+        let mut rows = self.loader.get(vec![balance_id.to_owned()]).await?;
         let row = rows
             .remove(balance_id)
             .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.to_owned()))?;

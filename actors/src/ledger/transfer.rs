@@ -230,8 +230,11 @@ impl Ledger {
                 if source == destination {
                     return Err(LedgerError::SameSourceAndDestination);
                 }
-                let source = self.resolve_balance(source, &request.currency).await?;
-                let destination = self.resolve_balance(destination, &request.currency).await?;
+                let resolved = self
+                    .resolve_balances(&[source, destination], &request.currency)
+                    .await?;
+                let [source, destination]: [String; 2] =
+                    resolved.try_into().expect("two identifiers, two ids");
                 if source == destination {
                     return Err(LedgerError::SameSourceAndDestination);
                 }
@@ -247,7 +250,13 @@ impl Ledger {
             Legs::Split { side, other, legs } => {
                 let shares: Vec<Share> = legs.iter().map(|l| l.share.clone()).collect();
                 let amounts = distribution::split(amount, &shares)?;
-                let other_id = self.resolve_balance(other, &request.currency).await?;
+                let mut identifiers = vec![other.as_str()];
+                identifiers.extend(legs.iter().map(|leg| leg.identifier.as_str()));
+                let mut resolved = self
+                    .resolve_balances(&identifiers, &request.currency)
+                    .await?
+                    .into_iter();
+                let other_id = resolved.next().expect("the other side resolved");
                 let mut records = Vec::new();
                 let mut results = Vec::new();
                 let separator = if request.skip_queue && request.scheduled_for.is_none() {
@@ -257,9 +266,7 @@ impl Ledger {
                 };
                 let group = parent_id.clone().unwrap_or_else(|| id.clone());
                 for (index, (leg, leg_amount)) in legs.iter().zip(&amounts).enumerate() {
-                    let leg_id = self
-                        .resolve_balance(&leg.identifier, &request.currency)
-                        .await?;
+                    let leg_id = resolved.next().expect("one id per leg");
                     if leg_id == other_id {
                         return Err(LedgerError::SameSourceAndDestination);
                     }

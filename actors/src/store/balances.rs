@@ -7,8 +7,8 @@ use crate::LedgerError;
 use bigdecimal::num_bigint::BigInt;
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, Statement,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    EntityTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
 use std::collections::HashMap;
 
@@ -74,6 +74,9 @@ pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
     ("inflight_debit_balance", FieldKind::Money),
     ("created_at", FieldKind::Time),
 ];
+
+/// Indicator balances per INSERT and per lookup (19 columns a row: well under the bind limits).
+const INDICATOR_INSERT_ROWS_MAX: usize = 500;
 
 fn new_model(new: NewBalance) -> balance::ActiveModel {
     let zero = || Set(Money::default());
@@ -181,35 +184,73 @@ impl Store {
         .await
     }
 
-    /// The General Ledger balance of an indicator in a currency, created on first use. Safe
-    /// under concurrent first uses (and across processes): the unique index decides.
-    pub async fn indicator_balance(
+    /// The General Ledger balances of `(indicator, currency)` keys, each created on first
+    /// use, all in one transaction (one commit for a whole batch of first uses). Safe under
+    /// concurrent first uses, across processes too: the unique index decides, and every key
+    /// is read back after the insert.
+    pub async fn indicator_balances(
         &self,
-        indicator: &str,
-        currency: &str,
-    ) -> Result<balance::Model, LedgerError> {
-        let (indicator, currency) = (indicator.to_owned(), currency.to_owned());
+        keys: Vec<(String, String)>,
+    ) -> Result<HashMap<(String, String), String>, LedgerError> {
         self.run(|db| async move {
-            if let Some(found) = find_by_indicator(&db, &indicator, &currency).await? {
-                return Ok(found);
+            let txn = db.begin().await?;
+            let models: Vec<balance::ActiveModel> = keys
+                .iter()
+                .map(|(indicator, currency)| {
+                    new_model(NewBalance {
+                        ledger_id: GENERAL_LEDGER_ID.to_owned(),
+                        currency: currency.clone(),
+                        identity_id: None,
+                        indicator: Some(indicator.clone()),
+                        precision: None,
+                        meta_data: None,
+                        track_fund_lineage: false,
+                        allocation_strategy: None,
+                    })
+                })
+                .collect();
+            for chunk in models.chunks(INDICATOR_INSERT_ROWS_MAX) {
+                balance::Entity::insert_many(chunk.to_vec())
+                    .on_conflict_do_nothing_on([
+                        balance::Column::Indicator,
+                        balance::Column::Currency,
+                    ])
+                    .exec_without_returning(&txn)
+                    .await?;
             }
-            let model = new_model(NewBalance {
-                ledger_id: GENERAL_LEDGER_ID.to_owned(),
-                currency: currency.clone(),
-                identity_id: None,
-                indicator: Some(indicator.clone()),
-                precision: None,
-                meta_data: None,
-                track_fund_lineage: false,
-                allocation_strategy: None,
-            });
-            balance::Entity::insert(model)
-                .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
-                .exec_without_returning(&db)
-                .await?;
-            find_by_indicator(&db, &indicator, &currency)
-                .await?
-                .ok_or_else(|| LedgerError::Internal("indicator balance vanished".into()))
+            let mut found = HashMap::with_capacity(keys.len());
+            for chunk in keys.chunks(INDICATOR_INSERT_ROWS_MAX) {
+                let mut wanted = Condition::any();
+                for (indicator, currency) in chunk {
+                    wanted = wanted.add(
+                        Condition::all()
+                            .add(balance::Column::Indicator.eq(indicator.clone()))
+                            .add(balance::Column::Currency.eq(currency.clone())),
+                    );
+                }
+                let rows: Vec<(String, Option<String>, String)> = balance::Entity::find()
+                    .select_only()
+                    .column(balance::Column::BalanceId)
+                    .column(balance::Column::Indicator)
+                    .column(balance::Column::Currency)
+                    .filter(wanted)
+                    .into_tuple()
+                    .all(&txn)
+                    .await?;
+                for (balance_id, indicator, currency) in rows {
+                    if let Some(indicator) = indicator {
+                        found.insert((indicator, currency), balance_id);
+                    }
+                }
+            }
+            txn.commit().await?;
+            if let Some(missing) = keys.iter().find(|key| !found.contains_key(*key)) {
+                return Err(LedgerError::Internal(format!(
+                    "indicator balance {} ({}) vanished",
+                    missing.0, missing.1
+                )));
+            }
+            Ok(found)
         })
         .await
     }

@@ -13,7 +13,7 @@
 
 use super::balances::BalanceRow;
 use super::transactions::active_model;
-use super::Store;
+use super::{pg_arrays, Store};
 use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::{admit_units, Admission, Unit, UnitMode};
 use crate::domain::inflight::{self, HoldAction, HoldState};
@@ -26,7 +26,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -280,11 +280,7 @@ async fn attempt_commit(
         balances.push(updated);
     }
     write_balances(txn, &balances).await?;
-    for chunk in to_insert.chunks(INSERT_ROWS_MAX) {
-        transaction::Entity::insert_many(chunk.iter().map(active_model))
-            .exec_without_returning(txn)
-            .await?;
-    }
+    insert_transactions(txn, &to_insert).await?;
     write_holds(txn, &units, &to_insert, &admitted_actions, &holds).await?;
     let units = decided
         .into_iter()
@@ -389,18 +385,7 @@ async fn refuse_duplicate_references(
         .iter()
         .flat_map(|u| u.items.iter().flat_map(claims))
         .collect();
-    let mut stored: HashMap<String, String> = HashMap::new();
-    for chunk in references.chunks(IN_LIST_MAX) {
-        let found: Vec<(String, String)> = transaction::Entity::find()
-            .select_only()
-            .column(transaction::Column::Reference)
-            .column(transaction::Column::Status)
-            .filter(transaction::Column::Reference.is_in(chunk.to_vec()))
-            .into_tuple()
-            .all(txn)
-            .await?;
-        stored.extend(found);
-    }
+    let stored = stored_references(txn, &references).await?;
     let mut seen = HashSet::new();
     for (unit, decided) in units.iter().zip(decided.iter_mut()) {
         for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
@@ -426,6 +411,29 @@ async fn refuse_duplicate_references(
         }
     }
     Ok(())
+}
+
+/// `reference → status` of the stored rows among `references`.
+async fn stored_references(
+    txn: &DatabaseTransaction,
+    references: &[String],
+) -> Result<HashMap<String, String>, AttemptError> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return Ok(pg_arrays::stored_references(txn, references).await?);
+    }
+    let mut stored = HashMap::new();
+    for chunk in references.chunks(IN_LIST_MAX) {
+        let found: Vec<(String, String)> = transaction::Entity::find()
+            .select_only()
+            .column(transaction::Column::Reference)
+            .column(transaction::Column::Status)
+            .filter(transaction::Column::Reference.is_in(chunk.to_vec()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        stored.extend(found);
+    }
+    Ok(stored)
 }
 
 /// A worker's row for a queued transaction (its parent is the queued row itself).
@@ -617,20 +625,36 @@ async fn write_holds(
 /// hold can be found by any of its ancestors.
 pub const GROUP_KEY: &str = "BLNK_GROUP_ID";
 
-/// Reads the balances, locking their rows on PostgreSQL (SQLite's write lock covers it).
+async fn insert_transactions(
+    txn: &DatabaseTransaction,
+    records: &[TransactionRecord],
+) -> Result<(), AttemptError> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return Ok(pg_arrays::insert_transactions(txn, records).await?);
+    }
+    for chunk in records.chunks(INSERT_ROWS_MAX) {
+        transaction::Entity::insert_many(chunk.iter().map(active_model))
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads the balances: on PostgreSQL locking their rows, in id order (no deadlocks between
+/// replicas); SQLite's single write lock already covers the whole transaction.
 async fn lock_balances(
     txn: &DatabaseTransaction,
     mut ids: Vec<String>,
 ) -> Result<HashMap<String, BalanceRow>, AttemptError> {
     ids.sort();
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return Ok(pg_arrays::lock_balances(txn, &ids).await?);
+    }
     let mut rows = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(IN_LIST_MAX) {
-        let mut select = balance::Entity::find()
+        let select = balance::Entity::find()
             .filter(balance::Column::BalanceId.is_in(chunk.to_vec()))
             .order_by_asc(balance::Column::BalanceId);
-        if txn.get_database_backend() == DbBackend::Postgres {
-            select = select.lock_exclusive();
-        }
         for model in select.all(txn).await? {
             rows.insert(model.balance_id.clone(), BalanceRow::from(&model));
         }
@@ -651,42 +675,11 @@ async fn write_balances(
         }
         return Ok(());
     }
-    for chunk in rows.chunks(IN_LIST_MAX) {
-        // Array literals bound as text: ids are our own `bln_<uuid>` and amounts are integers,
-        // so neither holds a character an array literal would need to escape.
-        let array = |values: Vec<String>| Value::String(Some(format!("{{{}}}", values.join(","))));
-        let column = |f: &dyn Fn(&BalanceRow) -> String| array(chunk.iter().map(f).collect());
-        let values = vec![
-            column(&|r| r.balance_id.clone()),
-            column(&|r| r.amounts.credit.to_string()),
-            column(&|r| r.amounts.debit.to_string()),
-            column(&|r| r.amounts.balance().to_string()),
-            column(&|r| r.amounts.inflight_credit.to_string()),
-            column(&|r| r.amounts.inflight_debit.to_string()),
-            column(&|r| r.amounts.inflight_balance().to_string()),
-            column(&|r| r.version.to_string()),
-        ];
-        let sql = "UPDATE balances AS b SET credit_balance = v.credit, debit_balance = v.debit, \
-                   balance = v.balance, inflight_credit_balance = v.inflight_credit, \
-                   inflight_debit_balance = v.inflight_debit, inflight_balance = v.inflight, \
-                   version = v.version \
-                   FROM unnest(CAST($1 AS text[]), CAST($2 AS numeric[]), CAST($3 AS numeric[]), \
-                   CAST($4 AS numeric[]), CAST($5 AS numeric[]), CAST($6 AS numeric[]), \
-                   CAST($7 AS numeric[]), CAST($8 AS bigint[])) \
-                   AS v(id, credit, debit, balance, inflight_credit, inflight_debit, inflight, version) \
-                   WHERE b.balance_id = v.id AND b.version = v.version - 1";
-        let result = txn
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?;
-        if result.rows_affected() != chunk.len() as u64 {
-            return Err(AttemptError::Retry(LedgerError::Storage(
-                "a balance changed while the batch was being written".into(),
-            )));
-        }
+    let updated = pg_arrays::update_balances(txn, rows).await?;
+    if updated != rows.len() as u64 {
+        return Err(AttemptError::Retry(LedgerError::Storage(
+            "a balance changed while the batch was being written".into(),
+        )));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod commit;
 pub mod filter;
 mod holds;
 mod ledgers;
+mod pg_arrays;
 pub mod relay;
 mod transactions;
 

@@ -1,0 +1,233 @@
+//! The group commit's statements on PostgreSQL, each with one fixed text whatever the batch
+//! size: every list travels as one array parameter (`= ANY($1)`, `unnest(…)`).
+//!
+//! A statement whose text depends on the batch (an `IN ($1, …, $n)` list, a multi-row
+//! `VALUES`) is parsed and planned anew for nearly every batch: one more round trip, and
+//! the server plans a thousand parameters. With fixed texts each statement is prepared once
+//! per connection. Arrays are bound as text literals (see [`text_array`]) and cast on the
+//! server, so no driver array support is needed; amounts are read back as `::text`, exact.
+//!
+//! Lists are joined as `unnest($1)` rather than tested with `= ANY($1)`: after a few runs
+//! PostgreSQL caches a generic plan, and for `= ANY($1)` of unknown length that plan can be a
+//! sequential scan testing every row against the whole array (seen: 8.5 s to lock 2,000 of
+//! 10,000 balances). A join with `unnest` stays an index lookup per element.
+
+use super::balances::BalanceRow;
+use crate::domain::amount::Precision;
+use crate::domain::balance::BalanceAmounts;
+use crate::domain::TransactionRecord;
+use bigdecimal::num_bigint::BigInt;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// A PostgreSQL array literal: every element double-quoted with `"` and `\` escaped (so any
+/// text, including commas, braces, quotes and the word NULL, stays one element); `None` is an
+/// SQL NULL element.
+pub fn text_array<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    let mut literal = String::from("{");
+    for (index, value) in values.into_iter().enumerate() {
+        if index > 0 {
+            literal.push(',');
+        }
+        match value {
+            None => literal.push_str("NULL"),
+            Some(text) => {
+                literal.push('"');
+                for character in text.chars() {
+                    if character == '"' || character == '\\' {
+                        literal.push('\\');
+                    }
+                    literal.push(character);
+                }
+                literal.push('"');
+            }
+        }
+    }
+    literal.push('}');
+    literal
+}
+
+fn bind(literal: String) -> Value {
+    Value::String(Some(literal))
+}
+
+fn statement(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// `reference → status` of the stored rows among `references`.
+pub async fn stored_references(
+    txn: &DatabaseTransaction,
+    references: &[String],
+) -> Result<HashMap<String, String>, DbErr> {
+    let sql = "SELECT t.reference, t.status FROM transactions AS t \
+               JOIN unnest(CAST($1 AS text[])) AS wanted(reference) \
+               ON t.reference = wanted.reference";
+    let array = text_array(references.iter().map(|r| Some(r.as_str())));
+    let rows = txn.query_all_raw(statement(sql, vec![bind(array)])).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "reference")?, row.try_get("", "status")?)))
+        .collect()
+}
+
+/// Reads and locks the balances, in id order (`ids` sorted), amounts as exact text.
+pub async fn lock_balances(
+    txn: &DatabaseTransaction,
+    ids: &[String],
+) -> Result<HashMap<String, BalanceRow>, DbErr> {
+    let sql = "SELECT b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
+               CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
+               CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
+               CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version \
+               FROM balances AS b JOIN unnest(CAST($1 AS text[])) AS wanted(id) \
+               ON b.balance_id = wanted.id ORDER BY b.balance_id FOR UPDATE OF b";
+    let array = text_array(ids.iter().map(|id| Some(id.as_str())));
+    let rows = txn.query_all_raw(statement(sql, vec![bind(array)])).await?;
+    let integer = |row: &sea_orm::QueryResult, column: &str| -> Result<BigInt, DbErr> {
+        let text: String = row.try_get("", column)?;
+        BigInt::from_str(&text)
+            .map_err(|_| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
+    };
+    let mut balances = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let precision: Option<String> = row.try_get("", "precision")?;
+        let precision = precision
+            .and_then(|text| BigInt::from_str(&text).ok())
+            .and_then(|value| Precision::from_bigint(value).ok());
+        let balance = BalanceRow {
+            balance_id: row.try_get("", "balance_id")?,
+            currency: row.try_get("", "currency")?,
+            precision,
+            amounts: BalanceAmounts {
+                credit: integer(row, "credit")?,
+                debit: integer(row, "debit")?,
+                inflight_credit: integer(row, "inflight_credit")?,
+                inflight_debit: integer(row, "inflight_debit")?,
+            },
+            version: row.try_get("", "version")?,
+        };
+        balances.insert(balance.balance_id.clone(), balance);
+    }
+    Ok(balances)
+}
+
+/// Writes every balance's new amounts, guarded by the version it was read at
+/// (`version - 1`); returns how many rows matched (fewer: another writer moved one).
+pub async fn update_balances(txn: &DatabaseTransaction, rows: &[BalanceRow]) -> Result<u64, DbErr> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = "UPDATE balances AS b SET credit_balance = v.credit, debit_balance = v.debit, \
+               balance = v.balance, inflight_credit_balance = v.inflight_credit, \
+               inflight_debit_balance = v.inflight_debit, inflight_balance = v.inflight, \
+               version = v.version \
+               FROM unnest(CAST($1 AS text[]), CAST($2 AS numeric[]), CAST($3 AS numeric[]), \
+               CAST($4 AS numeric[]), CAST($5 AS numeric[]), CAST($6 AS numeric[]), \
+               CAST($7 AS numeric[]), CAST($8 AS bigint[])) \
+               AS v(id, credit, debit, balance, inflight_credit, inflight_debit, inflight, version) \
+               WHERE b.balance_id = v.id AND b.version = v.version - 1";
+    let column = |f: &dyn Fn(&BalanceRow) -> String| {
+        let values: Vec<String> = rows.iter().map(f).collect();
+        bind(text_array(values.iter().map(|v| Some(v.as_str()))))
+    };
+    let values = vec![
+        column(&|r| r.balance_id.clone()),
+        column(&|r| r.amounts.credit.to_string()),
+        column(&|r| r.amounts.debit.to_string()),
+        column(&|r| r.amounts.balance().to_string()),
+        column(&|r| r.amounts.inflight_credit.to_string()),
+        column(&|r| r.amounts.inflight_debit.to_string()),
+        column(&|r| r.amounts.inflight_balance().to_string()),
+        column(&|r| r.version.to_string()),
+    ];
+    Ok(txn
+        .execute_raw(statement(sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// Inserts the rows with one statement: a column array each, zipped by `unnest`.
+pub async fn insert_transactions(
+    txn: &DatabaseTransaction,
+    records: &[TransactionRecord],
+) -> Result<(), DbErr> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let sql = "INSERT INTO transactions (transaction_id, parent_transaction, source, \
+               destination, reference, precise_amount, precision, currency, description, \
+               status, hash, allow_overdraft, overdraft_limit, inflight, skip_queue, atomic, \
+               created_at, effective_date, scheduled_for, inflight_expiry_date, \
+               inflight_commit_date, meta_data) \
+               SELECT * FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), \
+               CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]), \
+               CAST($6 AS numeric[]), CAST($7 AS numeric[]), CAST($8 AS text[]), \
+               CAST($9 AS text[]), CAST($10 AS text[]), CAST($11 AS text[]), \
+               CAST($12 AS boolean[]), CAST($13 AS numeric[]), CAST($14 AS boolean[]), \
+               CAST($15 AS boolean[]), CAST($16 AS boolean[]), CAST($17 AS timestamptz[]), \
+               CAST($18 AS timestamptz[]), CAST($19 AS timestamptz[]), \
+               CAST($20 AS timestamptz[]), CAST($21 AS timestamptz[]), CAST($22 AS jsonb[]))";
+    let text = |f: &dyn Fn(&TransactionRecord) -> Option<String>| {
+        let values: Vec<Option<String>> = records.iter().map(f).collect();
+        bind(text_array(values.iter().map(Option::as_deref)))
+    };
+    let flag = |value: bool| Some(if value { "t" } else { "f" }.to_owned());
+    let time = |value: &Option<DateTime<Utc>>| {
+        value.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    };
+    let values = vec![
+        text(&|r| Some(r.transaction_id.clone())),
+        text(&|r| r.parent_transaction.clone()),
+        text(&|r| Some(r.source.clone())),
+        text(&|r| Some(r.destination.clone())),
+        text(&|r| Some(r.reference.clone())),
+        text(&|r| Some(r.precise_amount.to_string())),
+        text(&|r| Some(r.precision.as_bigint().to_string())),
+        text(&|r| Some(r.currency.clone())),
+        text(&|r| r.description.clone()),
+        text(&|r| Some(r.status.as_str().to_owned())),
+        text(&|r| Some(r.hash.clone())),
+        text(&|r| flag(r.allow_overdraft)),
+        text(&|r| r.overdraft_limit.as_ref().map(ToString::to_string)),
+        text(&|r| flag(r.inflight)),
+        text(&|r| flag(r.skip_queue)),
+        text(&|r| flag(r.atomic)),
+        text(&|r| time(&Some(r.created_at))),
+        text(&|r| time(&r.effective_date)),
+        text(&|r| time(&r.scheduled_for)),
+        text(&|r| time(&r.inflight_expiry_date)),
+        text(&|r| time(&r.inflight_commit_date)),
+        text(&|r| r.meta_data.as_ref().map(ToString::to_string)),
+    ];
+    // An INSERT without ON CONFLICT stores every row or fails as a whole.
+    let result = txn.execute_raw(statement(sql, values)).await?;
+    debug_assert_eq!(result.rows_affected(), records.len() as u64);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_array;
+
+    #[test]
+    fn array_literal_quotes_every_element() {
+        let values = [
+            Some("plain"),
+            Some("with,comma"),
+            Some("{braces}"),
+            Some("quote\"d"),
+            Some("back\\slash"),
+            Some("NULL"),
+            Some(""),
+            Some("ünï cödé 💸"),
+            None,
+        ];
+        assert_eq!(
+            text_array(values),
+            r#"{"plain","with,comma","{braces}","quote\"d","back\\slash","NULL","","ünï cödé 💸",NULL}"#
+        );
+        assert_eq!(text_array(std::iter::empty()), "{}");
+    }
+}
