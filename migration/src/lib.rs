@@ -4,6 +4,8 @@
 //! - `m20261126_000001_create_ledger_tables`: ledgers, balances and transactions, with the
 //!   seeded General Ledger (`general_ledger_id`).
 //! - `m20261126_000002_create_inflight_holds`: the mutable state of inflight holds.
+//! - `m20261126_000003_balances_fillfactor`: room in `balances` pages for in-place (HOT)
+//!   updates (PostgreSQL only).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -13,6 +15,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_ledger_tables;
 mod m20261126_000002_create_inflight_holds;
+mod m20261126_000003_balances_fillfactor;
 
 pub struct Migrator;
 
@@ -22,6 +25,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_ledger_tables::Migration),
             Box::new(m20261126_000002_create_inflight_holds::Migration),
+            Box::new(m20261126_000003_balances_fillfactor::Migration),
         ]
     }
 }

@@ -168,10 +168,32 @@ async fn text_with_array_syntax_is_stored_exactly(backend: Backend) {
         assert_eq!(fetched.json["description"], odd);
         assert_eq!(fetched.json["meta_data"]["note"], odd);
         assert_eq!(fetched.json["meta_data"]["nested"], meta_data["nested"]);
+        let by_reference = app
+            .get(&format!(
+                "/transactions/reference/{}",
+                path_escape(&reference)
+            ))
+            .await;
+        assert_eq!(by_reference.status, StatusCode::OK, "{}", by_reference.text);
+        assert_eq!(by_reference.json["transaction_id"], id);
+        if !skip_queue {
+            let applied = app.queued_outcome(&path_escape(&reference)).await;
+            assert_eq!(applied["status"], "APPLIED", "{applied}");
+        }
     }
     app.assert_invariants().await;
 }
 on_both_backends!(text_with_array_syntax_is_stored_exactly);
+
+/// Percent-encodes everything but ASCII letters and digits (a path segment).
+fn path_escape(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
 
 async fn a_queued_transfer_is_stored_queued_then_applied_by_a_worker(backend: Backend) {
     // Arrange

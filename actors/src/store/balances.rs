@@ -75,6 +75,42 @@ pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
     ("created_at", FieldKind::Time),
 ];
 
+/// `(indicator, currency) → balance id` of the stored indicator balances among `keys`.
+async fn indicator_ids<C: ConnectionTrait>(
+    db: &C,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, LedgerError> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        return Ok(super::pg_arrays::indicator_ids(db, keys).await?);
+    }
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(INDICATOR_INSERT_ROWS_MAX) {
+        let mut wanted = Condition::any();
+        for (indicator, currency) in chunk {
+            wanted = wanted.add(
+                Condition::all()
+                    .add(balance::Column::Indicator.eq(indicator.clone()))
+                    .add(balance::Column::Currency.eq(currency.clone())),
+            );
+        }
+        let rows: Vec<(String, Option<String>, String)> = balance::Entity::find()
+            .select_only()
+            .column(balance::Column::BalanceId)
+            .column(balance::Column::Indicator)
+            .column(balance::Column::Currency)
+            .filter(wanted)
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (balance_id, indicator, currency) in rows {
+            if let Some(indicator) = indicator {
+                found.insert((indicator, currency), balance_id);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Indicator balances per INSERT and per lookup (19 columns a row: well under the bind limits).
 const INDICATOR_INSERT_ROWS_MAX: usize = 500;
 
@@ -218,31 +254,7 @@ impl Store {
                     .exec_without_returning(&txn)
                     .await?;
             }
-            let mut found = HashMap::with_capacity(keys.len());
-            for chunk in keys.chunks(INDICATOR_INSERT_ROWS_MAX) {
-                let mut wanted = Condition::any();
-                for (indicator, currency) in chunk {
-                    wanted = wanted.add(
-                        Condition::all()
-                            .add(balance::Column::Indicator.eq(indicator.clone()))
-                            .add(balance::Column::Currency.eq(currency.clone())),
-                    );
-                }
-                let rows: Vec<(String, Option<String>, String)> = balance::Entity::find()
-                    .select_only()
-                    .column(balance::Column::BalanceId)
-                    .column(balance::Column::Indicator)
-                    .column(balance::Column::Currency)
-                    .filter(wanted)
-                    .into_tuple()
-                    .all(&txn)
-                    .await?;
-                for (balance_id, indicator, currency) in rows {
-                    if let Some(indicator) = indicator {
-                        found.insert((indicator, currency), balance_id);
-                    }
-                }
-            }
+            let found = indicator_ids(&txn, &keys).await?;
             txn.commit().await?;
             if let Some(missing) = keys.iter().find(|key| !found.contains_key(*key)) {
                 return Err(LedgerError::Internal(format!(
@@ -261,6 +273,9 @@ impl Store {
         balance_ids: Vec<String>,
     ) -> Result<HashMap<String, BalanceRow>, LedgerError> {
         self.run(|db| async move {
+            if db.get_database_backend() == DbBackend::Postgres {
+                return Ok(super::pg_arrays::balance_rows(&db, &balance_ids).await?);
+            }
             let models = balance::Entity::find()
                 .filter(balance::Column::BalanceId.is_in(balance_ids))
                 .all(&db)

@@ -72,19 +72,60 @@ pub async fn stored_references(
         .collect()
 }
 
+/// `(indicator, currency) → balance id` of the stored indicator balances among `keys`.
+pub async fn indicator_ids<C: ConnectionTrait>(
+    db: &C,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, DbErr> {
+    let sql = "SELECT b.balance_id, b.indicator, b.currency FROM balances AS b \
+               JOIN unnest(CAST($1 AS text[]), CAST($2 AS text[])) AS wanted(indicator, currency) \
+               ON b.indicator = wanted.indicator AND b.currency = wanted.currency";
+    let indicators = text_array(keys.iter().map(|(indicator, _)| Some(indicator.as_str())));
+    let currencies = text_array(keys.iter().map(|(_, currency)| Some(currency.as_str())));
+    let rows = db
+        .query_all_raw(statement(sql, vec![bind(indicators), bind(currencies)]))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("", "indicator")?, row.try_get("", "currency")?),
+                row.try_get("", "balance_id")?,
+            ))
+        })
+        .collect()
+}
+
 /// Reads and locks the balances, in id order (`ids` sorted), amounts as exact text.
 pub async fn lock_balances(
     txn: &DatabaseTransaction,
     ids: &[String],
 ) -> Result<HashMap<String, BalanceRow>, DbErr> {
-    let sql = "SELECT b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
-               CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
-               CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
-               CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version \
-               FROM balances AS b JOIN unnest(CAST($1 AS text[])) AS wanted(id) \
-               ON b.balance_id = wanted.id ORDER BY b.balance_id FOR UPDATE OF b";
+    read_balances(txn, ids, "ORDER BY b.balance_id FOR UPDATE OF b").await
+}
+
+/// Reads the balances without locking them.
+pub async fn balance_rows<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+) -> Result<HashMap<String, BalanceRow>, DbErr> {
+    read_balances(db, ids, "").await
+}
+
+async fn read_balances<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+    tail: &str,
+) -> Result<HashMap<String, BalanceRow>, DbErr> {
+    let sql = format!(
+        "SELECT b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
+         CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
+         CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
+         CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version \
+         FROM balances AS b JOIN unnest(CAST($1 AS text[])) AS wanted(id) \
+         ON b.balance_id = wanted.id {tail}"
+    );
     let array = text_array(ids.iter().map(|id| Some(id.as_str())));
-    let rows = txn.query_all_raw(statement(sql, vec![bind(array)])).await?;
+    let rows = db.query_all_raw(statement(&sql, vec![bind(array)])).await?;
     let integer = |row: &sea_orm::QueryResult, column: &str| -> Result<BigInt, DbErr> {
         let text: String = row.try_get("", column)?;
         BigInt::from_str(&text)
