@@ -88,6 +88,11 @@ impl Workers {
     }
 }
 
+/// Group commits written at once on PostgreSQL (SQLite's one connection takes one at a time).
+const COMMITS_IN_FLIGHT_MAX: usize = 2;
+/// Full batches that may wait for a committer before submissions are refused as overloaded.
+const PENDING_BATCHES_MAX: usize = 16;
+
 /// Opens the store, the queue and the ledger core.
 pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
     let url = match &settings.database_url {
@@ -128,6 +133,12 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
             batch_size_max: settings.batch_size_max,
             flush_window_ms: settings.flush_window_ms,
             mailbox_capacity: settings.batch_size_max * 2,
+            commits_in_flight_max: if store.has_one_connection() {
+                1
+            } else {
+                COMMITS_IN_FLIGHT_MAX
+            },
+            pending_items_max: settings.batch_size_max * PENDING_BATCHES_MAX,
         },
         registry: RegistrySettings {
             arbiters: settings.balance_arbiters,

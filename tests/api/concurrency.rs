@@ -159,3 +159,57 @@ async fn concurrent_atomic_bulks_are_each_all_or_nothing(backend: Backend) {
     app.assert_invariants().await;
 }
 on_both_backends!(concurrent_atomic_bulks_are_each_all_or_nothing);
+
+/// A committer with more waiting than its bound refuses the excess with 503
+/// QUEUE_BACKPRESSURE; a refused transfer changes nothing and releases what it reserved, so
+/// sending it again succeeds and every balance ends exact.
+async fn an_overloaded_committer_refuses_the_excess_and_changes_nothing(backend: Backend) {
+    // Arrange: one-item batches, so at most 16 items may wait (see startup).
+    let mut settings = crate::helpers::test_settings(backend).await;
+    settings.batch_size_max = 1;
+    let app = crate::helpers::spawn_with(settings).await;
+    let balances = app.balances("USD", 11).await;
+    let (source, destinations) = (&balances[0], &balances[1..]);
+    app.fund(source, "USD", TRANSFERS as i64 * AMOUNT).await;
+    let prefix = format!("overload-{}-", uuid::Uuid::new_v4().simple());
+    let bodies: Vec<serde_json::Value> = (0..TRANSFERS)
+        .map(|i| {
+            let body = app.transfer(source, &destinations[i % destinations.len()], AMOUNT, true);
+            with_reference(body, format!("{prefix}{i}"))
+        })
+        .collect();
+
+    // Act
+    let replies = send_all(&app, bodies.clone()).await;
+
+    // Assert
+    let mut refused = Vec::new();
+    for (body, reply) in bodies.into_iter().zip(&replies) {
+        match reply.status {
+            StatusCode::CREATED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(reply.json["error_detail"]["code"], "QUEUE_BACKPRESSURE");
+                refused.push(body);
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "500 at once must overflow 16 waiting items"
+    );
+    let applied = (TRANSFERS - refused.len()) as i64;
+    assert_eq!(
+        app.amount(source).await,
+        (TRANSFERS as i64 - applied) * AMOUNT
+    );
+    app.assert_invariants().await;
+    // The refusals released their reservations: each goes through when sent again.
+    for body in refused {
+        let reply = app.post("/transactions", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    assert_eq!(app.amount(source).await, 0);
+    app.assert_invariants().await;
+}
+on_both_backends!(an_overloaded_committer_refuses_the_excess_and_changes_nothing);

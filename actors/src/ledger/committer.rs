@@ -1,10 +1,15 @@
 //! The committer: collects validated transfers and writes them in group commits.
 //!
-//! While one commit runs, the mailbox is paused (`ctx.wait`); what arrives meanwhile is the
-//! next batch. An idle committer flushes as soon as its mailbox is drained (or after the
-//! configured window), and writes at most `batch_size_max` items at once (a unit is never
-//! split: an atomic bulk request is one unit). Replies go out only after the database commit
-//! returned, and the balance actors are settled before that, in commit order.
+//! Up to `commits_in_flight_max` batches are written at once (one on SQLite, whose single
+//! connection would serialize them anyway); what arrives meanwhile gathers into the next
+//! batch. Two batches in flight overlap one's round trips and WAL flush with the other's;
+//! where they share a balance, PostgreSQL's row lock makes the later one wait for the
+//! earlier one's commit and then read its result, so admission stays exact. An idle
+//! committer flushes as soon as its mailbox is drained (or after the configured window), and
+//! writes at most `batch_size_max` items at once (a unit is never split: an atomic bulk
+//! request is one unit). Replies go out only after the database commit returned, and the
+//! balance actors are settled before that (each keeps the newest version it is told of, so
+//! the order in which two batches' settlements arrive does not matter).
 
 use super::balance_actor::{BalanceActor, Settle};
 use crate::domain::ids::shard_of;
@@ -28,6 +33,10 @@ pub struct CommitterSettings {
     pub batch_size_max: usize,
     pub flush_window_ms: u64,
     pub mailbox_capacity: usize,
+    /// Batches being written at once (1: strictly one after another).
+    pub commits_in_flight_max: usize,
+    /// Items waiting for a batch beyond which new submissions are refused as overloaded.
+    pub pending_items_max: usize,
 }
 
 pub struct Committer {
@@ -37,6 +46,7 @@ pub struct Committer {
     settings: CommitterSettings,
     pending: Vec<Submit>,
     flush_scheduled: bool,
+    commits_in_flight: usize,
 }
 
 /// Write this unit in a coming batch; the answer arrives on `reply` after the commit.
@@ -57,12 +67,14 @@ impl Committer {
         settings: CommitterSettings,
     ) -> Self {
         assert!(settings.batch_size_max > 0);
+        assert!(settings.commits_in_flight_max > 0);
         Self {
             store,
             queue,
             settings,
             pending: Vec::new(),
             flush_scheduled: false,
+            commits_in_flight: 0,
         }
     }
 
@@ -99,10 +111,17 @@ impl Committer {
 
     #[tracing::instrument(level = "debug", name = "committer.flush", skip_all, fields(pending = self.pending.len()))]
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let take = self.batch_len();
-        if take == 0 {
-            return;
+        while self.commits_in_flight < self.settings.commits_in_flight_max {
+            let take = self.batch_len();
+            if take == 0 {
+                return;
+            }
+            self.commit(take, ctx);
         }
+    }
+
+    /// Writes the first `take` pending submissions as one batch.
+    fn commit(&mut self, take: usize, ctx: &mut Context<Self>) {
         let batch: Vec<Submit> = self.pending.drain(..take).collect();
         let settlements = Settlements::of(&batch);
         let touched: Vec<HashSet<String>> = batch
@@ -123,7 +142,8 @@ impl Committer {
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
         let (store, queue) = (self.store.clone(), self.queue.clone());
         let size: usize = units.iter().map(|u| u.items.len()).sum();
-        ctx.wait(
+        self.commits_in_flight += 1;
+        ctx.spawn(
             async move {
                 let started = std::time::Instant::now();
                 let result = commit_batch(&store, units).await;
@@ -144,6 +164,7 @@ impl Committer {
             }
             .into_actor(self)
             .map(move |result, actor, ctx| {
+                actor.commits_in_flight -= 1;
                 // Settle the balance actors before anyone hears of the outcome: each actor
                 // learns of every commit in commit order, with its reservations released in
                 // the same message, so its cached state is exact.
@@ -263,6 +284,14 @@ impl Handler<Submit> for Committer {
     type Result = ();
 
     fn handle(&mut self, message: Submit, ctx: &mut Context<Self>) {
+        if self.pending_items() + message.unit.items.len() > self.settings.pending_items_max
+            && !self.pending.is_empty()
+        {
+            // The reservations this unit's actors made are released like a failed commit's.
+            Settlements::of(std::slice::from_ref(&message)).send(None);
+            let _ = message.reply.send(Err(LedgerError::Overloaded));
+            return;
+        }
         self.pending.push(message);
         if self.pending_items() >= self.settings.batch_size_max {
             self.flush_scheduled = false;

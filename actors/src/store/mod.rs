@@ -126,6 +126,11 @@ impl Store {
         self.relay.as_ref().map(|relay| relay.stats())
     }
 
+    /// The embedded SQLite store has one connection: its statements run one at a time.
+    pub fn has_one_connection(&self) -> bool {
+        self.backend() == DbBackend::Sqlite
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
@@ -229,9 +234,21 @@ async fn open(
     } else {
         None
     };
-    if let Some(relay) = &relay {
-        let socket = relay.socket_directory().to_owned();
-        options.map_sqlx_postgres_opts(move |opts| opts.socket(&socket));
+    if !is_sqlite {
+        let socket = relay.as_ref().map(|r| r.socket_directory().to_owned());
+        options.map_sqlx_postgres_opts(move |opts| {
+            // Every statement is planned for its actual parameters. The group commit's
+            // statements take arrays whose length varies from 1 to thousands; a generic plan
+            // cached while a table was small (or never analyzed) turns their index lookups
+            // into a sequential scan and hash join per batch: seen here slowing the `fresh`
+            // benchmark 3x as the tables grew. Planning these short statements costs less
+            // than one such scan.
+            let opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+            match &socket {
+                Some(socket) => opts.socket(socket),
+                None => opts,
+            }
+        });
     }
     let db = Database::connect(options).await?;
     if migrate {
