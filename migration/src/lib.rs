@@ -6,6 +6,8 @@
 //! - `m20261126_000002_create_inflight_holds`: the mutable state of inflight holds.
 //! - `m20261126_000003_balances_fillfactor`: room in `balances` pages for in-place (HOT)
 //!   updates (PostgreSQL only).
+//! - `m20261126_000004_partial_transaction_indexes`: the parent and status indexes of
+//!   `transactions` cover only the rows looked up through them.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -16,6 +18,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_ledger_tables;
 mod m20261126_000002_create_inflight_holds;
 mod m20261126_000003_balances_fillfactor;
+mod m20261126_000004_partial_transaction_indexes;
 
 pub struct Migrator;
 
@@ -26,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_ledger_tables::Migration),
             Box::new(m20261126_000002_create_inflight_holds::Migration),
             Box::new(m20261126_000003_balances_fillfactor::Migration),
+            Box::new(m20261126_000004_partial_transaction_indexes::Migration),
         ]
     }
 }

@@ -1,0 +1,64 @@
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// Narrows two indexes of `transactions` to the rows that are looked up through them, so most
+/// inserted rows skip them (every index entry is work in the group commit):
+/// - by parent: only rows that have one (children of queued, split, bulk and inflight
+///   parents); a lookup `parent_transaction = x` implies `IS NOT NULL`, so it still applies;
+/// - by status and time: only QUEUED and SCHEDULED rows, the ones the recovery and schedule
+///   sweeps look for (an APPLIED row, the common case, never enters it). The sweeps name the
+///   status as a value; Coffer's PostgreSQL connections plan with the actual values
+///   (`plan_cache_mode = force_custom_plan`), so the planner can match the index predicate.
+///   SQLite plans a bound value without looking at it, so there the index stays whole.
+const UP: [&str; 2] = [
+    "DROP INDEX IF EXISTS idx_transactions_parent",
+    "CREATE INDEX idx_transactions_parent ON transactions (parent_transaction) \
+     WHERE parent_transaction IS NOT NULL",
+];
+
+const UP_POSTGRES: [&str; 2] = [
+    "DROP INDEX IF EXISTS idx_transactions_status_created",
+    "CREATE INDEX idx_transactions_status_created ON transactions (status, created_at) \
+     WHERE status IN ('QUEUED', 'SCHEDULED')",
+];
+
+const DOWN: [&str; 2] = [
+    "DROP INDEX IF EXISTS idx_transactions_parent",
+    "CREATE INDEX idx_transactions_parent ON transactions (parent_transaction)",
+];
+
+const DOWN_POSTGRES: [&str; 2] = [
+    "DROP INDEX IF EXISTS idx_transactions_status_created",
+    "CREATE INDEX idx_transactions_status_created ON transactions (status, created_at)",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for sql in statements(manager, &UP, &UP_POSTGRES) {
+            manager.get_connection().execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for sql in statements(manager, &DOWN, &DOWN_POSTGRES) {
+            manager.get_connection().execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
+fn statements<'a>(
+    manager: &SchemaManager,
+    all: &'a [&'a str],
+    postgres: &'a [&'a str],
+) -> impl Iterator<Item = &'a str> {
+    let on_postgres = manager.get_database_backend() == DbBackend::Postgres;
+    all.iter()
+        .chain(postgres.iter().filter(move |_| on_postgres))
+        .copied()
+}
