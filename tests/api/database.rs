@@ -50,3 +50,18 @@ async fn an_unreachable_server_behind_the_relay_is_an_error_not_a_hang() {
     .await;
     assert!(result.is_err(), "connecting must fail");
 }
+
+#[tokio::test]
+async fn relay_directories_of_dead_processes_are_removed() {
+    // A process killed before its store was dropped leaves its relay directory behind; the
+    // next store to start removes it (no process has this pid: it is above Linux's maximum).
+    let orphan = std::env::temp_dir().join("coffer-pg-999999999-0");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join(".s.PGSQL.5432"), b"").unwrap();
+    let url = fresh_postgres_database().await;
+    let store = Store::connect(&url, &settings(true), true)
+        .await
+        .expect("store opens through the relay");
+    assert!(!orphan.exists(), "the orphaned relay directory is removed");
+    store.ping(5_000).await.expect("queries pass the relay");
+}

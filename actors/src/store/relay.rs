@@ -73,17 +73,42 @@ impl Drop for NodelayRelay {
     }
 }
 
+/// Prefix of the relay directories in the temporary directory: `coffer-pg-<pid>-<n>`.
+const DIRECTORY_PREFIX: &str = "coffer-pg-";
+
 /// A new directory only this user can enter (the socket inside inherits that protection).
 fn private_directory() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    remove_orphans();
     let directory = std::env::temp_dir().join(format!(
-        "coffer-pg-{}-{}",
+        "{DIRECTORY_PREFIX}{}-{}",
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::DirBuilder::new().mode(0o700).create(&directory)?;
     Ok(directory)
+}
+
+/// Removes the relay directories of processes that are gone (killed before their drop ran).
+fn remove_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DIRECTORY_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            std::fs::remove_dir_all(entry.path()).ok();
+        }
+    }
 }
 
 async fn accept_loop(listener: UnixListener, host: String, port: u16, stats: Arc<RelayStats>) {
