@@ -600,3 +600,46 @@ async fn invalid_balance_requests_are_400_and_create_nothing(backend: Backend) {
     assert_eq!(balance_count(&app).await, 0);
 }
 on_both_backends!(invalid_balance_requests_are_400_and_create_nothing);
+
+/// Two servers on one database first use the same `@indicator`s at the same moment: each
+/// creates them in its own batch, and both must end up with the one balance per indicator
+/// (the loser of the insert race reads the winner's row) and apply every transfer.
+#[actix_web::test]
+async fn two_servers_first_using_one_indicator_share_its_balance() {
+    // Arrange
+    let first =
+        crate::helpers::spawn_with(crate::helpers::test_settings(Backend::Postgres).await).await;
+    let mut settings = crate::helpers::test_settings(Backend::Postgres).await;
+    settings.database_url = Some(first.database_url().to_owned());
+    let second = crate::helpers::spawn_with(settings).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let transfer = |i: usize| {
+        json!({
+            "precise_amount": 1, "currency": "USD", "reference": format!("race-{run}-{i}"),
+            "source": format!("@src-{run}-{}", i % 5), "destination": format!("@dst-{run}-{}", i % 5),
+            "allow_overdraft": true, "skip_queue": true, "description": "race",
+        })
+    };
+
+    // Act
+    let replies = futures_util::future::join_all((0..100).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.post("/transactions", transfer(i))
+    }))
+    .await;
+
+    // Assert
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let sources: HashSet<&str> = replies
+        .iter()
+        .map(|r| r.json["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources.len(),
+        5,
+        "one balance per indicator, whichever server created it"
+    );
+    first.assert_invariants().await;
+}

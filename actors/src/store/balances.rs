@@ -75,6 +75,20 @@ pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
     ("created_at", FieldKind::Time),
 ];
 
+/// `found` if it has every key.
+fn complete(
+    found: HashMap<(String, String), String>,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, LedgerError> {
+    match keys.iter().find(|key| !found.contains_key(*key)) {
+        Some(missing) => Err(LedgerError::Internal(format!(
+            "indicator balance {} ({}) vanished",
+            missing.0, missing.1
+        ))),
+        None => Ok(found),
+    }
+}
+
 /// `(indicator, currency) → balance id` of the stored indicator balances among `keys`.
 async fn indicator_ids<C: ConnectionTrait>(
     db: &C,
@@ -229,6 +243,15 @@ impl Store {
         keys: Vec<(String, String)>,
     ) -> Result<HashMap<(String, String), String>, LedgerError> {
         self.run(|db| async move {
+            if db.get_database_backend() == DbBackend::Postgres {
+                let mut found = super::pg_arrays::create_indicators(&db, &keys).await?;
+                if found.len() < keys.len() {
+                    // Created by another process after this statement's snapshot was taken:
+                    // committed by now (the conflict waited for it), so visible to a new one.
+                    found = indicator_ids(&db, &keys).await?;
+                }
+                return complete(found, &keys);
+            }
             let txn = db.begin().await?;
             let models: Vec<balance::ActiveModel> = keys
                 .iter()
@@ -256,13 +279,7 @@ impl Store {
             }
             let found = indicator_ids(&txn, &keys).await?;
             txn.commit().await?;
-            if let Some(missing) = keys.iter().find(|key| !found.contains_key(*key)) {
-                return Err(LedgerError::Internal(format!(
-                    "indicator balance {} ({}) vanished",
-                    missing.0, missing.1
-                )));
-            }
-            Ok(found)
+            complete(found, &keys)
         })
         .await
     }

@@ -95,6 +95,44 @@ pub async fn indicator_ids<C: ConnectionTrait>(
         .collect()
 }
 
+/// Creates the missing General Ledger balances of `(indicator, currency)` keys and returns
+/// the ids of all of them, in one statement (no transaction round trips). A key another
+/// process inserts while this statement runs is skipped by the insert and not yet visible to
+/// its read, so it can be absent from the answer: read again then.
+pub async fn create_indicators<C: ConnectionTrait>(
+    db: &C,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, DbErr> {
+    let sql = "WITH wanted AS (SELECT * FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), \
+               CAST($3 AS text[])) AS w(balance_id, indicator, currency)), \
+               created AS (INSERT INTO balances (balance_id, ledger_id, indicator, currency, \
+               created_at) SELECT balance_id, $4, indicator, currency, now() FROM wanted \
+               ON CONFLICT (indicator, currency) DO NOTHING \
+               RETURNING balance_id, indicator, currency) \
+               SELECT balance_id, indicator, currency FROM created \
+               UNION ALL SELECT b.balance_id, b.indicator, b.currency FROM balances AS b \
+               JOIN wanted ON b.indicator = wanted.indicator AND b.currency = wanted.currency";
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|_| crate::domain::ids::new_id(crate::domain::ids::BALANCE_PREFIX))
+        .collect();
+    let values = vec![
+        bind(text_array(ids.iter().map(|id| Some(id.as_str())))),
+        bind(text_array(keys.iter().map(|(i, _)| Some(i.as_str())))),
+        bind(text_array(keys.iter().map(|(_, c)| Some(c.as_str())))),
+        Value::String(Some(crate::domain::ids::GENERAL_LEDGER_ID.to_owned())),
+    ];
+    let rows = db.query_all_raw(statement(sql, values)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("", "indicator")?, row.try_get("", "currency")?),
+                row.try_get("", "balance_id")?,
+            ))
+        })
+        .collect()
+}
+
 /// Reads and locks the balances, in id order (`ids` sorted), amounts as exact text.
 pub async fn lock_balances(
     txn: &DatabaseTransaction,
