@@ -279,8 +279,7 @@ async fn attempt_commit(
         updated.version += 1;
         balances.push(updated);
     }
-    write_balances(txn, &balances).await?;
-    insert_transactions(txn, &to_insert).await?;
+    write_batch(txn, &balances, &to_insert).await?;
     write_holds(txn, &units, &to_insert, &admitted_actions, &holds).await?;
     let units = decided
         .into_iter()
@@ -625,21 +624,6 @@ async fn write_holds(
 /// hold can be found by any of its ancestors.
 pub const GROUP_KEY: &str = "BLNK_GROUP_ID";
 
-async fn insert_transactions(
-    txn: &DatabaseTransaction,
-    records: &[TransactionRecord],
-) -> Result<(), AttemptError> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        return Ok(pg_arrays::insert_transactions(txn, records).await?);
-    }
-    for chunk in records.chunks(INSERT_ROWS_MAX) {
-        transaction::Entity::insert_many(chunk.iter().map(active_model))
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Reads the balances: on PostgreSQL locking their rows, in id order (no deadlocks between
 /// replicas); SQLite's single write lock already covers the whole transaction.
 async fn lock_balances(
@@ -662,24 +646,33 @@ async fn lock_balances(
     Ok(rows)
 }
 
-/// Writes every changed balance, each guarded by the version it was read at (`version - 1`).
-/// On PostgreSQL one statement updates them all from arrays; SQLite, local and single-writer,
-/// takes one statement per balance.
-async fn write_balances(
+/// Writes every changed balance, each guarded by the version it was read at (`version - 1`),
+/// and inserts the batch's rows. On PostgreSQL that is one statement from arrays; SQLite,
+/// local and single-writer, takes one statement per balance and multi-row inserts.
+async fn write_batch(
     txn: &DatabaseTransaction,
-    rows: &[BalanceRow],
+    balances: &[BalanceRow],
+    records: &[TransactionRecord],
 ) -> Result<(), AttemptError> {
-    if txn.get_database_backend() != DbBackend::Postgres {
-        for row in rows {
-            write_balance(txn, row.version - 1, row).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        if balances.is_empty() && records.is_empty() {
+            return Ok(());
+        }
+        let updated = pg_arrays::write_batch(txn, balances, records).await?;
+        if updated != balances.len() as u64 {
+            return Err(AttemptError::Retry(LedgerError::Storage(
+                "a balance changed while the batch was being written".into(),
+            )));
         }
         return Ok(());
     }
-    let updated = pg_arrays::update_balances(txn, rows).await?;
-    if updated != rows.len() as u64 {
-        return Err(AttemptError::Retry(LedgerError::Storage(
-            "a balance changed while the batch was being written".into(),
-        )));
+    for row in balances {
+        write_balance(txn, row.version - 1, row).await?;
+    }
+    for chunk in records.chunks(INSERT_ROWS_MAX) {
+        transaction::Entity::insert_many(chunk.iter().map(active_model))
+            .exec_without_returning(txn)
+            .await?;
     }
     Ok(())
 }
