@@ -31,6 +31,8 @@ pub struct Settings {
     pub db_tcp_nodelay_relay: bool,
     pub batch_size_max: usize,
     pub flush_window_ms: u64,
+    /// Group commits a committer writes at once on PostgreSQL (SQLite takes one at a time).
+    pub commits_in_flight_max: usize,
     pub balance_actors_max: usize,
     pub balance_idle_ms: u64,
     pub balance_mailbox_capacity: usize,
@@ -82,6 +84,7 @@ impl Default for Settings {
             db_tcp_nodelay_relay: true,
             batch_size_max: 1000,
             flush_window_ms: 0,
+            commits_in_flight_max: 2,
             balance_actors_max: 100_000,
             balance_idle_ms: 60_000,
             balance_mailbox_capacity: 1024,
@@ -139,6 +142,10 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.queue_capacity", "COFFER_QUEUE_CAPACITY"),
     ("coffer.redis_key_prefix", "COFFER_REDIS_KEY_PREFIX"),
     ("coffer.flush_window_ms", "COFFER_FLUSH_WINDOW_MS"),
+    (
+        "coffer.commits_in_flight_max",
+        "COFFER_COMMITS_IN_FLIGHT_MAX",
+    ),
     ("coffer.balance_actors_max", "COFFER_BALANCE_ACTORS_MAX"),
     ("coffer.balance_idle_ms", "COFFER_BALANCE_IDLE_MS"),
     (
@@ -248,6 +255,9 @@ impl Settings {
             "coffer.queue_capacity" => self.queue_capacity = number::<usize>(value)?.max(1),
             "coffer.redis_key_prefix" => self.redis_key_prefix = text(value).unwrap_or_default(),
             "coffer.flush_window_ms" => self.flush_window_ms = number::<u64>(value)?.min(1000),
+            "coffer.commits_in_flight_max" => {
+                self.commits_in_flight_max = number::<usize>(value)?.clamp(1, 8)
+            }
             "coffer.balance_actors_max" => {
                 self.balance_actors_max = number::<usize>(value)?.max(16)
             }
@@ -375,5 +385,27 @@ mod tests {
             Some("redis://localhost:6379")
         );
         assert_eq!(settings.port, 5005);
+    }
+
+    #[test]
+    fn write_path_knobs_are_read_and_bounded() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.commits_in_flight_max, 2);
+        assert!(settings.db_tcp_nodelay_relay);
+        settings
+            .apply("coffer.commits_in_flight_max", &serde_json::json!(50))
+            .unwrap();
+        assert_eq!(settings.commits_in_flight_max, 8, "clamped to 8");
+        settings
+            .apply("coffer.commits_in_flight_max", &serde_json::json!("0"))
+            .unwrap();
+        assert_eq!(settings.commits_in_flight_max, 1, "at least one");
+        settings
+            .apply(
+                "coffer.database_tcp_nodelay_relay",
+                &serde_json::json!(false),
+            )
+            .unwrap();
+        assert!(!settings.db_tcp_nodelay_relay);
     }
 }

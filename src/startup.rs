@@ -88,8 +88,6 @@ impl Workers {
     }
 }
 
-/// Group commits written at once on PostgreSQL (SQLite's one connection takes one at a time).
-const COMMITS_IN_FLIGHT_MAX: usize = 2;
 /// Full batches that may wait for a committer before submissions are refused as overloaded.
 const PENDING_BATCHES_MAX: usize = 16;
 
@@ -136,7 +134,7 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
             commits_in_flight_max: if store.has_one_connection() {
                 1
             } else {
-                COMMITS_IN_FLIGHT_MAX
+                settings.commits_in_flight_max
             },
             pending_items_max: settings.batch_size_max * PENDING_BATCHES_MAX,
         },
