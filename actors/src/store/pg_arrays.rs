@@ -85,14 +85,7 @@ pub async fn indicator_ids<C: ConnectionTrait>(
     let rows = db
         .query_all_raw(statement(sql, vec![bind(indicators), bind(currencies)]))
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                (row.try_get("", "indicator")?, row.try_get("", "currency")?),
-                row.try_get("", "balance_id")?,
-            ))
-        })
-        .collect()
+    indicator_rows(&rows)
 }
 
 /// Creates the missing General Ledger balances of `(indicator, currency)` keys and returns
@@ -123,6 +116,13 @@ pub async fn create_indicators<C: ConnectionTrait>(
         Value::String(Some(crate::domain::ids::GENERAL_LEDGER_ID.to_owned())),
     ];
     let rows = db.query_all_raw(statement(sql, values)).await?;
+    indicator_rows(&rows)
+}
+
+/// `(indicator, currency) → balance id` from rows of `balance_id, indicator, currency`.
+fn indicator_rows(
+    rows: &[sea_orm::QueryResult],
+) -> Result<HashMap<(String, String), String>, DbErr> {
     rows.iter()
         .map(|row| {
             Ok((
