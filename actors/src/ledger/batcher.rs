@@ -13,9 +13,9 @@ use std::hash::Hash;
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests that can wait for the running batch; more wait for room (back-pressure).
-pub const BATCHER_QUEUE_CAPACITY: usize = 4096;
+const BATCHER_QUEUE_CAPACITY: usize = 4096;
 /// Most distinct keys fetched by one batch.
-pub const BATCHER_KEYS_MAX: usize = 1000;
+const BATCHER_KEYS_MAX: usize = 1000;
 
 type Answer<K, V> = Result<HashMap<K, V>, LedgerError>;
 

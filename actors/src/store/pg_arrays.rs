@@ -16,9 +16,12 @@ use super::balances::BalanceRow;
 use crate::domain::amount::Precision;
 use crate::domain::balance::BalanceAmounts;
 use crate::domain::TransactionRecord;
+use crate::entity::transaction;
 use bigdecimal::num_bigint::BigInt;
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, Value,
+};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -70,6 +73,20 @@ pub async fn stored_references(
     rows.iter()
         .map(|row| Ok((row.try_get("", "reference")?, row.try_get("", "status")?)))
         .collect()
+}
+
+/// The transaction rows with these ids (missing ids are simply absent).
+pub async fn transactions_by_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: &[String],
+) -> Result<Vec<transaction::Model>, DbErr> {
+    let sql = "SELECT t.* FROM transactions AS t \
+               JOIN unnest(CAST($1 AS text[])) AS wanted(id) ON t.transaction_id = wanted.id";
+    let array = text_array(ids.iter().map(|id| Some(id.as_str())));
+    transaction::Entity::find()
+        .from_raw_sql(statement(sql, vec![bind(array)]))
+        .all(db)
+        .await
 }
 
 /// `(indicator, currency) → balance id` of the stored indicator balances among `keys`.

@@ -177,19 +177,7 @@ impl Store {
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(|db| async move {
             if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-                // One fixed statement whatever the number of ids (see `pg_arrays`).
-                let sql = "SELECT t.* FROM transactions AS t \
-                           JOIN unnest(CAST($1 AS text[])) AS wanted(id) \
-                           ON t.transaction_id = wanted.id";
-                let ids = super::pg_arrays::text_array(ids.iter().map(|id| Some(id.as_str())));
-                let statement = sea_orm::Statement::from_sql_and_values(
-                    sea_orm::DbBackend::Postgres,
-                    sql,
-                    [sea_orm::Value::String(Some(ids))],
-                );
-                return transaction::Entity::find()
-                    .from_raw_sql(statement)
-                    .all(&db)
+                return super::pg_arrays::transactions_by_ids(&db, &ids)
                     .await?
                     .into_iter()
                     .map(TransactionRecord::try_from)
