@@ -29,30 +29,40 @@ pub use scenario::{prepare, run_scenario, Options, Plan, Prepared, Scenario};
 
 use std::time::Duration;
 
-/// Which scenarios to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which scenarios to run: one of [`Scenario`] (same names), or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScenarioArg {
-    Uniform,
-    HotSource,
-    HotDestination,
-    HotPair,
-    Fresh,
-    Bulk,
-    Inflight,
+    One(Scenario),
     All,
 }
 
 impl ScenarioArg {
     fn scenarios(self) -> Vec<Scenario> {
         match self {
-            ScenarioArg::Uniform => vec![Scenario::Uniform],
-            ScenarioArg::HotSource => vec![Scenario::HotSource],
-            ScenarioArg::HotDestination => vec![Scenario::HotDestination],
-            ScenarioArg::HotPair => vec![Scenario::HotPair],
-            ScenarioArg::Fresh => vec![Scenario::Fresh],
-            ScenarioArg::Bulk => vec![Scenario::Bulk],
-            ScenarioArg::Inflight => vec![Scenario::Inflight],
+            ScenarioArg::One(scenario) => vec![scenario],
             ScenarioArg::All => Scenario::ALL.to_vec(),
+        }
+    }
+}
+
+impl clap::ValueEnum for ScenarioArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const VARIANTS: [ScenarioArg; Scenario::ALL.len() + 1] = {
+            let mut variants = [ScenarioArg::All; Scenario::ALL.len() + 1];
+            let mut index = 0;
+            while index < Scenario::ALL.len() {
+                variants[index] = ScenarioArg::One(Scenario::ALL[index]);
+                index += 1;
+            }
+            variants
+        };
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            ScenarioArg::One(scenario) => scenario.to_possible_value(),
+            ScenarioArg::All => Some(clap::builder::PossibleValue::new("all")),
         }
     }
 }
