@@ -8,6 +8,8 @@
 //!   updates (PostgreSQL only).
 //! - `m20261126_000004_partial_transaction_indexes`: the parent and status indexes of
 //!   `transactions` cover only the rows looked up through them.
+//! - `m20261126_000005_byte_order_keys`: ids, references and indicators compare byte by byte
+//!   (PostgreSQL only).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -19,6 +21,7 @@ mod m20261126_000001_create_ledger_tables;
 mod m20261126_000002_create_inflight_holds;
 mod m20261126_000003_balances_fillfactor;
 mod m20261126_000004_partial_transaction_indexes;
+mod m20261126_000005_byte_order_keys;
 
 pub struct Migrator;
 
@@ -30,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_create_inflight_holds::Migration),
             Box::new(m20261126_000003_balances_fillfactor::Migration),
             Box::new(m20261126_000004_partial_transaction_indexes::Migration),
+            Box::new(m20261126_000005_byte_order_keys::Migration),
         ]
     }
 }

@@ -11,7 +11,8 @@ pub struct Migration;
 /// - by status and time: only QUEUED and SCHEDULED rows, the ones the recovery and schedule
 ///   sweeps look for (an APPLIED row, the common case, never enters it). The sweeps name the
 ///   status as a value; Coffer's PostgreSQL connections plan with the actual values
-///   (`plan_cache_mode = force_custom_plan`), so the planner can match the index predicate.
+///   (a custom plan: PostgreSQL keeps planning them so while the generic plan, which cannot
+///   use the partial index, costs more), so the planner can match the index predicate.
 ///   SQLite plans a bound value without looking at it, so there the index stays whole.
 const UP: [&str; 2] = [
     "DROP INDEX IF EXISTS idx_transactions_parent",
