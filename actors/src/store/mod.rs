@@ -237,13 +237,16 @@ async fn open(
     if !is_sqlite {
         let socket = relay.as_ref().map(|r| r.socket_directory().to_owned());
         options.map_sqlx_postgres_opts(move |opts| {
-            // Every statement is planned for its actual parameters. The group commit's
-            // statements take arrays whose length varies from 1 to thousands; a generic plan
-            // cached while a table was small (or never analyzed) turns their index lookups
-            // into a sequential scan and hash join per batch: seen here slowing the `fresh`
-            // benchmark 3x as the tables grew. Planning these short statements costs less
-            // than one such scan.
-            let opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+            // Coffer only looks rows up by key, so a sequential scan is never what it
+            // wants where an index applies; this makes the planner take the index whenever
+            // there is one (a table without a usable index is still scanned). It keeps
+            // PostgreSQL's plan cache safe: a generic plan built while a table was small (or
+            // never analyzed) would otherwise scan it on every later run, however large it
+            // grew (seen here: `fresh` 3x slower as the tables grew). The group commit's
+            // lookups are index probes by construction (`pg_arrays`), and with the scans
+            // ruled out their plans are cached instead of replanned per batch (replanning,
+            // `plan_cache_mode = force_custom_plan`, took a third of the statements' time).
+            let opts = opts.options([("enable_seqscan", "off")]);
             match &socket {
                 Some(socket) => opts.socket(socket),
                 None => opts,
