@@ -237,16 +237,20 @@ async fn open(
     if !is_sqlite {
         let socket = relay.as_ref().map(|r| r.socket_directory().to_owned());
         options.map_sqlx_postgres_opts(move |opts| {
-            // Coffer only looks rows up by key, so a sequential scan is never what it
-            // wants where an index applies; this makes the planner take the index whenever
-            // there is one (a table without a usable index is still scanned). It keeps
-            // PostgreSQL's plan cache safe: a generic plan built while a table was small (or
-            // never analyzed) would otherwise scan it on every later run, however large it
-            // grew (seen here: `fresh` 3x slower as the tables grew). The group commit's
-            // lookups are index probes by construction (`pg_arrays`), and with the scans
-            // ruled out their plans are cached instead of replanned per batch (replanning,
+            // Coffer looks rows up by key: a batch of keys is a nested loop of index
+            // probes, never a pass over a whole table. These settings leave the planner no
+            // other choice where an index applies (a table without a usable one is still
+            // scanned). PostgreSQL caches a generic plan per statement; built while a table
+            // was small or after it was analyzed small, a sequential scan or a hash join over
+            // the whole table would otherwise be reused on every later batch however large
+            // the table grew (seen here: `fresh` 3x slower as the tables grew). With them the
+            // cached plans are safe, so statements are not replanned per batch (replanning,
             // `plan_cache_mode = force_custom_plan`, took a third of the statements' time).
-            let opts = opts.options([("enable_seqscan", "off")]);
+            let opts = opts.options([
+                ("enable_seqscan", "off"),
+                ("enable_hashjoin", "off"),
+                ("enable_mergejoin", "off"),
+            ]);
             match &socket {
                 Some(socket) => opts.socket(socket),
                 None => opts,
