@@ -2,12 +2,17 @@
 //! again. It makes a lost queue entry (Redis data loss, the in-process queue after a
 //! restart, a failed enqueue) a delay, never a loss. Re-delivery is harmless: the child's
 //! `<ref>_q` reference is unique.
+//!
+//! A QUEUED row stays QUEUED once applied (Blnk's shape: the applied row is its child), so
+//! the rows to look at grow with the ledger's history. The sweep therefore remembers where
+//! the unfinished ones can start ([`next_since`]) and looks only from there; the first run
+//! of each process, and `POST /transactions/recover`, look at everything.
 
 use crate::domain::ids::shard_of;
 use crate::ledger::Ledger;
 use crate::LedgerError;
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -26,8 +31,24 @@ pub struct SweepSettings {
 
 /// Re-enqueues unfinished QUEUED rows older than `age`; returns how many.
 pub async fn recover(ledger: &Ledger, age: Duration, limit: u64) -> Result<usize, LedgerError> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::zero());
-    let rows = ledger.store().unfinished_queued(cutoff, limit).await?;
+    Ok(recover_since(ledger, age, None, limit).await?.0)
+}
+
+/// Like [`recover`], looking only at rows created at or after `since`; also returns where
+/// the next run can start.
+pub async fn recover_since(
+    ledger: &Ledger,
+    age: Duration,
+    since: Option<DateTime<Utc>>,
+    limit: u64,
+) -> Result<(usize, DateTime<Utc>), LedgerError> {
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::zero());
+    let cutoff = Utc::now() - age;
+    let rows = ledger
+        .store()
+        .unfinished_queued(cutoff, since, limit)
+        .await?;
+    let next = next_since(rows.first().map(|row| row.created_at), cutoff, age);
     let queue = ledger.queue();
     for row in &rows {
         queue
@@ -38,7 +59,19 @@ pub async fn recover(ledger: &Ledger, age: Duration, limit: u64) -> Result<usize
             .await?;
     }
     ledger.requeue_pending_hold_actions(limit).await?;
-    Ok(rows.len())
+    Ok((rows.len(), next))
+}
+
+/// Where the next run starts: at the oldest row this run found (it was enqueued again, and
+/// is looked at again until it is finished); if none, one more `age` before this run's
+/// cutoff, because a row is stamped before its commit and one stamped just before the
+/// cutoff may have become visible only after this run read.
+pub fn next_since(
+    oldest_found: Option<DateTime<Utc>>,
+    cutoff: DateTime<Utc>,
+    age: chrono::Duration,
+) -> DateTime<Utc> {
+    oldest_found.unwrap_or(cutoff - age)
 }
 
 /// Enqueues SCHEDULED rows whose time has come and queues due hold expiries and
@@ -57,6 +90,9 @@ pub struct RecoverySweep {
     running: bool,
     running_due: bool,
     first_run: bool,
+    /// Unfinished rows older than this were all found by an earlier run (`None`: look at
+    /// everything).
+    since: Option<DateTime<Utc>>,
 }
 
 impl RecoverySweep {
@@ -67,6 +103,7 @@ impl RecoverySweep {
             running: false,
             running_due: false,
             first_run: true,
+            since: None,
         }
     }
 
@@ -98,14 +135,17 @@ impl RecoverySweep {
         } else {
             self.settings.age_ms
         };
-        let (ledger, limit) = (self.ledger.clone(), self.settings.batch_max);
-        let run = async move { recover(&ledger, Duration::from_millis(age_ms), limit).await };
+        let (ledger, limit, since) = (self.ledger.clone(), self.settings.batch_max, self.since);
+        let age = Duration::from_millis(age_ms);
+        let run = async move { recover_since(&ledger, age, since, limit).await };
         ctx.spawn(run.into_actor(self).map(|result, actor, _| {
             actor.running = false;
             match result {
-                Ok(0) => {}
-                Ok(count) => {
-                    tracing::info!(count, "recovery sweep re-enqueued queued transactions")
+                Ok((count, next)) => {
+                    actor.since = Some(next);
+                    if count > 0 {
+                        tracing::info!(count, "recovery sweep re-enqueued queued transactions");
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "recovery sweep failed"),
             }
@@ -126,5 +166,20 @@ impl Actor for RecoverySweep {
             Duration::from_millis(self.settings.due_check_ms),
             |actor, ctx| actor.run_due(ctx),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_since;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn the_next_run_starts_at_the_oldest_row_found_or_one_age_before_the_cutoff() {
+        let cutoff = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        let age = Duration::seconds(30);
+        let found = cutoff - Duration::seconds(300);
+        assert_eq!(next_since(Some(found), cutoff, age), found);
+        assert_eq!(next_since(None, cutoff, age), cutoff - age);
     }
 }

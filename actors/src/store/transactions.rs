@@ -148,18 +148,23 @@ impl Store {
         .await
     }
 
-    /// QUEUED rows created before `older_than` that no worker has finished (no child row),
-    /// oldest first.
+    /// QUEUED rows created before `older_than` (and not before `since`, when given) that no
+    /// worker has finished (no child row), oldest first.
     pub async fn unfinished_queued(
         &self,
         older_than: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
         limit: u64,
     ) -> Result<Vec<TransactionRecord>, LedgerError> {
         self.run(move |db| async move {
+            let mut select = waiting(TransactionStatus::Queued)
+                .filter(transaction::Column::CreatedAt.lt(older_than));
+            if let Some(since) = since {
+                select = select.filter(transaction::Column::CreatedAt.gte(since));
+            }
             records(
                 &db,
-                waiting(TransactionStatus::Queued)
-                    .filter(transaction::Column::CreatedAt.lt(older_than))
+                select
                     .order_by_asc(transaction::Column::CreatedAt)
                     .limit(limit),
             )
