@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response body read (a page of 1,000 balances is under 1 MiB).
 const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Tries of a GET before its transport error is reported.
+const GET_ATTEMPTS: u32 = 4;
 
 /// A parsed answer: the status and its JSON body (`Null` if none or not JSON).
 #[derive(Debug, Clone)]
@@ -158,8 +160,20 @@ impl Http {
         Ok(Reply { status, json })
     }
 
+    /// A GET, sent again after a transport error (reading changes nothing, so a retry is
+    /// safe): seen here, the client's connection pool answering "connector has been
+    /// disconnected" once after a long run, which failed a run's final balance check.
     pub async fn get(&self, path: &str) -> Result<Reply, TransportError> {
-        self.send(Method::GET, path, None).await
+        let mut attempt = 1;
+        loop {
+            match self.send(Method::GET, path, None).await {
+                Err(_) if attempt < GET_ATTEMPTS => {
+                    actix_web::rt::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, TransportError> {
