@@ -246,10 +246,16 @@ async fn open(
             // the table grew (seen here: `fresh` 3x slower as the tables grew). With them the
             // cached plans are safe, so statements are not replanned per batch (replanning,
             // `plan_cache_mode = force_custom_plan`, took a third of the statements' time).
+            //
+            // A statement that must scan anyway then carries the planner's penalty for a
+            // disabled step in its cost, which would make it look large enough for JIT
+            // compilation (tens of ms each time, seen on the hold-action lookup): JIT is off,
+            // as it never pays for short statements.
             let opts = opts.options([
                 ("enable_seqscan", "off"),
                 ("enable_hashjoin", "off"),
                 ("enable_mergejoin", "off"),
+                ("jit", "off"),
             ]);
             match &socket {
                 Some(socket) => opts.socket(socket),
