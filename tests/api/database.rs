@@ -1,9 +1,12 @@
 //! The store's own connection to PostgreSQL: the `TCP_NODELAY` relay (see
-//! `coffer_actors::store::relay` for why it exists).
+//! `coffer_actors::store::relay` for why it exists), and the plans its statements get.
 
-use crate::helpers::fresh_postgres_database;
+use crate::helpers::{fresh_postgres_database, spawn_app, wait_for, Backend};
 use coffer_actors::store::{PoolSettings, Store};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 fn settings(relay: bool) -> PoolSettings {
     PoolSettings {
@@ -64,4 +67,90 @@ async fn relay_directories_of_dead_processes_are_removed() {
         .expect("store opens through the relay");
     assert!(!orphan.exists(), "the orphaned relay directory is removed");
     store.ping(5_000).await.expect("queries pass the relay");
+}
+
+/// `(sequential scans, index scans)` PostgreSQL has counted on each of `balances` and
+/// `transactions`.
+async fn scans(db: &DatabaseConnection) -> [(i64, i64); 2] {
+    // Statistics are read as of a snapshot taken on first access in a transaction.
+    db.execute_unprepared("SELECT pg_stat_clear_snapshot()")
+        .await
+        .unwrap();
+    let mut counts = [(0, 0); 2];
+    for (count, table) in counts.iter_mut().zip(["balances", "transactions"]) {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = $1",
+                [table.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        *count = (
+            row.try_get("", "seq_scan").unwrap(),
+            row.try_get("", "idx_scan").unwrap(),
+        );
+    }
+    counts
+}
+
+/// PostgreSQL caches a generic plan per statement. Built after the tables were analyzed
+/// while nearly empty, the group commit's lookups (a thousand keys at once) would become a
+/// pass over the whole table on every later batch, however large the table grew. Coffer's
+/// connections leave the planner no choice but index probes: after an ANALYZE of the tiny
+/// tables, transfers (each a reference check, a balance lock, an update and an insert, more
+/// often than PostgreSQL needs to switch to its cached plan) never scan either table.
+#[actix_web::test]
+async fn lookups_stay_index_probes_after_the_tables_were_analyzed_small() {
+    let started = Instant::now();
+    let app = spawn_app(Backend::Postgres).await;
+    let ids = app.balances("USD", 2).await;
+    app.fund(&ids[0], "USD", 1_000).await;
+    let admin = Database::connect(app.database_url()).await.unwrap();
+    admin
+        .execute_unprepared("ANALYZE balances, transactions")
+        .await
+        .unwrap();
+    // Sessions report their counts when idle, within ~10 s; the migrations' index builds
+    // count as scans. The baseline is taken once the counts of scans rest for 11 s.
+    let mut before = scans(&admin).await;
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(11) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "scan counts never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scans(&admin).await;
+        if [now[0].0, now[1].0] != [before[0].0, before[1].0] {
+            since = Instant::now();
+        }
+        before = now;
+    }
+
+    const TRANSFERS: i64 = 20;
+    for _ in 0..TRANSFERS {
+        let reply = app
+            .post("/transactions", app.transfer(&ids[0], &ids[1], 1, true))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    // Once the transfers' index probes are counted, a scan of theirs would be counted too.
+    let after = wait_for(
+        Duration::from_secs(60),
+        "the transfers' index probes to be counted",
+        || async {
+            let now = scans(&admin).await;
+            (now[0].1 >= before[0].1 + TRANSFERS && now[1].1 >= before[1].1 + TRANSFERS)
+                .then_some(now)
+        },
+    )
+    .await;
+    assert_eq!(
+        [after[0].0, after[1].0],
+        [before[0].0, before[1].0],
+        "sequential scans of balances and transactions (before: {before:?}, after: {after:?})"
+    );
+    assert_eq!(app.amount(&ids[1]).await, TRANSFERS);
 }
