@@ -8,6 +8,7 @@ use crate::store::{BalanceRow, Store};
 use crate::LedgerError;
 use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct BalanceRegistry {
     settings: RegistrySettings,
     /// Loads the rows of balances whose actors are not live, many requests' at once.
     loader: Batcher<String, BalanceRow>,
+    /// Actors started while the map was full since it was last pruned (see `start`).
+    starts_while_full: AtomicUsize,
 }
 
 impl BalanceRegistry {
@@ -86,6 +89,7 @@ impl BalanceRegistry {
             _owned: owned,
             store,
             settings,
+            starts_while_full: AtomicUsize::new(0),
         }
     }
 
@@ -116,7 +120,15 @@ impl BalanceRegistry {
             return addr.clone();
         }
         if map.len() >= self.settings.actors_max {
-            map.retain(|_, addr| addr.connected());
+            // Stopped actors forget themselves; pruning only catches any that could not. It
+            // walks the whole map under the lock, so a full map is pruned once every
+            // `actors_max / 8` starts, not on each (seen: every new balance of `fresh` walking
+            // 100,000 entries, p99 0.1 s → 0.8 s).
+            let starts = self.starts_while_full.fetch_add(1, Ordering::Relaxed) + 1;
+            if starts >= (self.settings.actors_max / 8).max(1) {
+                self.starts_while_full.store(0, Ordering::Relaxed);
+                map.retain(|_, addr| addr.connected());
+            }
         }
         if map.len() >= self.settings.actors_max {
             // Over the bound: the new actor is not kept in the map; it serves this request
