@@ -213,3 +213,34 @@ async fn an_overloaded_committer_refuses_the_excess_and_changes_nothing(backend:
     app.assert_invariants().await;
 }
 on_both_backends!(an_overloaded_committer_refuses_the_excess_and_changes_nothing);
+
+/// More balances in use than the registry keeps actors for: the actors over the bound serve
+/// their request and stop, the full map is pruned now and then, and every balance ends exact.
+async fn more_balances_than_the_actor_bound_stay_exact(backend: Backend) {
+    // Arrange: the smallest bound (16), three times as many balances.
+    let mut settings = crate::helpers::test_settings(backend).await;
+    settings.balance_actors_max = 16;
+    let app = crate::helpers::spawn_with(settings).await;
+    let balances = app.balances("USD", 48).await;
+    let source = &balances[0];
+    app.fund(source, "USD", 47 * 2 * AMOUNT).await;
+    let bodies: Vec<serde_json::Value> = balances[1..]
+        .iter()
+        .chain(balances[1..].iter())
+        .map(|destination| app.transfer(source, destination, AMOUNT, true))
+        .collect();
+
+    // Act
+    let replies = send_all(&app, bodies).await;
+
+    // Assert
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    assert_eq!(app.amount(source).await, 0);
+    for destination in &balances[1..] {
+        assert_eq!(app.amount(destination).await, 2 * AMOUNT);
+    }
+    app.assert_invariants().await;
+}
+on_both_backends!(more_balances_than_the_actor_bound_stay_exact);
