@@ -230,7 +230,10 @@ if [[ -n "${BENCH_COMMIT:-}" ]]; then
     COMMIT=$BENCH_COMMIT
 else
     COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
-    if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT (with uncommitted changes)"; fi
+    # The file this run writes does not count: it is usually the one changed.
+    if [[ -n "$(git status --porcelain 2>/dev/null | grep -vF " ${OUT#"$ROOT"/}")" ]]; then
+        COMMIT="$COMMIT (with uncommitted changes)"
+    fi
 fi
 RUSTC=$(rustc --version 2>/dev/null || echo "?")
 
