@@ -73,9 +73,30 @@ PG_BIN=""
 REDIS_DIR=""  # throwaway Redis: temp dir
 REDIS_PID=""
 
+# Every database and Redis key the tests create carries this run's tag (see
+# `unique_name` in tests/api/helpers.rs); they are removed when the script ends, passed or not.
+COFFER_TEST_RUN="r$(date +%s)$$"
+export COFFER_TEST_RUN
+
+remove_test_data() {
+    if [[ -n "${COFFER_TEST_DATABASE_URL:-}" ]] && command -v psql >/dev/null 2>&1; then
+        local db
+        for db in $(psql -X -Atq "$COFFER_TEST_DATABASE_URL/postgres" -c \
+                "SELECT datname FROM pg_database WHERE datname LIKE 'coffer\_test\_%${COFFER_TEST_RUN}\_%'" 2>/dev/null); do
+            psql -X -q "$COFFER_TEST_DATABASE_URL/postgres" \
+                -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+        done
+    fi
+    if [[ -n "${COFFER_TEST_REDIS_URL:-}" ]] && command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -u "$COFFER_TEST_REDIS_URL" --scan --pattern "*test:${COFFER_TEST_RUN}_*" 2>/dev/null |
+            xargs -r -n 500 redis-cli -u "$COFFER_TEST_REDIS_URL" del >/dev/null 2>&1 || true
+    fi
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    remove_test_data
     if [[ -n "$REDIS_PID" ]]; then
         say "stopping throwaway Redis (pid $REDIS_PID)"
         kill "$REDIS_PID" 2>/dev/null || true

@@ -40,13 +40,30 @@ async fn spawn_sqlite() -> String {
     .await
 }
 
+/// `<run>_<uuid>` as in `tests/api/helpers.rs` (a separate test binary): scripts/test.sh
+/// removes the databases and Redis keys of its run (`COFFER_TEST_RUN`) when it ends.
+fn unique_name() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match std::env::var("COFFER_TEST_RUN") {
+        Ok(run)
+            if !run.is_empty()
+                && run
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
+        {
+            format!("{run}_{id}")
+        }
+        _ => id,
+    }
+}
+
 /// PostgreSQL (a fresh database) and Redis (its own key prefix), workers in the server.
 async fn spawn_postgres() -> String {
     let base = std::env::var("COFFER_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
     let redis =
         std::env::var("COFFER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let name = format!("coffer_test_bench_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("coffer_test_bench_{}", unique_name());
     let admin = Database::connect(format!("{base}/postgres"))
         .await
         .expect("PostgreSQL answers");
@@ -60,7 +77,7 @@ async fn spawn_postgres() -> String {
         port: 0,
         database_url: Some(format!("{base}/{name}")),
         redis_url: Some(redis),
-        redis_key_prefix: format!("bench-test:{}:", uuid::Uuid::new_v4().simple()),
+        redis_key_prefix: format!("bench-test:{}:", unique_name()),
         start_workers: true,
         data_dir: temp_dir(),
         ..Settings::default()

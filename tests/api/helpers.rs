@@ -27,9 +27,27 @@ pub fn redis_url() -> String {
     std::env::var("COFFER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// A new name part for a test's database or Redis key prefix: `<run>_<uuid>`, where `<run>`
+/// is `COFFER_TEST_RUN` (set by scripts/test.sh, which removes the run's databases and keys
+/// when it ends), or just the uuid.
+pub fn unique_name() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match std::env::var("COFFER_TEST_RUN") {
+        Ok(run)
+            if !run.is_empty()
+                && run
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
+        {
+            format!("{run}_{id}")
+        }
+        _ => id,
+    }
+}
+
 /// Creates an empty PostgreSQL database and returns its URL.
 pub async fn fresh_postgres_database() -> String {
-    let name = format!("coffer_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("coffer_test_{}", unique_name());
     let base = postgres_base_url();
     let admin = Database::connect(format!("{base}/postgres"))
         .await
@@ -68,7 +86,7 @@ pub async fn test_settings(backend: Backend) -> Settings {
         Backend::Postgres => {
             settings.database_url = Some(fresh_postgres_database().await);
             settings.redis_url = Some(redis_url());
-            settings.redis_key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+            settings.redis_key_prefix = format!("test:{}:", unique_name());
         }
         Backend::Sqlite => settings.data_dir = temp_dir(),
     }

@@ -730,7 +730,7 @@ fn spans(received: &[ExportTraceServiceRequest]) -> Vec<ReceivedSpan> {
 async fn one_queued_transfer_is_one_trace_from_the_request_to_the_workers_commit() {
     let (collector, received) = start_collector().await;
     let database_url = fresh_postgres_database().await;
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let prefix = format!("test:{}:", crate::helpers::unique_name());
     let mut api_environment = environment(&database_url, &prefix);
     // Blnk's key, as a bare host:port, for the server...
     api_environment.push(("BLNK_MONITORING_DSN", format!("127.0.0.1:{collector}")));
@@ -816,7 +816,7 @@ async fn one_queued_transfer_is_one_trace_from_the_request_to_the_workers_commit
 #[actix_web::test]
 async fn the_worker_serves_health_and_metrics_and_on_sigterm_acks_only_what_it_committed() {
     let database_url = fresh_postgres_database().await;
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let prefix = format!("test:{}:", crate::helpers::unique_name());
     let mut environment = environment(&database_url, &prefix);
     environment.push(("BLNK_METRICS_BEARER_TOKEN", "worker-token".into()));
     // No recovery sweep re-enqueues during the test.
@@ -923,7 +923,7 @@ async fn the_worker_serves_health_and_metrics_and_on_sigterm_acks_only_what_it_c
 #[actix_web::test]
 async fn the_server_stops_gracefully_on_sigterm_and_keeps_what_it_acknowledged() {
     let database_url = fresh_postgres_database().await;
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let prefix = format!("test:{}:", crate::helpers::unique_name());
     let mut environment = environment(&database_url, &prefix);
     environment.retain(|(k, _)| *k != "COFFER_START_WORKERS");
     environment.push(("COFFER_START_WORKERS", "true".into()));

@@ -97,7 +97,7 @@ async fn two_servers_on_one_database_never_overdraw_or_lose_an_update() {
     let database_url = fresh_postgres_database().await;
     let environment = environment(
         &database_url,
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        &format!("test:{}:", crate::helpers::unique_name()),
     );
     let first = start(&environment);
     let second = start(&environment);
@@ -159,7 +159,7 @@ async fn a_server_killed_mid_traffic_keeps_every_acknowledged_transfer_exactly_o
     let database_url = fresh_postgres_database().await;
     let environment = environment(
         &database_url,
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        &format!("test:{}:", crate::helpers::unique_name()),
     );
     let mut server = start(&environment);
     let balances = server.app.balances("USD", 6).await;
@@ -265,7 +265,7 @@ async fn scheduled_transfers_and_expiring_holds_survive_a_restart() {
     let database_url = fresh_postgres_database().await;
     let mut environment = environment(
         &database_url,
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        &format!("test:{}:", crate::helpers::unique_name()),
     );
     environment.push(("COFFER_DUE_CHECK_MS", "100".into()));
     let mut server = start(&environment);
