@@ -5,16 +5,14 @@
 use coffer::bench::{self, Http, Options, Plan, Scenario, ScenarioReport, Status};
 use coffer::configuration::Settings;
 use coffer::startup::Application;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("coffer-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+// The API tests' helpers (fresh databases, key prefixes, temp dirs); this binary uses a few.
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+use helpers::{fresh_postgres_database, redis_url, temp_dir, unique_name};
 
 /// Fast queue recovery, as in the API tests: a queued transfer whose first apply failed (e.g.
 /// SQLite's "database is locked" under concurrent writers) is retried within about 2.5 s,
@@ -40,43 +38,13 @@ async fn spawn_sqlite() -> String {
     .await
 }
 
-/// `<run>_<uuid>` as in `tests/api/helpers.rs` (a separate test binary): scripts/test.sh
-/// removes the databases and Redis keys of its run (`COFFER_TEST_RUN`) when it ends.
-fn unique_name() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    match std::env::var("COFFER_TEST_RUN") {
-        Ok(run)
-            if !run.is_empty()
-                && run
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
-        {
-            format!("{run}_{id}")
-        }
-        _ => id,
-    }
-}
-
 /// PostgreSQL (a fresh database) and Redis (its own key prefix), workers in the server.
 async fn spawn_postgres() -> String {
-    let base = std::env::var("COFFER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let redis =
-        std::env::var("COFFER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let name = format!("coffer_test_bench_{}", unique_name());
-    let admin = Database::connect(format!("{base}/postgres"))
-        .await
-        .expect("PostgreSQL answers");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
-    admin.close().await.ok();
     spawn(fast_recovery(Settings {
         host: "127.0.0.1".into(),
         port: 0,
-        database_url: Some(format!("{base}/{name}")),
-        redis_url: Some(redis),
+        database_url: Some(fresh_postgres_database().await),
+        redis_url: Some(redis_url()),
         redis_key_prefix: format!("bench-test:{}:", unique_name()),
         start_workers: true,
         data_dir: temp_dir(),
