@@ -14,6 +14,9 @@ pub struct Migration;
 /// 14 ms with byte order. Equality is the same in both, and a lookup value of the default
 /// collation takes the column's collation, so every query keeps its index. SQLite already
 /// compares text bytewise.
+///
+/// On an existing database the indexes on these columns are rebuilt while the tables are
+/// locked: on a large ledger, plan the upgrade like any index rebuild.
 const COLUMNS: [(&str, &[&str]); 4] = [
     ("ledgers", &["ledger_id"]),
     (
