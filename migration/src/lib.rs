@@ -10,6 +10,8 @@
 //!   `transactions` cover only the rows looked up through them.
 //! - `m20261126_000005_byte_order_keys`: ids, references and indicators compare byte by byte
 //!   (PostgreSQL only).
+//! - `m20261126_000006_pending_hold_actions_index`: the holds with an action in progress,
+//!   found without reading every hold.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -22,6 +24,7 @@ mod m20261126_000002_create_inflight_holds;
 mod m20261126_000003_balances_fillfactor;
 mod m20261126_000004_partial_transaction_indexes;
 mod m20261126_000005_byte_order_keys;
+mod m20261126_000006_pending_hold_actions_index;
 
 pub struct Migrator;
 
@@ -34,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_balances_fillfactor::Migration),
             Box::new(m20261126_000004_partial_transaction_indexes::Migration),
             Box::new(m20261126_000005_byte_order_keys::Migration),
+            Box::new(m20261126_000006_pending_hold_actions_index::Migration),
         ]
     }
 }
