@@ -114,7 +114,7 @@ async fn lookups_stay_index_probes_after_the_tables_were_analyzed_small() {
     app.fund(&ids[0], "USD", 1_000).await;
     let admin = Database::connect(app.database_url()).await.unwrap();
     admin
-        .execute_unprepared("ANALYZE balances, transactions")
+        .execute_unprepared("ANALYZE balances, transactions, inflight_holds")
         .await
         .unwrap();
     // Sessions report their counts when idle, within ~10 s; the migrations' index builds
