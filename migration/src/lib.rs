@@ -10,8 +10,8 @@
 //!   `transactions` cover only the rows looked up through them.
 //! - `m20261126_000005_byte_order_keys`: ids, references and indicators compare byte by byte
 //!   (PostgreSQL only).
-//! - `m20261126_000006_pending_hold_actions_index`: the holds with an action in progress,
-//!   found without reading every hold.
+//! - `m20261126_000006_hold_sweep_indexes`: the hold sweeps read only the holds they act on
+//!   (pending actions; due holds still inflight), not every hold ever made.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -24,7 +24,7 @@ mod m20261126_000002_create_inflight_holds;
 mod m20261126_000003_balances_fillfactor;
 mod m20261126_000004_partial_transaction_indexes;
 mod m20261126_000005_byte_order_keys;
-mod m20261126_000006_pending_hold_actions_index;
+mod m20261126_000006_hold_sweep_indexes;
 
 pub struct Migrator;
 
@@ -37,7 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_balances_fillfactor::Migration),
             Box::new(m20261126_000004_partial_transaction_indexes::Migration),
             Box::new(m20261126_000005_byte_order_keys::Migration),
-            Box::new(m20261126_000006_pending_hold_actions_index::Migration),
+            Box::new(m20261126_000006_hold_sweep_indexes::Migration),
         ]
     }
 }
