@@ -28,6 +28,23 @@ mod m20261126_000006_hold_sweep_indexes;
 
 pub struct Migrator;
 
+/// Runs `all` on every backend, then `postgres_only` on PostgreSQL.
+async fn execute_statements(
+    manager: &SchemaManager<'_>,
+    all: &[&str],
+    postgres_only: &[&str],
+) -> Result<(), DbErr> {
+    let on_postgres =
+        manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres;
+    for sql in all
+        .iter()
+        .chain(postgres_only.iter().filter(|_| on_postgres))
+    {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

@@ -1,5 +1,4 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -11,22 +10,15 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared("ALTER TABLE balances SET (fillfactor = 70)")
-                .await?;
-        }
-        Ok(())
+        crate::execute_statements(
+            manager,
+            &[],
+            &["ALTER TABLE balances SET (fillfactor = 70)"],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared("ALTER TABLE balances RESET (fillfactor)")
-                .await?;
-        }
-        Ok(())
+        crate::execute_statements(manager, &[], &["ALTER TABLE balances RESET (fillfactor)"]).await
     }
 }

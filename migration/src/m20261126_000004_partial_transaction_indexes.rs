@@ -1,5 +1,4 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -39,27 +38,10 @@ const DOWN_POSTGRES: [&str; 2] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for sql in statements(manager, &UP, &UP_POSTGRES) {
-            manager.get_connection().execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::execute_statements(manager, &UP, &UP_POSTGRES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for sql in statements(manager, &DOWN, &DOWN_POSTGRES) {
-            manager.get_connection().execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::execute_statements(manager, &DOWN, &DOWN_POSTGRES).await
     }
-}
-
-fn statements<'a>(
-    manager: &SchemaManager,
-    all: &'a [&'a str],
-    postgres: &'a [&'a str],
-) -> impl Iterator<Item = &'a str> {
-    let on_postgres = manager.get_database_backend() == DbBackend::Postgres;
-    all.iter()
-        .chain(postgres.iter().filter(move |_| on_postgres))
-        .copied()
 }

@@ -1,5 +1,4 @@
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -38,18 +37,10 @@ const DOWN_POSTGRES: [&str; 4] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &UP, &UP_POSTGRES).await
+        crate::execute_statements(manager, &UP, &UP_POSTGRES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &DOWN, &DOWN_POSTGRES).await
+        crate::execute_statements(manager, &DOWN, &DOWN_POSTGRES).await
     }
-}
-
-async fn run(manager: &SchemaManager<'_>, all: &[&str], postgres: &[&str]) -> Result<(), DbErr> {
-    let on_postgres = manager.get_database_backend() == DbBackend::Postgres;
-    for sql in all.iter().chain(postgres.iter().filter(|_| on_postgres)) {
-        manager.get_connection().execute_unprepared(sql).await?;
-    }
-    Ok(())
 }
