@@ -6,6 +6,12 @@ use coffer::configuration::Settings;
 use coffer::startup::{build_ledger, run_workers, Application};
 use std::path::PathBuf;
 
+// glibc's malloc spent ~27% of the server's CPU on the queued path (consolidating and
+// splitting chunks); mimalloc's thread-local free lists took fresh-queued from ~3.2k/s to
+// ~4.0k/s in same-machine A/B runs (BENCHMARKS.md, round 4).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "coffer",
