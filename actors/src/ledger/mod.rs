@@ -30,7 +30,7 @@ pub use refund::RefundRequest;
 pub use transfer::{BulkOutcome, BulkRequest, LegSpec, Legs, Recorded, Side, TransferRequest};
 
 use crate::queue::TransactionQueue;
-use crate::store::{BalanceRow, BatchUnit, ItemOutcome, Store};
+use crate::store::{BalanceRow, BatchUnit, IndicatorBalance, ItemOutcome, Store};
 use crate::LedgerError;
 use actix::{Actor, Addr, Arbiter};
 use balance_actor::BalanceActor;
@@ -57,7 +57,7 @@ struct Inner {
     /// `(indicator, currency)` → balance id; indicator balances are never deleted.
     indicators: Mutex<HashMap<(String, String), String>>,
     /// Creates the indicator balances missing from `indicators`, in batches.
-    indicator_resolver: batcher::Batcher<(String, String), String>,
+    indicator_resolver: batcher::Batcher<(String, String), IndicatorBalance>,
     committer_arbiter: Arbiter,
     intake_arbiter: Arbiter,
 }
@@ -182,12 +182,20 @@ impl Ledger {
             let mut missing = missing.into_iter();
             for slot in resolved.iter_mut().filter(|slot| slot.is_none()) {
                 let key = missing.next().expect("one key per unresolved identifier");
-                let id = ids.get(&key).cloned().ok_or_else(|| {
+                let found = ids.get(&key).cloned().ok_or_else(|| {
                     LedgerError::Internal(format!(
                         "indicator balance {} ({}) missing",
                         key.0, key.1
                     ))
                 })?;
+                let id = found.balance_id;
+                if found.created {
+                    // Its first use is about to start its actor: hand it the row it was
+                    // created with rather than reading that back (a fresh-balance transfer
+                    // would load two rows).
+                    self.registry()
+                        .seed(BalanceRow::created(id.clone(), key.1.clone()));
+                }
                 cache.insert(key, id.clone());
                 *slot = Some(id);
             }

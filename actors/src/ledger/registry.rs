@@ -114,6 +114,15 @@ impl BalanceRegistry {
         Ok(self.start(row))
     }
 
+    /// Starts the actor of a balance whose row the caller knows to be current (it was just
+    /// created), unless it is live or the map is full (an actor outside the map would only
+    /// idle until it stops).
+    pub fn seed(&self, row: BalanceRow) {
+        if self.map.len() < self.settings.actors_max {
+            self.start(row);
+        }
+    }
+
     fn start(&self, row: BalanceRow) -> Addr<BalanceActor> {
         let mut map = self.map.lock();
         if let Some(addr) = map.get(&row.balance_id).filter(|addr| addr.connected()) {

@@ -22,6 +22,20 @@ pub struct BalanceRow {
     pub version: i64,
 }
 
+impl BalanceRow {
+    /// The row a balance has when it was just inserted with only its key columns (an
+    /// indicator balance's first use): nothing else needs reading back.
+    pub fn created(balance_id: String, currency: String) -> Self {
+        Self {
+            balance_id,
+            currency,
+            precision: None,
+            amounts: BalanceAmounts::default(),
+            version: 0,
+        }
+    }
+}
+
 impl From<&balance::Model> for BalanceRow {
     fn from(model: &balance::Model) -> Self {
         Self {
@@ -76,17 +90,36 @@ pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
 ];
 
 /// `found` if it has every key.
+/// The balance of an `(indicator, currency)` key, and whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndicatorBalance {
+    pub balance_id: String,
+    /// Inserted by this call with the id it proposed: its row is [`BalanceRow::created`].
+    pub created: bool,
+}
+
+/// Every key's balance; `proposed[i]` is the id offered for `keys[i]` (the stored id is the
+/// proposed one exactly when this call's insert won).
 fn complete(
-    found: HashMap<(String, String), String>,
+    mut found: HashMap<(String, String), String>,
     keys: &[(String, String)],
-) -> Result<HashMap<(String, String), String>, LedgerError> {
-    match keys.iter().find(|key| !found.contains_key(*key)) {
-        Some(missing) => Err(LedgerError::Internal(format!(
-            "indicator balance {} ({}) vanished",
-            missing.0, missing.1
-        ))),
-        None => Ok(found),
+    proposed: &[String],
+) -> Result<HashMap<(String, String), IndicatorBalance>, LedgerError> {
+    let mut answer = HashMap::with_capacity(keys.len());
+    for (key, proposed) in keys.iter().zip(proposed) {
+        let balance_id = found.remove(key).ok_or_else(|| {
+            LedgerError::Internal(format!("indicator balance {} ({}) vanished", key.0, key.1))
+        })?;
+        let created = balance_id == *proposed;
+        answer.insert(
+            key.clone(),
+            IndicatorBalance {
+                balance_id,
+                created,
+            },
+        );
     }
+    Ok(answer)
 }
 
 /// `(indicator, currency) → balance id` of the stored indicator balances among `keys`.
@@ -241,22 +274,27 @@ impl Store {
     pub async fn indicator_balances(
         &self,
         keys: Vec<(String, String)>,
-    ) -> Result<HashMap<(String, String), String>, LedgerError> {
+    ) -> Result<HashMap<(String, String), IndicatorBalance>, LedgerError> {
         self.run(|db| async move {
+            let proposed: Vec<String> = keys
+                .iter()
+                .map(|_| ids::new_id(ids::BALANCE_PREFIX))
+                .collect();
             if db.get_database_backend() == DbBackend::Postgres {
-                let mut found = super::pg_arrays::create_indicators(&db, &keys).await?;
+                let mut found = super::pg_arrays::create_indicators(&db, &keys, &proposed).await?;
                 if found.len() < keys.len() {
                     // Created by another process after this statement's snapshot was taken:
                     // committed by now (the conflict waited for it), so visible to a new one.
                     found = indicator_ids(&db, &keys).await?;
                 }
-                return complete(found, &keys);
+                return complete(found, &keys, &proposed);
             }
             let txn = db.begin().await?;
             let models: Vec<balance::ActiveModel> = keys
                 .iter()
-                .map(|(indicator, currency)| {
-                    new_model(NewBalance {
+                .zip(&proposed)
+                .map(|((indicator, currency), id)| {
+                    let mut model = new_model(NewBalance {
                         ledger_id: GENERAL_LEDGER_ID.to_owned(),
                         currency: currency.clone(),
                         identity_id: None,
@@ -265,7 +303,9 @@ impl Store {
                         meta_data: None,
                         track_fund_lineage: false,
                         allocation_strategy: None,
-                    })
+                    });
+                    model.balance_id = Set(id.clone());
+                    model
                 })
                 .collect();
             for chunk in models.chunks(INDICATOR_INSERT_ROWS_MAX) {
@@ -279,7 +319,7 @@ impl Store {
             }
             let found = indicator_ids(&txn, &keys).await?;
             txn.commit().await?;
-            complete(found, &keys)
+            complete(found, &keys, &proposed)
         })
         .await
     }
@@ -348,5 +388,35 @@ impl Store {
             Ok(totals)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(indicator: &str) -> (String, String) {
+        (indicator.to_owned(), "USD".to_owned())
+    }
+
+    #[test]
+    fn a_key_is_created_here_only_when_its_stored_id_is_the_proposed_one() {
+        let keys = [key("@new"), key("@old")];
+        let proposed = ["bln_a".to_owned(), "bln_b".to_owned()];
+        let found = HashMap::from([
+            (key("@new"), "bln_a".to_owned()),
+            (key("@old"), "bln_stored_before".to_owned()),
+        ]);
+        let answer = complete(found, &keys, &proposed).unwrap();
+        assert!(answer[&key("@new")].created);
+        assert_eq!(answer[&key("@old")].balance_id, "bln_stored_before");
+        assert!(!answer[&key("@old")].created);
+    }
+
+    #[test]
+    fn a_key_missing_from_what_was_found_is_an_error_not_a_panic() {
+        let keys = [key("@gone")];
+        let answer = complete(HashMap::new(), &keys, &["bln_a".to_owned()]);
+        assert!(matches!(answer, Err(LedgerError::Internal(_))));
     }
 }

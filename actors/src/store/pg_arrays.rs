@@ -146,13 +146,14 @@ pub async fn indicator_ids<C: ConnectionTrait>(
     indicator_rows(&rows)
 }
 
-/// Creates the missing General Ledger balances of `(indicator, currency)` keys and returns
-/// the ids of all of them, in one statement (no transaction round trips). A key another
+/// Creates the missing General Ledger balances of `(indicator, currency)` keys (`ids[i]` for
+/// `keys[i]`) and returns the ids of all of them, in one statement (no transaction round trips). A key another
 /// process inserts while this statement runs is skipped by the insert and not yet visible to
 /// its read, so it can be absent from the answer: read again then.
 pub async fn create_indicators<C: ConnectionTrait>(
     db: &C,
     keys: &[(String, String)],
+    ids: &[String],
 ) -> Result<HashMap<(String, String), String>, DbErr> {
     let sql = format!(
         "WITH wanted AS (SELECT * FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), \
@@ -171,10 +172,7 @@ pub async fn create_indicators<C: ConnectionTrait>(
             "",
         )
     );
-    let ids: Vec<String> = keys
-        .iter()
-        .map(|_| crate::domain::ids::new_id(crate::domain::ids::BALANCE_PREFIX))
-        .collect();
+    debug_assert_eq!(ids.len(), keys.len(), "one proposed id per key");
     let values = vec![
         bind(text_array(ids.iter().map(|id| Some(id.as_str())))),
         bind(text_array(keys.iter().map(|(i, _)| Some(i.as_str())))),
