@@ -491,6 +491,20 @@ async fn a_balance_with_a_precision_refuses_other_precisions_on_both_paths(backe
 
     // Act
     let mut refusals = Vec::new();
+    // First use of a balance with a precision (its actor starts from its row) and later uses
+    // (the registry holds the precision of live balances): both refuse.
+    let cold = app
+        .post(
+            "/balances",
+            json!({ "ledger_id": ledger, "currency": "USD", "precision": 100 }),
+        )
+        .await;
+    let cold = cold.json["balance_id"].as_str().unwrap().to_owned();
+    let body = with_precision("@World", &cold, 1000, true);
+    refusals.push((
+        app.post("/transactions", body.clone()).await,
+        reference_of(&body),
+    ));
     for skip_queue in [true, false] {
         for (source, destination) in [("@World", cents.as_str()), (cents.as_str(), plain.as_str())]
         {

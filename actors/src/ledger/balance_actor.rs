@@ -44,17 +44,6 @@ impl BalanceActor {
         }
     }
 
-    fn check_precision(&self, precision: &Precision) -> Result<(), LedgerError> {
-        match &self.row.precision {
-            Some(expected) if expected != precision => Err(LedgerError::PrecisionMismatch {
-                balance_id: self.row.balance_id.clone(),
-                expected: expected.to_string(),
-                given: precision.to_string(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
     /// Reserves the change's debit if the floor allows it against the cached state.
     fn try_reserve(&mut self, change: &GuardedChange) -> Result<(), LedgerError> {
         let debit = -change.delta.available_change();
@@ -94,6 +83,23 @@ impl BalanceActor {
                     }
                 }),
         );
+    }
+}
+
+/// A balance with a precision takes transfers of that precision only; one without (an
+/// `@indicator` balance) takes any.
+pub fn check_precision(
+    balance_id: &str,
+    stored: Option<&Precision>,
+    given: &Precision,
+) -> Result<(), LedgerError> {
+    match stored {
+        Some(expected) if expected != given => Err(LedgerError::PrecisionMismatch {
+            balance_id: balance_id.to_owned(),
+            expected: expected.to_string(),
+            given: given.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -138,7 +144,11 @@ impl Handler<Reserve> for BalanceActor {
     #[tracing::instrument(level = "debug", name = "balance.reserve", skip_all, fields(balance_id = %self.row.balance_id))]
     fn handle(&mut self, message: Reserve, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        if let Err(error) = self.check_precision(&message.precision) {
+        if let Err(error) = check_precision(
+            &self.row.balance_id,
+            self.row.precision.as_ref(),
+            &message.precision,
+        ) {
             return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
         }
         if self.try_reserve(&message.change).is_ok() {
@@ -162,23 +172,6 @@ impl Handler<Reserve> for BalanceActor {
     }
 }
 
-/// Checks that the balance accepts this precision (the credited side of a transfer).
-#[derive(Message)]
-#[rtype(result = "Result<(), LedgerError>")]
-pub struct Touch {
-    pub precision: Precision,
-}
-
-impl Handler<Touch> for BalanceActor {
-    type Result = Result<(), LedgerError>;
-
-    #[tracing::instrument(level = "debug", name = "balance.touch", skip_all, fields(balance_id = %self.row.balance_id))]
-    fn handle(&mut self, message: Touch, _ctx: &mut Context<Self>) -> Self::Result {
-        self.last_used = Instant::now();
-        self.check_precision(&message.precision)
-    }
-}
-
 /// A transfer finished: release its reservation and take the committed state.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -192,6 +185,8 @@ impl Handler<Settle> for BalanceActor {
 
     #[tracing::instrument(level = "debug", name = "balance.settle", skip_all, fields(balance_id = %self.row.balance_id))]
     fn handle(&mut self, message: Settle, _ctx: &mut Context<Self>) {
+        // A settled transfer is a use (the credited side gets no other message).
+        self.last_used = Instant::now();
         self.reserved -= message.released;
         if self.reserved.sign() == Sign::Minus {
             // A restart dropped the reservation this releases.

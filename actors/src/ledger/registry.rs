@@ -1,9 +1,10 @@
 //! Finds or starts the actor of a balance. Actors are spread over a fixed set of arbiters
 //! (threads) by balance id, started on first use, stopped when idle, and bounded in number.
 
-use super::balance_actor::BalanceActor;
+use super::balance_actor::{check_precision, BalanceActor};
 use super::batcher::Batcher;
 use crate::domain::ids::shard_of;
+use crate::domain::Precision;
 use crate::store::{BalanceRow, Store};
 use crate::LedgerError;
 use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
@@ -12,12 +13,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A live actor and its balance's precision: fixed when the balance is created, so a
+/// transfer's precision is checked here, without a message to the actor.
+struct Live {
+    addr: Addr<BalanceActor>,
+    precision: Option<Precision>,
+}
+
 /// The live actors by balance id; shared with the actors so an idle one can leave.
 #[derive(Clone, Default)]
-pub struct RegistryMap(Arc<Mutex<HashMap<String, Addr<BalanceActor>>>>);
+pub struct RegistryMap(Arc<Mutex<HashMap<String, Live>>>);
 
 impl RegistryMap {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Addr<BalanceActor>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         // A poisoned map is still a valid map of addresses.
         self.0
             .lock()
@@ -27,14 +35,28 @@ impl RegistryMap {
     pub fn get(&self, balance_id: &str) -> Option<Addr<BalanceActor>> {
         self.lock()
             .get(balance_id)
-            .filter(|addr| addr.connected())
-            .cloned()
+            .filter(|live| live.addr.connected())
+            .map(|live| live.addr.clone())
+    }
+
+    /// The live actor of a balance that takes `precision`; `None` when none is live.
+    fn get_taking(
+        &self,
+        balance_id: &str,
+        precision: &Precision,
+    ) -> Option<Result<Addr<BalanceActor>, LedgerError>> {
+        let map = self.lock();
+        let live = map.get(balance_id).filter(|live| live.addr.connected())?;
+        Some(
+            check_precision(balance_id, live.precision.as_ref(), precision)
+                .map(|()| live.addr.clone()),
+        )
     }
 
     /// Removes the entry if it still names this actor.
     pub fn forget(&self, balance_id: &str, addr: &Addr<BalanceActor>) {
         let mut map = self.lock();
-        if map.get(balance_id) == Some(addr) {
+        if map.get(balance_id).map(|live| &live.addr) == Some(addr) {
             map.remove(balance_id);
         }
     }
@@ -107,11 +129,30 @@ impl BalanceRegistry {
         if let Some(addr) = self.map.get(balance_id) {
             return Ok(addr);
         }
-        let mut rows = self.loader.get(vec![balance_id.to_owned()]).await?;
-        let row = rows
-            .remove(balance_id)
-            .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.to_owned()))?;
+        let row = self.load(balance_id).await?;
         Ok(self.start(row))
+    }
+
+    /// [`Self::actor`] of a balance that must take `precision` (the credited side of a
+    /// transfer, or any side of one only stored for later): checked here, no message sent.
+    pub async fn actor_taking(
+        &self,
+        balance_id: &str,
+        precision: &Precision,
+    ) -> Result<Addr<BalanceActor>, LedgerError> {
+        if let Some(checked) = self.map.get_taking(balance_id, precision) {
+            return checked;
+        }
+        let row = self.load(balance_id).await?;
+        let checked = check_precision(balance_id, row.precision.as_ref(), precision);
+        let addr = self.start(row);
+        checked.map(|()| addr)
+    }
+
+    async fn load(&self, balance_id: &str) -> Result<BalanceRow, LedgerError> {
+        let mut rows = self.loader.get(vec![balance_id.to_owned()]).await?;
+        rows.remove(balance_id)
+            .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.to_owned()))
     }
 
     /// Starts the actor of a balance whose row the caller knows to be current (it was just
@@ -125,8 +166,11 @@ impl BalanceRegistry {
 
     fn start(&self, row: BalanceRow) -> Addr<BalanceActor> {
         let mut map = self.map.lock();
-        if let Some(addr) = map.get(&row.balance_id).filter(|addr| addr.connected()) {
-            return addr.clone();
+        if let Some(live) = map
+            .get(&row.balance_id)
+            .filter(|live| live.addr.connected())
+        {
+            return live.addr.clone();
         }
         if map.len() >= self.settings.actors_max {
             // Stopped actors forget themselves; pruning only catches any that could not. It
@@ -136,7 +180,7 @@ impl BalanceRegistry {
             let starts = self.starts_while_full.fetch_add(1, Ordering::Relaxed) + 1;
             if starts >= (self.settings.actors_max / 8).max(1) {
                 self.starts_while_full.store(0, Ordering::Relaxed);
-                map.retain(|_, addr| addr.connected());
+                map.retain(|_, live| live.addr.connected());
             }
         }
         if map.len() >= self.settings.actors_max {
@@ -145,7 +189,7 @@ impl BalanceRegistry {
             tracing::debug!(live = map.len(), "balance actor bound reached");
         }
         let shard = shard_of(&row.balance_id, self.arbiters.len() as u32) as usize;
-        let balance_id = row.balance_id.clone();
+        let (balance_id, precision) = (row.balance_id.clone(), row.precision.clone());
         let (store, registry) = (self.store.clone(), self.map.clone());
         let (capacity, idle) = (
             self.settings.mailbox_capacity,
@@ -155,7 +199,11 @@ impl BalanceRegistry {
             BalanceActor::new(row, store, registry, capacity, idle)
         });
         if map.len() < self.settings.actors_max {
-            map.insert(balance_id, addr.clone());
+            let live = Live {
+                addr: addr.clone(),
+                precision,
+            };
+            map.insert(balance_id, live);
         }
         addr
     }

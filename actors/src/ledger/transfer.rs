@@ -1,7 +1,7 @@
 //! Recording transfers: one transfer, a split over several sources or destinations, an
 //! inflight hold, a scheduled transfer; applying queued ones; bulk requests.
 
-use super::balance_actor::{BalanceActor, Reserve, Settle, Touch};
+use super::balance_actor::{BalanceActor, Reserve, Settle};
 use super::{mailbox, Ledger};
 use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::UnitMode;
@@ -427,8 +427,9 @@ impl Ledger {
         }
     }
 
-    /// Checks both balances with their actors and reserves the source's debit.
-    /// `debit` is the source's change of `record` (first of its `record_changes`).
+    /// Checks the credited balance's precision (the registry knows it) and reserves the
+    /// source's debit with its actor. `debit` is the source's change of `record` (first of
+    /// its `record_changes`).
     async fn reserve(
         &self,
         record: &TransactionRecord,
@@ -437,29 +438,17 @@ impl Ledger {
         let registry = self.registry();
         let (source, destination) = futures_util::future::try_join(
             registry.actor(&record.source),
-            registry.actor(&record.destination),
+            registry.actor_taking(&record.destination, &record.precision),
         )
         .await?;
-        let precision = record.precision.clone();
-        let reserve = source.send(Reserve {
-            change: debit.clone(),
-            precision: precision.clone(),
-        });
-        let touch = destination.send(Touch { precision });
-        let (reserved, touched) = futures_util::future::join(reserve, touch).await;
-        let reserved = reserved.map_err(mailbox)?;
-        if let Err(error) = touched.map_err(mailbox).and_then(|r| r) {
-            if reserved.is_ok() {
-                let _ = source
-                    .send(Settle {
-                        released: record.precise_amount.clone(),
-                        row: None,
-                    })
-                    .await;
-            }
-            return Err(error);
-        }
-        reserved.map(|()| (source, destination))
+        source
+            .send(Reserve {
+                change: debit.clone(),
+                precision: record.precision.clone(),
+            })
+            .await
+            .map_err(mailbox)??;
+        Ok((source, destination))
     }
 
     /// Stores QUEUED (or SCHEDULED) rows after checking their balances; the committer
@@ -513,8 +502,7 @@ impl Ledger {
         const THROUGH_ACTORS_MAX: usize = 8;
         if balances.len() <= THROUGH_ACTORS_MAX {
             let checks = balances.into_iter().map(|(id, precision)| async move {
-                let actor = self.registry().actor(&id).await?;
-                actor.send(Touch { precision }).await.map_err(mailbox)?
+                self.registry().actor_taking(&id, &precision).await
             });
             futures_util::future::try_join_all(checks).await?;
             return Ok(());
