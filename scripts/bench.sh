@@ -173,14 +173,16 @@ bench() {
         reports+=("$out.$run.json")
     done
     # The row is the run with the median applied rate (this machine's rate wanders by tens of
-    # percent between runs of the same code), or the first run that did not pass, so a failure
-    # is never hidden; every run's rate is kept beside it.
+    # percent between runs of the same code), for a paced row the median p99 (its rate is
+    # set), or the first run that did not pass, so a failure is never hidden; every run's
+    # figure is kept beside it.
     jq -sc --arg b "$backend" --arg l "$label" '
+        def measure: if .settings.rate then .latency.p99_ms else .transfers_applied_per_sec end;
         [.[].scenarios[]] as $runs
-        | ($runs | sort_by(.transfers_applied_per_sec)) as $sorted
+        | ($runs | sort_by(measure)) as $sorted
         | ([$runs[] | select(.status != "passed")] | first) as $failed
         | ($failed // $sorted[(($sorted | length) - 1) / 2 | floor])
-        + {backend: $b, label: $l, runs: [$runs[].transfers_applied_per_sec]}' \
+        + {backend: $b, label: $l, runs: [$runs[] | measure]}' \
         "${reports[@]}" >>"$ROWS"
 }
 
@@ -291,10 +293,10 @@ TARGETS='{
     echo
     echo "## Figures"
     echo
-    echo "Each row is the median of $REPEAT runs by applied rate (all of that run's figures); the last"
-    echo "column has every run's applied rate, in the order they ran."
+    echo "Each row is the median of $REPEAT runs (all of that run's figures): by applied rate, and by p99"
+    echo "for the paced row. The last column has that figure of every run, in the order they ran."
     echo
-    echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | backlog max / end | errors | check | target | runs, applied/s |"
+    echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | backlog max / end | errors | check | target | runs (applied/s; paced: p99 ms) |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"
     jq -r --argjson targets "$TARGETS" '
         def n: if . == null then "–" else (. * 10 | round / 10 | tostring) end;
@@ -305,9 +307,9 @@ TARGETS='{
         if .status == "error" and .scenario == null then
             "| \(.backend) | \(.label) | | | | | | | | | | error: \(.error | gsub("\n"; " ") | .[0:120]) | | |"
         elif .status == "unavailable" or (.status == "error" and .requests_sent == 0) then
-            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | – | – | – | – | – | – | – | – | \(.status): \(.error // "" | gsub("\\|"; "/") | .[0:200]) | \($targets[.label] // $targets[.scenario] // "") | \(.runs // [] | map(i) | join(" / ")) |"
+            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | – | – | – | – | – | – | – | – | \(.status): \(.error // "" | gsub("\\|"; "/") | .[0:200]) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate then n else i end) | join(" / ")) |"
         else
-            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | \(.requests_per_sec | i) | \(.transfers_accepted_per_sec | i) | \(.transfers_applied_per_sec | i) | \(.latency.p50_ms | n) | \(.latency.p99_ms | n) | \(.latency.max_ms | n) | \(if .backlog then "\(.backlog.max) / \(.backlog.at_end)" else "–" end) | \(if (.errors | length) == 0 then "none" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end) | \(if .check.passed then "pass" else "FAIL" end) | \($targets[.label] // $targets[.scenario] // "") | \(.runs // [] | map(i) | join(" / ")) |"
+            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | \(.requests_per_sec | i) | \(.transfers_accepted_per_sec | i) | \(.transfers_applied_per_sec | i) | \(.latency.p50_ms | n) | \(.latency.p99_ms | n) | \(.latency.max_ms | n) | \(if .backlog then "\(.backlog.max) / \(.backlog.at_end)" else "–" end) | \(if (.errors | length) == 0 then "none" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end) | \(if .check.passed then "pass" else "FAIL" end) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate then n else i end) | join(" / ")) |"
         end' "$ROWS"
     echo
     echo "## Command lines"
