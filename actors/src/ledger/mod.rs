@@ -175,6 +175,7 @@ impl Ledger {
             .collect();
         if !missing.is_empty() {
             let ids = self.inner.indicator_resolver.get(missing.clone()).await?;
+            let mut created = Vec::new();
             let mut cache = self.lock_indicators();
             if cache.len() + ids.len() > INDICATOR_CACHE_MAX {
                 cache.clear();
@@ -190,14 +191,17 @@ impl Ledger {
                 })?;
                 let id = found.balance_id;
                 if found.created {
-                    // Its first use is about to start its actor: hand it the row it was
-                    // created with rather than reading that back (a fresh-balance transfer
-                    // would load two rows).
-                    self.registry()
-                        .seed(BalanceRow::created(id.clone(), key.1.clone()));
+                    created.push(BalanceRow::created(id.clone(), key.1.clone()));
                 }
                 cache.insert(key, id.clone());
                 *slot = Some(id);
+            }
+            drop(cache);
+            // Their first use is about to start their actors: hand them the rows they were
+            // created with rather than reading those back (a fresh-balance transfer would load
+            // two rows). Outside the cache's lock: starting an actor takes the registry's.
+            for row in created {
+                self.registry().seed(row);
             }
         }
         Ok(resolved

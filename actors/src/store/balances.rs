@@ -89,7 +89,6 @@ pub(crate) const BALANCE_FIELDS: &[(&str, FieldKind)] = &[
     ("created_at", FieldKind::Time),
 ];
 
-/// `found` if it has every key.
 /// The balance of an `(indicator, currency)` key, and whether this call created it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndicatorBalance {

@@ -147,9 +147,9 @@ pub async fn indicator_ids<C: ConnectionTrait>(
 }
 
 /// Creates the missing General Ledger balances of `(indicator, currency)` keys (`ids[i]` for
-/// `keys[i]`) and returns the ids of all of them, in one statement (no transaction round trips). A key another
-/// process inserts while this statement runs is skipped by the insert and not yet visible to
-/// its read, so it can be absent from the answer: read again then.
+/// `keys[i]`) and returns the ids of all of them, in one statement (no transaction round
+/// trips). A key another process inserts while this statement runs is skipped by the insert
+/// and not yet visible to its read, so it can be absent from the answer: read again then.
 pub async fn create_indicators<C: ConnectionTrait>(
     db: &C,
     keys: &[(String, String)],
