@@ -4,12 +4,14 @@
 #   scripts/bench.sh
 #
 # 1. builds the release binary (BENCH_SKIP_BUILD=1 reuses it);
-# 2. starts a PostgreSQL-backed Coffer: a fresh database on the machine's PostgreSQL, Redis
-#    with its own key prefix, queue workers in the server; waits for /health;
-# 3. runs each scenario against it (short by default), then uniform skip_queue again paced
-#    at half its peak rate (the p99 target), and `fresh` again with more clients;
-# 4. starts an embedded-default (SQLite) Coffer and runs one row against it;
-# 5. stops both servers, drops the database, and writes BENCHMARKS.md.
+# 2. runs every row BENCH_REPEAT times, round by round (each round runs every row once, so a
+#    drift in the machine's speed touches all rows alike), each run against a new server: a
+#    PostgreSQL-backed Coffer on a new database with its own Redis key prefix and queue
+#    workers in the server, or an embedded-default (SQLite) Coffer on a new data directory;
+#    so no run sees the tables an earlier one grew;
+# 3. the rows: each scenario, `fresh` again with more clients, one SQLite row, then uniform
+#    skip_queue paced at half its median peak rate (the p99 target);
+# 4. drops each database after its run and writes BENCHMARKS.md (each row: the median run).
 #
 # Everything is overridable from the environment:
 #   BENCH_DURATION_SECS (5)  BENCH_REPEAT (3: runs per row, the median is shown)
@@ -21,7 +23,7 @@
 #   BENCH_SQLITE_SCENARIOS ("uniform:skip"; empty: no SQLite server)
 #   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432, a base URL without database)
 #   BENCH_REDIS_URL (redis://127.0.0.1:6379)   BENCH_OUT (BENCHMARKS.md)
-#   BENCH_KEEP_DATABASE=1 keeps the database; BENCH_LOG_DIR keeps logs and raw JSON there;
+#   BENCH_KEEP_DATABASE=1 keeps the databases; BENCH_LOG_DIR keeps logs and raw JSON there;
 #   BENCH_COMMIT names the code measured (default: git HEAD, flagged if the tree is dirty);
 #   BENCH_NOTES is a Markdown file appended to BENCHMARKS.md.
 # Needs: cargo, curl, jq, psql (PostgreSQL client) and running PostgreSQL and Redis servers.
@@ -66,19 +68,28 @@ RUN=$(date +%s)-$$
 DB="coffer_bench_${RUN//-/_}"
 SERVER_PIDS=()
 
+DATABASES=()
+
+# drop_redis_keys PATTERN: deletes the keys of a run's prefix (best effort).
+drop_redis_keys() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -u "$REDIS_URL" --scan --pattern "$1" 2>/dev/null |
+            xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+    fi
+}
+
 cleanup() {
-    local pid
+    local pid db
     for pid in "${SERVER_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     SERVER_PIDS=()
-    if [[ -n "${DB_CREATED:-}" && -z "${BENCH_KEEP_DATABASE:-}" ]]; then
-        psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
-        if command -v redis-cli >/dev/null 2>&1; then
-            redis-cli -u "$REDIS_URL" --scan --pattern "bench:$RUN:*" 2>/dev/null |
-                xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-        fi
+    if [[ -z "${BENCH_KEEP_DATABASE:-}" ]]; then
+        for db in "${DATABASES[@]}"; do
+            psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+        done
+        drop_redis_keys "bench:$RUN:*"
     fi
     [[ -n "${BENCH_LOG_DIR:-}" ]] || rm -rf "$WORK"
 }
@@ -135,42 +146,95 @@ ROWS="$WORK/rows.jsonl"
 COMMANDS="$WORK/commands.txt"
 : >"$ROWS"
 : >"$COMMANDS"
+SERVERS=0
 
-# bench BACKEND LABEL PORT SPEC [extra flags...]: runs one scenario, appends its JSON row.
-bench() {
-    local backend=$1 label=$2 port=$3 spec=$4
-    shift 4
-    local scenario=${spec%%:*} mode="" flags=() concurrency=${ROW_CONCURRENCY:-$CONCURRENCY}
+# start_backend BACKEND: a new server on a new database (PostgreSQL, own Redis prefix) or a new
+# data directory (SQLite); sets PORT, PID and SERVER_DB.
+start_backend() {
+    local backend=$1
+    SERVERS=$((SERVERS + 1))
+    PORT=$(free_port)
+    SERVER_DB=""
+    if [[ $backend == postgres ]]; then
+        SERVER_DB="${DB}_$SERVERS"
+        psql "$PG_BASE/postgres" -qc "CREATE DATABASE $SERVER_DB" >/dev/null ||
+            die "cannot create a database on $PG_BASE"
+        DATABASES+=("$SERVER_DB")
+        start_server "postgres-$SERVERS" "$PORT" BLNK_DATA_SOURCE_DNS="$PG_BASE/$SERVER_DB" \
+            BLNK_REDIS_DNS="$REDIS_URL" COFFER_REDIS_KEY_PREFIX="bench:$RUN:$SERVERS:" \
+            COFFER_START_WORKERS=true
+    else
+        start_server "sqlite-$SERVERS" "$PORT"
+    fi
+    wait_healthy "$PORT" "$PID"
+    if [[ $backend == postgres && -z ${PG_VERSION:-} ]]; then
+        PG_VERSION=$(psql "$PG_BASE/$SERVER_DB" -Atc "SHOW server_version" 2>/dev/null || echo "?")
+        SYNC_COMMIT=$(psql "$PG_BASE/$SERVER_DB" -Atc "SHOW synchronous_commit" 2>/dev/null || echo "?")
+    fi
+}
+
+# stop_backend: stops the server start_backend started and drops its database and keys.
+stop_backend() {
+    stop_server "$PID"
+    rm -rf "$WORK/sqlite-$SERVERS"
+    if [[ -n $SERVER_DB && -z "${BENCH_KEEP_DATABASE:-}" ]]; then
+        psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $SERVER_DB" >/dev/null 2>&1 || true
+        drop_redis_keys "bench:$RUN:$SERVERS:*"
+    fi
+}
+
+# flags_of SPEC CONCURRENCY: the bench flags of a row (without the URL), one per line.
+flags_of() {
+    local spec=$1 concurrency=$2 scenario=${1%%:*} mode=""
     [[ $spec == *:* ]] && mode=${spec#*:}
     case $mode in
-        skip) flags+=(--skip-queue) ;;
-        queued) flags+=(--queued) ;;
+        skip) echo --skip-queue ;;
+        queued) echo --queued ;;
     esac
     case $scenario in
         bulk)
-            flags+=(--balances "$BULK_BALANCES" --batch-size "$BATCH_SIZE")
+            printf '%s\n' --balances "$BULK_BALANCES" --batch-size "$BATCH_SIZE"
             concurrency=$BULK_CONCURRENCY
             ;;
         fresh) ;;
-        *) flags+=(--balances "$BALANCES") ;;
+        *) printf '%s\n' --balances "$BALANCES" ;;
     esac
-    flags+=(--duration-secs "$DURATION" --concurrency "$concurrency" --drain-secs "$DRAIN" "$@")
-    local cmd=(coffer bench --url "http://127.0.0.1:$port" --scenario "$scenario" "${flags[@]}")
-    say "$backend: ${cmd[*]}"
-    echo "[$backend] ${cmd[*]}" >>"$COMMANDS"
-    local out="$LOGS/$backend-$label" status run reports=()
+    printf '%s\n' --duration-secs "$DURATION" --concurrency "$concurrency" --drain-secs "$DRAIN"
+}
+
+# run_once BACKEND LABEL SPEC CONCURRENCY RUN [extra flags...]: one run of a row on a new
+# server; keeps its JSON report as $LOGS/BACKEND-LABEL.RUN.json.
+run_once() {
+    local backend=$1 label=$2 spec=$3 concurrency=$4 run=$5
+    shift 5
+    local scenario=${spec%%:*} flags status out="$LOGS/$backend-$label.$run"
+    mapfile -t flags < <(flags_of "$spec" "$concurrency")
+    flags+=("$@")
+    start_backend "$backend"
+    say "$backend run $run: coffer bench --scenario $scenario ${flags[*]}"
+    [[ $run -gt 1 ]] || echo "[$backend] coffer bench --url http://127.0.0.1:$PORT --scenario $scenario ${flags[*]}" >>"$COMMANDS"
+    status=0
+    "$BIN" bench --url "http://127.0.0.1:$PORT" --scenario "$scenario" "${flags[@]}" \
+        --json --no-progress >"$out.json" 2>"$out.err" || status=$?
+    stop_backend
+    if jq -e '.scenarios' "$out.json" >/dev/null 2>&1; then
+        jq -r '.scenarios[] | "    \(.scenario) skip_queue=\(.skip_queue): \(.status), \(.requests_per_sec|floor) req/s, \(.transfers_applied_per_sec|floor) applied/s, p99 \(.latency.p99_ms) ms"' "$out.json" >&2
+    else
+        say "no report from coffer bench (exit $status); see $out.err"
+    fi
+}
+
+# summarize BACKEND LABEL: appends the row of LABEL's runs to $ROWS.
+summarize() {
+    local backend=$1 label=$2 reports=() run out
     for run in $(seq 1 "$REPEAT"); do
-        status=0
-        "$BIN" bench --url "http://127.0.0.1:$port" --scenario "$scenario" "${flags[@]}" \
-            --json --no-progress >"$out.$run.json" 2>"$out.$run.err" || status=$?
-        if ! jq -e '.scenarios' "$out.$run.json" >/dev/null 2>&1; then
-            say "no report from coffer bench (exit $status); see $out.$run.err"
-            jq -nc --arg b "$backend" --arg l "$label" --arg e "$(tail -c 400 "$out.$run.err")" \
+        out="$LOGS/$backend-$label.$run"
+        if ! jq -e '.scenarios' "$out.json" >/dev/null 2>&1; then
+            jq -nc --arg b "$backend" --arg l "$label" --arg e "$(tail -c 400 "$out.err" 2>/dev/null)" \
                 '{backend: $b, label: $l, status: "error", error: $e}' >>"$ROWS"
             return 0
         fi
-        jq -r '.scenarios[] | "    \(.scenario) skip_queue=\(.skip_queue): \(.status), \(.requests_per_sec|floor) req/s, \(.transfers_applied_per_sec|floor) applied/s, p99 \(.latency.p99_ms) ms"' "$out.$run.json" >&2
-        reports+=("$out.$run.json")
+        reports+=("$out.json")
     done
     # The row is the run with the median applied rate (this machine's rate wanders by tens of
     # percent between runs of the same code), for a paced row the median p99 (its rate is
@@ -195,47 +259,43 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/coffer"
 [[ -x $BIN ]] || die "no release binary at $BIN"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
-
-# ---------------------------------------------------------------- PostgreSQL + Redis
-psql "$PG_BASE/postgres" -qc "CREATE DATABASE $DB" >/dev/null || die "cannot create a database on $PG_BASE"
-DB_CREATED=1
-PG_PORT=$(free_port)
-say "PostgreSQL-backed Coffer on :$PG_PORT (database $DB, Redis prefix bench:$RUN:)"
-start_server postgres "$PG_PORT" BLNK_DATA_SOURCE_DNS="$PG_BASE/$DB" BLNK_REDIS_DNS="$REDIS_URL" \
-    COFFER_REDIS_KEY_PREFIX="bench:$RUN:" COFFER_START_WORKERS=true
-wait_healthy "$PG_PORT" "$PID"
-PG_VERSION=$(psql "$PG_BASE/$DB" -Atc "SHOW server_version" 2>/dev/null || echo "?")
-SYNC_COMMIT=$(psql "$PG_BASE/$DB" -Atc "SHOW synchronous_commit" 2>/dev/null || echo "?")
 REDIS_VERSION=$( (command -v redis-cli >/dev/null && redis-cli -u "$REDIS_URL" INFO server 2>/dev/null |
     sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') || true)
 
+# ---------------------------------------------------------------- the rows, round by round
+# Each entry: backend label spec concurrency.
+PLAN=()
 for spec in $SCENARIOS; do
-    bench postgres "$spec" "$PG_PORT" "$spec"
+    PLAN+=("postgres $spec $spec $CONCURRENCY")
 done
-# The p99 target is measured at half the peak rate of single skip_queue transfers.
+# `fresh` again with more clients: its group commits only fill up with more requests in
+# flight (each fresh transfer passes three commits), so this is its best figure.
+if [[ $FRESH_WIDE_CONCURRENCY -gt 0 ]]; then
+    PLAN+=("postgres fresh:wide fresh:queued $FRESH_WIDE_CONCURRENCY")
+fi
+for spec in $SQLITE_SCENARIOS; do
+    PLAN+=("sqlite $spec $spec $CONCURRENCY")
+done
+for run in $(seq 1 "$REPEAT"); do
+    for entry in "${PLAN[@]}"; do
+        read -r backend label spec concurrency <<<"$entry"
+        run_once "$backend" "$label" "$spec" "$concurrency" "$run"
+    done
+done
+for entry in "${PLAN[@]}"; do
+    read -r backend label _ _ <<<"$entry"
+    summarize "$backend" "$label"
+done
+# The p99 target is measured at half the peak rate of single skip_queue transfers (the
+# median uniform:skip row above).
 PEAK=$(jq -r 'select(.backend == "postgres" and .label == "uniform:skip" and .status == "passed")
     | .requests_per_sec' "$ROWS" | head -1)
 if [[ -n $PEAK ]] && [[ ${PEAK%.*} -ge 2 ]]; then
     HALF=$(( ${PEAK%.*} / 2 ))
-    bench postgres "uniform:half-peak" "$PG_PORT" "uniform:skip" --rate "$HALF"
-fi
-# `fresh` again with more clients: its group commits only fill up with more requests in
-# flight (each fresh transfer passes three commits), so this is its best figure.
-if [[ $FRESH_WIDE_CONCURRENCY -gt 0 ]]; then
-    ROW_CONCURRENCY=$FRESH_WIDE_CONCURRENCY bench postgres "fresh:wide" "$PG_PORT" "fresh:queued"
-fi
-stop_server "$PID"
-
-# ---------------------------------------------------------------- embedded default (SQLite)
-if [[ -n $SQLITE_SCENARIOS ]]; then
-    SQ_PORT=$(free_port)
-    say "embedded-default (SQLite) Coffer on :$SQ_PORT"
-    start_server sqlite "$SQ_PORT"
-    wait_healthy "$SQ_PORT" "$PID"
-    for spec in $SQLITE_SCENARIOS; do
-        bench sqlite "$spec" "$SQ_PORT" "$spec"
+    for run in $(seq 1 "$REPEAT"); do
+        run_once postgres uniform:half-peak uniform:skip "$CONCURRENCY" "$run" --rate "$HALF"
     done
-    stop_server "$PID"
+    summarize postgres uniform:half-peak
 fi
 
 # ---------------------------------------------------------------- BENCHMARKS.md
@@ -294,7 +354,9 @@ TARGETS='{
     echo "## Figures"
     echo
     echo "Each row is the median of $REPEAT runs (all of that run's figures): by applied rate, and by p99"
-    echo "for the paced row. The last column has that figure of every run, in the order they ran."
+    echo "for the paced row. The last column has that figure of every run, in the order they ran. Every"
+    echo "run had a new server and a new database, and the runs went round by round (every row once, then"
+    echo "again), so the rows saw the same machine."
     echo
     echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | backlog max / end | errors | check | target | runs (applied/s; paced: p99 ms) |"
     echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"
@@ -314,7 +376,8 @@ TARGETS='{
     echo
     echo "## Command lines"
     echo
-    echo "Each row ran this command $REPEAT times (plus \`--json --no-progress\`; the URL is the server the script started):"
+    echo "Each row ran this command $REPEAT times, each time against a new server on a new database (plus"
+    echo "\`--json --no-progress\`; the URL is the first run's server):"
     echo
     echo '```'
     cat "$COMMANDS"
