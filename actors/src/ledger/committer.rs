@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// What a submitter gets back: the outcome of each item of its unit and the new state of
-/// the balances the unit touched.
-pub type CommitReply = Result<(Vec<ItemOutcome>, Vec<BalanceRow>), LedgerError>;
+/// What a submitter gets back: the outcome of each item of its unit. (The balances' new
+/// states go to their actors, not to the submitter.)
+pub type CommitReply = Result<Vec<ItemOutcome>, LedgerError>;
 
 #[derive(Debug, Clone)]
 pub struct CommitterSettings {
@@ -124,20 +124,6 @@ impl Committer {
     fn commit(&mut self, take: usize, ctx: &mut Context<Self>) {
         let batch: Vec<Submit> = self.pending.drain(..take).collect();
         let settlements = Settlements::of(&batch);
-        let touched: Vec<HashSet<String>> = batch
-            .iter()
-            .map(|s| {
-                s.unit
-                    .items
-                    .iter()
-                    .flat_map(|i| i.changes.iter().map(|(id, _)| id.clone()))
-                    .collect()
-            })
-            .collect();
-        let holders: Vec<Vec<String>> = batch
-            .iter()
-            .map(|s| s.actors.iter().map(|(id, _)| id.clone()).collect())
-            .collect();
         let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
         let (store, queue) = (self.store.clone(), self.queue.clone());
@@ -171,26 +157,8 @@ impl Committer {
                 settlements.send(result.as_ref().ok().map(|o| o.balances.as_slice()));
                 match result {
                     Ok(outcome) => {
-                        let rows: HashMap<&str, &BalanceRow> = outcome
-                            .balances
-                            .iter()
-                            .map(|row| (row.balance_id.as_str(), row))
-                            .collect();
-                        for (((items, reply), touched), holders) in outcome
-                            .units
-                            .into_iter()
-                            .zip(replies)
-                            .zip(touched)
-                            .zip(holders)
-                        {
-                            let mine = touched
-                                .iter()
-                                .chain(holders.iter())
-                                .collect::<HashSet<_>>()
-                                .into_iter()
-                                .filter_map(|id| rows.get(id.as_str()).map(|row| (*row).clone()))
-                                .collect();
-                            let _ = reply.send(Ok((items, mine)));
+                        for (items, reply) in outcome.units.into_iter().zip(replies) {
+                            let _ = reply.send(Ok(items));
                         }
                     }
                     Err(error) => {

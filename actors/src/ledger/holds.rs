@@ -133,7 +133,7 @@ impl Ledger {
             });
         }
         let mode = crate::domain::batch::UnitMode::Independent;
-        let (outcomes, _) = self.submit(BatchUnit { mode, items }, actors).await?;
+        let outcomes = self.submit(BatchUnit { mode, items }, actors).await?;
         let rows = outcomes
             .into_iter()
             .map(stored_or_refused)
@@ -225,7 +225,7 @@ impl Ledger {
                 actors.push((id.clone(), actor));
             }
         }
-        let (outcomes, _) = self.submit(BatchUnit::single(item), actors).await?;
+        let outcomes = self.submit(BatchUnit::single(item), actors).await?;
         match outcomes.into_iter().next() {
             Some(crate::store::ItemOutcome::Refused(error)) => {
                 tracing::info!(%error, hold_id, "queued hold action refused");

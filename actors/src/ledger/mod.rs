@@ -258,7 +258,7 @@ impl Ledger {
         &self,
         unit: BatchUnit,
         actors: Vec<(String, Addr<BalanceActor>)>,
-    ) -> Result<(Vec<ItemOutcome>, Vec<BalanceRow>), LedgerError> {
+    ) -> Result<Vec<ItemOutcome>, LedgerError> {
         let _pending = self.metrics().pending_guard();
         crate::telemetry::remember_queued(unit.items.iter().map(|item| &item.record));
         let (reply, answer) = oneshot::channel();
@@ -281,7 +281,7 @@ impl Ledger {
         let reply = answer
             .await
             .map_err(|_| LedgerError::Internal("committer dropped the reply".into()))?;
-        if let Ok((outcomes, _)) = &reply {
+        if let Ok(outcomes) = &reply {
             self.metrics().observe_stored(outcomes);
         }
         reply

@@ -53,6 +53,35 @@ impl RegistryMap {
         )
     }
 
+    /// See [`BalanceRegistry::check_live`].
+    fn check_live(
+        &self,
+        balances: &mut HashMap<String, Precision>,
+    ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
+        let map = self.lock();
+        let mut live_actors = Vec::new();
+        let mut refused = None;
+        balances.retain(|balance_id, precision| {
+            let Some(live) = map
+                .get(balance_id.as_str())
+                .filter(|live| live.addr.connected() && refused.is_none())
+            else {
+                return true;
+            };
+            match check_precision(balance_id, live.precision.as_ref(), precision) {
+                Ok(()) => {
+                    live_actors.push((balance_id.clone(), live.addr.clone()));
+                    false
+                }
+                Err(error) => {
+                    refused = Some(error);
+                    true
+                }
+            }
+        });
+        refused.map_or(Ok(live_actors), Err)
+    }
+
     /// Removes the entry if it still names this actor.
     pub fn forget(&self, balance_id: &str, addr: &Addr<BalanceActor>) {
         let mut map = self.lock();
@@ -122,6 +151,17 @@ impl BalanceRegistry {
     /// The balance's actor if it is live (never starts one).
     pub fn live(&self, balance_id: &str) -> Option<Addr<BalanceActor>> {
         self.map.get(balance_id)
+    }
+
+    /// Checks the precision of every balance of `balances` (id → the precision a transfer
+    /// gives it) whose actor is live, under one lock and without messages, and takes those
+    /// out of `balances`; returns their actors. The balances left are not live: the caller
+    /// checks them against the database.
+    pub fn check_live(
+        &self,
+        balances: &mut HashMap<String, Precision>,
+    ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
+        self.map.check_live(balances)
     }
 
     /// The balance's actor, started (from its stored row) if it is not live.

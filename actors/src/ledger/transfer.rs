@@ -1,7 +1,7 @@
 //! Recording transfers: one transfer, a split over several sources or destinations, an
 //! inflight hold, a scheduled transfer; applying queued ones; bulk requests.
 
-use super::balance_actor::{BalanceActor, Reserve, Settle};
+use super::balance_actor::{check_precision, BalanceActor, Reserve, Settle};
 use super::{mailbox, Ledger};
 use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::UnitMode;
@@ -411,7 +411,7 @@ impl Ledger {
             return Err(self.duplicate_over_refusal(error, &refused_reference).await);
         }
         // The committer settles the actors (releases the reservations, shares new states).
-        let (outcomes, _) = self.submit(BatchUnit { mode, items }, actors).await?;
+        let outcomes = self.submit(BatchUnit { mode, items }, actors).await?;
         Ok(outcomes)
     }
 
@@ -479,7 +479,7 @@ impl Ledger {
             .collect();
         // The committer enqueues the stored QUEUED rows (not SCHEDULED ones: the scheduler
         // enqueues those when due).
-        let (outcomes, _) = self.submit(BatchUnit { mode, items }, Vec::new()).await?;
+        let outcomes = self.submit(BatchUnit { mode, items }, Vec::new()).await?;
         Ok(outcomes)
     }
 
@@ -494,18 +494,25 @@ impl Ledger {
         }
     }
 
-    /// Existence and precision of balances, through their actors (few) or one query (many).
+    /// Existence and precision of balances: through their actors (few), or the registry for
+    /// the live ones and one query for the rest (many). Returns the live actors among them.
     async fn check_balances(
         &self,
-        balances: HashMap<String, Precision>,
-    ) -> Result<(), LedgerError> {
+        mut balances: HashMap<String, Precision>,
+    ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         const THROUGH_ACTORS_MAX: usize = 8;
         if balances.len() <= THROUGH_ACTORS_MAX {
             let checks = balances.into_iter().map(|(id, precision)| async move {
-                self.registry().actor_taking(&id, &precision).await
+                let actor = self.registry().actor_taking(&id, &precision).await?;
+                Ok::<_, LedgerError>((id, actor))
             });
-            futures_util::future::try_join_all(checks).await?;
-            return Ok(());
+            return futures_util::future::try_join_all(checks).await;
+        }
+        // A balance's precision is fixed at creation and balances are never deleted, so a
+        // live actor's registry entry answers for it.
+        let live = self.registry().check_live(&mut balances)?;
+        if balances.is_empty() {
+            return Ok(live);
         }
         let rows = self
             .store()
@@ -515,15 +522,9 @@ impl Ledger {
             let row = rows
                 .get(&id)
                 .ok_or_else(|| LedgerError::BalanceNotFound(id.clone()))?;
-            if let Some(expected) = row.precision.as_ref().filter(|p| **p != precision) {
-                return Err(LedgerError::PrecisionMismatch {
-                    balance_id: id,
-                    expected: expected.to_string(),
-                    given: precision.to_string(),
-                });
-            }
+            check_precision(&id, row.precision.as_ref(), &precision)?;
         }
-        Ok(())
+        Ok(live)
     }
 
     /// Applies a QUEUED (or due SCHEDULED) row, a queue worker's job: writes its `<ref>_q`
@@ -596,7 +597,6 @@ impl Ledger {
                 Vec::new(),
             )
             .await?
-            .0
         } else {
             self.apply_records(children, mode, Refusal::StoreRejected)
                 .await?
@@ -674,12 +674,8 @@ impl Ledger {
             touched.insert(record.source.clone(), record.precision.clone());
             touched.insert(record.destination.clone(), record.precision.clone());
         }
-        self.check_balances(touched.clone()).await.map_err(fail)?;
         // No per-item reservations: the database check decides; live actors are settled.
-        let actors = touched
-            .keys()
-            .filter_map(|id| self.registry().live(id).map(|a| (id.clone(), a)))
-            .collect();
+        let actors = self.check_balances(touched).await.map_err(fail)?;
         let items = records
             .into_iter()
             .map(|r| {
@@ -687,7 +683,7 @@ impl Ledger {
                 BatchItem::transfer(r, changes, Refusal::Fail)
             })
             .collect();
-        let (outcomes, _) = self
+        let outcomes = self
             .submit(BatchUnit { mode, items }, actors)
             .await
             .map_err(fail)?;
