@@ -195,6 +195,7 @@ pub struct Metrics {
     commit_batch_size: Histogram,
     commit_duration: Histogram,
     commit_failures: Counter,
+    commit_reorders: Counter,
     committer_pending: AtomicI64,
     queue_wait: Histogram,
     /// Milliseconds the most recently applied queued transaction waited.
@@ -215,6 +216,7 @@ impl Default for Metrics {
             commit_batch_size: Histogram::new(BATCH_BUCKETS),
             commit_duration: Histogram::new(LATENCY_BUCKETS),
             commit_failures: Counter::default(),
+            commit_reorders: Counter::default(),
             committer_pending: AtomicI64::new(0),
             queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS),
             queue_lag_ms: AtomicU64::new(0),
@@ -247,6 +249,12 @@ impl Metrics {
         if !committed {
             self.commit_failures.inc();
         }
+    }
+
+    /// A group commit that inserted its rows first and then met a refusal, so it was
+    /// written again deciding first (see `store::commit`).
+    pub fn observe_commit_reorder(&self) {
+        self.commit_reorders.inc();
     }
 
     /// The outcomes of one submitted unit: every stored row by status and currency.
@@ -378,6 +386,17 @@ impl Metrics {
             out,
             "coffer_commit_failures_total {}",
             self.commit_failures.get()
+        );
+        header(
+            out,
+            "coffer_commit_reorders_total",
+            "counter",
+            "Group commits written again, deciding before inserting, after a refusal.",
+        );
+        let _ = writeln!(
+            out,
+            "coffer_commit_reorders_total {}",
+            self.commit_reorders.get()
         );
         header(
             out,
@@ -622,6 +641,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         metrics.observe_commit(3, Duration::from_millis(2), true);
         metrics.observe_commit(1, Duration::from_millis(1), false);
+        metrics.observe_commit_reorder();
         {
             let _pending = metrics.pending_guard();
             assert_eq!(metrics.committer_pending(), 1);
@@ -632,6 +652,7 @@ mod tests {
         assert!(out.contains("coffer_commit_batch_size_count 2\n"), "{out}");
         assert!(out.contains("coffer_commit_batch_size_sum 4\n"), "{out}");
         assert!(out.contains("coffer_commit_failures_total 1\n"), "{out}");
+        assert!(out.contains("coffer_commit_reorders_total 1\n"), "{out}");
     }
 
     #[test]

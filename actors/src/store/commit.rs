@@ -2,11 +2,14 @@
 //!
 //! 1. duplicate references (inside the batch and already stored) are refused;
 //! 2. inflight commits and voids are decided against their locked hold rows;
-//! 3. every touched balance is locked and read, in balance-id order (no deadlocks);
-//! 4. the batch is admitted against those rows ([`admit_units`]): the database state, not any
-//!    process's cache, decides, so replicas can never overdraw a balance;
-//! 5. one guarded update per touched balance (its net change for the whole batch);
-//! 6. set-based inserts of the transaction rows, hold rows written; commit.
+//! 3. on PostgreSQL, the rows of the items still undecided are inserted, one set-based
+//!    statement, before any balance is locked (see [`WriteOrder`]);
+//! 4. every touched balance is locked and read, in balance-id order (no deadlocks);
+//! 5. the batch is admitted against those rows ([`admit_units`]): the database state, not any
+//!    process's cache, decides, so replicas can never overdraw a balance; a refusal after
+//!    step 3 rolls the attempt back and redoes it with the rows inserted after this step;
+//! 6. one guarded update per touched balance (its net change for the whole batch), with the
+//!    rows not inserted yet; hold rows written; commit.
 //!
 //! A lost race with another process (a version moved, a reference inserted meanwhile) rolls
 //! the attempt back and retries it from the start.
@@ -28,6 +31,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -116,6 +120,25 @@ pub struct BatchOutcome {
 enum AttemptError {
     Retry(LedgerError),
     Fatal(LedgerError),
+    /// The rows were inserted first and an item was then refused: start over, deciding
+    /// before inserting ([`WriteOrder::BalancesFirst`]).
+    Reorder,
+}
+
+/// When a batch's rows are inserted.
+///
+/// Inserting a thousand rows is most of a bulk batch's write, and while balances are locked
+/// the next batch sharing any of them waits. So on PostgreSQL the rows of the items left
+/// after the reference and hold checks are inserted *before* the balances are locked
+/// (`RowsFirst`), outside the window in which batches wait for each other; that is right
+/// whenever the balances then admit every one of them, the usual case. If one is refused (its
+/// row must not exist, or must be stored REJECTED), the attempt is rolled back and made again
+/// `BalancesFirst`: lock, decide, then insert exactly the rows decided. SQLite has one writer
+/// anyway and always goes `BalancesFirst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteOrder {
+    RowsFirst,
+    BalancesFirst,
 }
 
 impl From<sea_orm::DbErr> for AttemptError {
@@ -143,15 +166,24 @@ impl From<sea_orm::DbErr> for AttemptError {
 /// Commits a batch; an `Err` means nothing of it was stored.
 pub async fn commit_batch(
     store: &Store,
-    units: Vec<BatchUnit>,
+    mut units: Vec<BatchUnit>,
 ) -> Result<BatchOutcome, LedgerError> {
+    for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
+        truncate_to_stored(&mut item.record);
+    }
+    let metrics = store.metrics().clone();
     store
         .run(|db| async move {
             let mut attempt = 0;
+            let mut order = if db.get_database_backend() == DbBackend::Postgres {
+                WriteOrder::RowsFirst
+            } else {
+                WriteOrder::BalancesFirst
+            };
             loop {
                 attempt += 1;
                 let txn = db.begin().await?;
-                match attempt_commit(&txn, units.clone()).await {
+                match attempt_commit(&txn, &units, order).await {
                     Ok(outcome) => {
                         txn.commit().await?;
                         return Ok(outcome);
@@ -159,6 +191,13 @@ pub async fn commit_batch(
                     Err(error) => {
                         txn.rollback().await.ok();
                         match error {
+                            AttemptError::Reorder => {
+                                // Not a race: the batch has refusals; write it in the order
+                                // that decides first (no pause, not counted).
+                                metrics.observe_commit_reorder();
+                                attempt -= 1;
+                                order = WriteOrder::BalancesFirst;
+                            }
                             AttemptError::Retry(error) if attempt >= COMMIT_ATTEMPTS_MAX => {
                                 return Err(error)
                             }
@@ -181,21 +220,42 @@ type Decisions = Vec<Vec<Option<ItemOutcome>>>;
 
 async fn attempt_commit(
     txn: &DatabaseTransaction,
-    mut units: Vec<BatchUnit>,
+    units: &[BatchUnit],
+    order: WriteOrder,
 ) -> Result<BatchOutcome, AttemptError> {
-    for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
-        item.record = as_stored(&item.record);
-    }
     let mut decided: Decisions = units.iter().map(|u| vec![None; u.items.len()]).collect();
-    refuse_duplicate_references(txn, &units, &mut decided).await?;
-    let holds = decide_hold_actions(txn, &mut units, &mut decided).await?;
-
-    let touched: Vec<String> = units
+    refuse_duplicate_references(txn, units, &mut decided).await?;
+    // Hold actions learn their amounts and changes here, on a copy (a retry starts over);
+    // a batch without them is only read.
+    let with_holds: Vec<BatchUnit>;
+    let (units, holds) = if units
         .iter()
-        .zip(&decided)
-        .flat_map(|(unit, decided)| unit.items.iter().zip(decided))
-        .filter(|(_, decision)| decision.is_none())
-        .flat_map(|(item, _)| item.changes.iter().map(|(id, _)| id.clone()))
+        .any(|u| u.items.iter().any(|i| i.hold_action.is_some()))
+    {
+        let mut copy = units.to_vec();
+        let holds = decide_hold_actions(txn, &mut copy, &mut decided).await?;
+        with_holds = copy;
+        (with_holds.as_slice(), holds)
+    } else {
+        (units, Holds::new())
+    };
+
+    // With `RowsFirst`, the items inserted here must all be admitted below.
+    let inserted_first: Option<Vec<Vec<bool>>> = (order == WriteOrder::RowsFirst).then(|| {
+        decided
+            .iter()
+            .map(|unit| unit.iter().map(Option::is_none).collect())
+            .collect()
+    });
+    if inserted_first.is_some() {
+        let undecided: Vec<&TransactionRecord> = undecided_items(units, &decided)
+            .map(|item| &item.record)
+            .collect();
+        pg_arrays::insert_transactions(txn, &undecided).await?;
+    }
+
+    let touched: Vec<String> = undecided_items(units, &decided)
+        .flat_map(|item| item.changes.iter().map(|(id, _)| id.clone()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -230,9 +290,24 @@ async fn attempt_commit(
         .map(|d| d.iter().map(Option::is_some).collect())
         .collect();
     let admission = admit_units(&available, &admission_units, &excluded);
+    if let Some(inserted) = &inserted_first {
+        let refused_after_insert = inserted
+            .iter()
+            .zip(&admission)
+            .any(|(inserted, admission)| {
+                inserted
+                    .iter()
+                    .zip(admission)
+                    .any(|(inserted, admitted)| *inserted && *admitted != Admission::Admitted)
+            });
+        if refused_after_insert {
+            return Err(AttemptError::Reorder);
+        }
+    }
 
     let mut net: BTreeMap<String, BalanceDelta> = BTreeMap::new();
-    let mut to_insert = Vec::new();
+    // Admitted rows are inserted as they are; refused ones stored REJECTED are new rows.
+    let mut to_insert: Vec<Cow<'_, TransactionRecord>> = Vec::new();
     let mut admitted_actions: Vec<&HoldActionRequest> = Vec::new();
     for ((unit, decided), admission) in units.iter().zip(decided.iter_mut()).zip(&admission) {
         let cause = unit_refusal_cause(unit, decided, admission);
@@ -246,7 +321,7 @@ async fn attempt_commit(
                             .or_default()
                             .add(&change.delta);
                     }
-                    to_insert.push(item.record.clone());
+                    to_insert.push(Cow::Borrowed(&item.record));
                     admitted_actions.extend(item.hold_action.as_ref());
                     *decision = Some(ItemOutcome::Stored(item.record.clone()));
                     continue;
@@ -264,7 +339,7 @@ async fn attempt_commit(
                         .record
                         .clone()
                         .with_rejection(&error.rejection_reason());
-                    to_insert.push(rejected.clone());
+                    to_insert.push(Cow::Owned(rejected.clone()));
                     ItemOutcome::Stored(rejected)
                 }
             });
@@ -279,8 +354,13 @@ async fn attempt_commit(
         updated.version += 1;
         balances.push(updated);
     }
-    write_batch(txn, &balances, &to_insert).await?;
-    write_holds(txn, &units, &to_insert, &admitted_actions, &holds).await?;
+    let to_insert: Vec<&TransactionRecord> = to_insert.iter().map(Cow::as_ref).collect();
+    let not_yet_inserted: &[&TransactionRecord] = match inserted_first {
+        Some(_) => &[],
+        None => &to_insert,
+    };
+    write_batch(txn, &balances, not_yet_inserted).await?;
+    write_holds(txn, units, &to_insert, &admitted_actions, &holds).await?;
     let units = decided
         .into_iter()
         .map(|unit| {
@@ -290,6 +370,19 @@ async fn attempt_commit(
         })
         .collect();
     Ok(BatchOutcome { units, balances })
+}
+
+/// The items no check has decided yet.
+fn undecided_items<'a>(
+    units: &'a [BatchUnit],
+    decided: &'a Decisions,
+) -> impl Iterator<Item = &'a BatchItem> {
+    units
+        .iter()
+        .zip(decided)
+        .flat_map(|(unit, decided)| unit.items.iter().zip(decided))
+        .filter(|(_, decision)| decision.is_none())
+        .map(|(item, _)| item)
 }
 
 /// Why the other items of a unit were refused: the first refusal in it.
@@ -317,20 +410,18 @@ fn unit_refusal_cause(
     "another transaction of the batch was refused".to_owned()
 }
 
-/// The record at the database's time resolution (PostgreSQL keeps microseconds), so that
-/// what a request is answered equals what is read back later.
-fn as_stored(record: &TransactionRecord) -> TransactionRecord {
+/// Puts the record's times at the database's resolution (PostgreSQL keeps microseconds), so
+/// that what a request is answered equals what is read back later.
+fn truncate_to_stored(record: &mut TransactionRecord) {
     use chrono::SubsecRound;
     let micros = |time: &mut Option<chrono::DateTime<chrono::Utc>>| {
         *time = time.map(|t| t.trunc_subsecs(6));
     };
-    let mut stored = record.clone();
-    stored.created_at = stored.created_at.trunc_subsecs(6);
-    micros(&mut stored.effective_date);
-    micros(&mut stored.scheduled_for);
-    micros(&mut stored.inflight_expiry_date);
-    micros(&mut stored.inflight_commit_date);
-    stored
+    record.created_at = record.created_at.trunc_subsecs(6);
+    micros(&mut record.effective_date);
+    micros(&mut record.scheduled_for);
+    micros(&mut record.inflight_expiry_date);
+    micros(&mut record.inflight_commit_date);
 }
 
 pub fn refusal_for(balance_id: &str, floor: Option<&Floor>) -> LedgerError {
@@ -539,7 +630,7 @@ async fn decide_hold_actions(
 async fn write_holds(
     txn: &DatabaseTransaction,
     units: &[BatchUnit],
-    stored: &[TransactionRecord],
+    stored: &[&TransactionRecord],
     admitted: &[&HoldActionRequest],
     holds: &Holds,
 ) -> Result<(), AttemptError> {
@@ -630,6 +721,10 @@ async fn lock_balances(
     txn: &DatabaseTransaction,
     mut ids: Vec<String>,
 ) -> Result<HashMap<String, BalanceRow>, AttemptError> {
+    if ids.is_empty() {
+        // Rows that change no balance (QUEUED, SCHEDULED): no round trip.
+        return Ok(HashMap::new());
+    }
     ids.sort();
     if txn.get_database_backend() == DbBackend::Postgres {
         return Ok(pg_arrays::lock_balances(txn, &ids).await?);
@@ -652,7 +747,7 @@ async fn lock_balances(
 async fn write_batch(
     txn: &DatabaseTransaction,
     balances: &[BalanceRow],
-    records: &[TransactionRecord],
+    records: &[&TransactionRecord],
 ) -> Result<(), AttemptError> {
     if txn.get_database_backend() == DbBackend::Postgres {
         if balances.is_empty() && records.is_empty() {
@@ -670,7 +765,7 @@ async fn write_batch(
         write_balance(txn, row.version - 1, row).await?;
     }
     for chunk in records.chunks(INSERT_ROWS_MAX) {
-        transaction::Entity::insert_many(chunk.iter().map(active_model))
+        transaction::Entity::insert_many(chunk.iter().map(|record| active_model(record)))
             .exec_without_returning(txn)
             .await?;
     }

@@ -28,33 +28,60 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, Value,
 };
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::str::FromStr;
 
 /// A PostgreSQL array literal: every element double-quoted with `"` and `\` escaped (so any
 /// text, including commas, braces, quotes and the word NULL, stays one element); `None` is an
 /// SQL NULL element.
 pub fn text_array<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> String {
-    let mut literal = String::from("{");
-    for (index, value) in values.into_iter().enumerate() {
-        if index > 0 {
-            literal.push(',');
+    let mut array = ArrayLiteral::new();
+    for value in values {
+        array.push(value);
+    }
+    array.finish()
+}
+
+/// [`text_array`] built element by element, so callers can format values into a reused
+/// buffer instead of allocating one string each.
+struct ArrayLiteral {
+    literal: String,
+    empty: bool,
+}
+
+impl ArrayLiteral {
+    fn new() -> Self {
+        Self {
+            literal: String::from("{"),
+            empty: true,
         }
+    }
+
+    fn push(&mut self, value: Option<&str>) {
+        if !self.empty {
+            self.literal.push(',');
+        }
+        self.empty = false;
         match value {
-            None => literal.push_str("NULL"),
+            None => self.literal.push_str("NULL"),
             Some(text) => {
-                literal.push('"');
+                self.literal.reserve(text.len() + 2);
+                self.literal.push('"');
                 for character in text.chars() {
                     if character == '"' || character == '\\' {
-                        literal.push('\\');
+                        self.literal.push('\\');
                     }
-                    literal.push(character);
+                    self.literal.push(character);
                 }
-                literal.push('"');
+                self.literal.push('"');
             }
         }
     }
-    literal.push('}');
-    literal
+
+    fn finish(mut self) -> String {
+        self.literal.push('}');
+        self.literal
+    }
 }
 
 fn bind(literal: String) -> Value {
@@ -307,7 +334,7 @@ fn balance_update(rows: &[BalanceRow], first: usize) -> (String, Vec<Value>) {
 
 /// The insert of a batch's rows: a column array each, zipped by `unnest`. Parameters start
 /// at `$first`.
-fn transaction_insert(records: &[TransactionRecord], first: usize) -> (String, Vec<Value>) {
+fn transaction_insert(records: &[&TransactionRecord], first: usize) -> (String, Vec<Value>) {
     const CASTS: [&str; 22] = [
         "text",
         "text",
@@ -345,58 +372,95 @@ fn transaction_insert(records: &[TransactionRecord], first: usize) -> (String, V
          inflight_commit_date, meta_data) SELECT * FROM unnest({})",
         arrays.join(", ")
     );
-    let text = |f: &dyn Fn(&TransactionRecord) -> Option<String>| {
-        let values: Vec<Option<String>> = records.iter().map(f).collect();
-        bind(text_array(values.iter().map(Option::as_deref)))
+    // Text columns are copied straight into their literal; other values are written into one
+    // reused buffer (`false`: NULL).
+    let text = |f: &dyn Fn(&TransactionRecord) -> Option<&str>| {
+        bind(text_array(records.iter().map(|r| f(r))))
     };
-    let flag = |value: bool| Some(if value { "t" } else { "f" }.to_owned());
-    let time = |value: &Option<DateTime<Utc>>| {
-        value.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    let written = |f: &dyn Fn(&TransactionRecord, &mut String) -> bool| {
+        let (mut array, mut buffer) = (ArrayLiteral::new(), String::new());
+        for record in records {
+            buffer.clear();
+            let present = f(record, &mut buffer);
+            array.push(present.then_some(buffer.as_str()));
+        }
+        bind(array.finish())
+    };
+    let flag = |value: bool| Some(if value { "t" } else { "f" });
+    let time = |value: &Option<DateTime<Utc>>, out: &mut String| match value {
+        Some(t) => {
+            out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
+            true
+        }
+        None => false,
     };
     let values = vec![
-        text(&|r| Some(r.transaction_id.clone())),
-        text(&|r| r.parent_transaction.clone()),
-        text(&|r| Some(r.source.clone())),
-        text(&|r| Some(r.destination.clone())),
-        text(&|r| Some(r.reference.clone())),
-        text(&|r| Some(r.precise_amount.to_string())),
-        text(&|r| Some(r.precision.as_bigint().to_string())),
-        text(&|r| Some(r.currency.clone())),
-        text(&|r| r.description.clone()),
-        text(&|r| Some(r.status.as_str().to_owned())),
-        text(&|r| Some(r.hash.clone())),
+        text(&|r| Some(&r.transaction_id)),
+        text(&|r| r.parent_transaction.as_deref()),
+        text(&|r| Some(&r.source)),
+        text(&|r| Some(&r.destination)),
+        text(&|r| Some(&r.reference)),
+        written(&|r, out| write!(out, "{}", r.precise_amount).is_ok()),
+        written(&|r, out| write!(out, "{}", r.precision.as_bigint()).is_ok()),
+        text(&|r| Some(&r.currency)),
+        text(&|r| r.description.as_deref()),
+        text(&|r| Some(r.status.as_str())),
+        text(&|r| Some(&r.hash)),
         text(&|r| flag(r.allow_overdraft)),
-        text(&|r| r.overdraft_limit.as_ref().map(ToString::to_string)),
+        written(&|r, out| match &r.overdraft_limit {
+            Some(limit) => write!(out, "{limit}").is_ok(),
+            None => false,
+        }),
         text(&|r| flag(r.inflight)),
         text(&|r| flag(r.skip_queue)),
         text(&|r| flag(r.atomic)),
-        text(&|r| time(&Some(r.created_at))),
-        text(&|r| time(&r.effective_date)),
-        text(&|r| time(&r.scheduled_for)),
-        text(&|r| time(&r.inflight_expiry_date)),
-        text(&|r| time(&r.inflight_commit_date)),
-        text(&|r| r.meta_data.as_ref().map(ToString::to_string)),
+        written(&|r, out| time(&Some(r.created_at), out)),
+        written(&|r, out| time(&r.effective_date, out)),
+        written(&|r, out| time(&r.scheduled_for, out)),
+        written(&|r, out| time(&r.inflight_expiry_date, out)),
+        written(&|r, out| time(&r.inflight_commit_date, out)),
+        written(&|r, out| match &r.meta_data {
+            Some(meta) => write!(out, "{meta}").is_ok(),
+            None => false,
+        }),
     ];
     (sql, values)
 }
 
-/// Writes a batch: the balance update and the row insert in one statement, so the balances
-/// stay locked one round trip less. Returns how many balances matched their guard (fewer
-/// than `balances.len()`: another writer moved one). An INSERT without ON CONFLICT stores
+/// Inserts rows in one statement (none: no statement). An INSERT without ON CONFLICT stores
 /// every row or fails as a whole.
+pub async fn insert_transactions(
+    txn: &DatabaseTransaction,
+    records: &[&TransactionRecord],
+) -> Result<(), DbErr> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (insert, values) = transaction_insert(records, 1);
+    txn.execute_raw(statement(&insert, values)).await?;
+    Ok(())
+}
+
+/// Writes a batch: the balance update and the insert of `records` (when there are any) in
+/// one statement, so the balances stay locked one round trip less. Returns how many balances
+/// matched their guard (fewer than `balances.len()`: another writer moved one).
 pub async fn write_batch(
     txn: &DatabaseTransaction,
     balances: &[BalanceRow],
-    records: &[TransactionRecord],
+    records: &[&TransactionRecord],
 ) -> Result<u64, DbErr> {
     let (update, mut values) = balance_update(balances, 1);
-    let (insert, more) = transaction_insert(records, values.len() + 1);
-    values.extend(more);
     // Data-modifying CTEs run whether or not the outer query reads them.
-    let sql = format!(
-        "WITH updated AS ({update} RETURNING 1), inserted AS ({insert} RETURNING 1) \
-         SELECT (SELECT count(*) FROM updated) AS updated"
-    );
+    let sql = if records.is_empty() {
+        format!("WITH updated AS ({update} RETURNING 1) SELECT count(*) AS updated FROM updated")
+    } else {
+        let (insert, more) = transaction_insert(records, values.len() + 1);
+        values.extend(more);
+        format!(
+            "WITH updated AS ({update} RETURNING 1), inserted AS ({insert} RETURNING 1) \
+             SELECT (SELECT count(*) FROM updated) AS updated"
+        )
+    };
     let row = txn
         .query_one_raw(statement(&sql, values))
         .await?
