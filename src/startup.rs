@@ -137,6 +137,7 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
                 settings.commits_in_flight_max
             },
             pending_items_max: settings.batch_size_max * PENDING_BATCHES_MAX,
+            rows_first_items_min: settings.rows_first_items_min,
         },
         registry: RegistrySettings {
             arbiters: settings.balance_arbiters,

@@ -1763,8 +1763,10 @@ async fn an_atomic_bulk_with_an_unfundable_item_applies_nothing(backend: Backend
 on_both_backends!(an_atomic_bulk_with_an_unfundable_item_applies_nothing);
 
 async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
-    // Arrange
-    let app = spawn_app(backend).await;
+    // Arrange: every batch inserts its rows before locking its balances (on PostgreSQL).
+    let mut settings = test_settings(backend).await;
+    settings.rows_first_items_min = 1;
+    let app = spawn_with(settings).await;
     let ids = app.balances("USD", 3).await;
     let (rich, poor, to) = (&ids[0], &ids[1], &ids[2]);
     app.fund(rich, "USD", 1_000).await;
@@ -1805,8 +1807,8 @@ async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
     assert_eq!(amounts(&app, to).await, Amounts::new(100, 0, 0, 0));
     assert_all_invariants(&app).await;
     if backend == Backend::Postgres {
-        // PostgreSQL's group commit inserted all three rows before locking the balances;
-        // the refusal made it start over, deciding first, which is what the rows above show.
+        // The group commit inserted all three rows before locking the balances; the refusal
+        // made it start over, deciding first, which is what the rows above show.
         let metrics = app.get("/metrics").await;
         assert!(
             metrics.text.contains("coffer_commit_reorders_total 1\n"),
