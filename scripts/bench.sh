@@ -96,10 +96,17 @@ cleanup() {
 trap cleanup EXIT
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on.
+# Picked below the kernel's ephemeral range (outgoing connections take ports from it, and one
+# took a port between this check and the server's bind in a long run).
 free_port() {
-    local p i
+    local p i low=20000 high=32767 range
+    if range=$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null); then
+        high=$(( ${range%%[[:space:]]*} - 1 ))
+        (( high > 11000 )) || { low=${range##*[[:space:]]}; low=$(( low + 1 )); high=65000; }
+        (( high - low > 1000 )) || low=$(( high - 9000 ))
+    fi
     for i in $(seq 1 100); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        p=$(( low + (RANDOM * 32768 + RANDOM) % (high - low) ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
@@ -121,14 +128,14 @@ start_server() {
     SERVER_PIDS+=("$PID")
 }
 
-# wait_healthy PORT PID: polls /health every 0.2 s, up to 60 s.
+# wait_healthy PORT PID: polls /health every 0.2 s, up to 60 s; fails if the server exits.
 wait_healthy() {
     local port=$1 pid=$2 i
     for i in $(seq 1 300); do
         if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
             return 0
         fi
-        kill -0 "$pid" 2>/dev/null || die "the server on port $port exited; see $LOGS"
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.2
     done
     die "the server on port $port did not become healthy in 60 s"
@@ -152,21 +159,30 @@ SERVERS=0
 # data directory (SQLite); sets PORT, PID and SERVER_DB.
 start_backend() {
     local backend=$1
+    local attempt
     SERVERS=$((SERVERS + 1))
-    PORT=$(free_port)
     SERVER_DB=""
     if [[ $backend == postgres ]]; then
         SERVER_DB="${DB}_$SERVERS"
         psql "$PG_BASE/postgres" -qc "CREATE DATABASE $SERVER_DB" >/dev/null ||
             die "cannot create a database on $PG_BASE"
         DATABASES+=("$SERVER_DB")
-        start_server "postgres-$SERVERS" "$PORT" BLNK_DATA_SOURCE_DNS="$PG_BASE/$SERVER_DB" \
-            BLNK_REDIS_DNS="$REDIS_URL" COFFER_REDIS_KEY_PREFIX="bench:$RUN:$SERVERS:" \
-            COFFER_START_WORKERS=true
-    else
-        start_server "sqlite-$SERVERS" "$PORT"
     fi
-    wait_healthy "$PORT" "$PID"
+    # A port can still be taken between free_port and the bind: then try another.
+    for attempt in 1 2 3; do
+        PORT=$(free_port)
+        if [[ $backend == postgres ]]; then
+            start_server "postgres-$SERVERS" "$PORT" BLNK_DATA_SOURCE_DNS="$PG_BASE/$SERVER_DB" \
+                BLNK_REDIS_DNS="$REDIS_URL" COFFER_REDIS_KEY_PREFIX="bench:$RUN:$SERVERS:" \
+                COFFER_START_WORKERS=true
+        else
+            start_server "sqlite-$SERVERS" "$PORT"
+        fi
+        wait_healthy "$PORT" "$PID" && break
+        stop_server "$PID"
+        say "the server on port $PORT exited (see $LOGS/$backend-$SERVERS-server.log); again"
+        [[ $attempt -lt 3 ]] || die "the server did not start three times; see $LOGS"
+    done
     if [[ $backend == postgres && -z ${PG_VERSION:-} ]]; then
         PG_VERSION=$(psql "$PG_BASE/$SERVER_DB" -Atc "SHOW server_version" 2>/dev/null || echo "?")
         SYNC_COMMIT=$(psql "$PG_BASE/$SERVER_DB" -Atc "SHOW synchronous_commit" 2>/dev/null || echo "?")
