@@ -15,9 +15,7 @@ use super::balance_actor::{BalanceActor, Settle};
 use crate::domain::ids::shard_of;
 use crate::domain::TransactionStatus;
 use crate::queue::TransactionQueue;
-use crate::store::{
-    commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, WriteOrder, GROUP_KEY,
-};
+use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, GROUP_KEY};
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
@@ -40,7 +38,7 @@ pub struct CommitterSettings {
     /// Items waiting for a batch beyond which new submissions are refused as overloaded.
     pub pending_items_max: usize,
     /// Batches of at least this many items insert their rows before locking their balances
-    /// (PostgreSQL; see [`crate::store::WriteOrder`]).
+    /// (PostgreSQL; see [`crate::store::commit_batch`]).
     pub rows_first_items_min: usize,
 }
 
@@ -133,13 +131,12 @@ impl Committer {
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
         let (store, queue) = (self.store.clone(), self.queue.clone());
         let size: usize = units.iter().map(|u| u.items.len()).sum();
-        let order =
-            WriteOrder::for_batch(store.backend(), size, self.settings.rows_first_items_min);
+        let rows_first_items_min = self.settings.rows_first_items_min;
         self.commits_in_flight += 1;
         ctx.spawn(
             async move {
                 let started = std::time::Instant::now();
-                let result = commit_batch(&store, units, order).await;
+                let result = commit_batch(&store, units, rows_first_items_min).await;
                 store.metrics().observe_commit(size, started.elapsed(), result.is_ok());
                 if let Ok(outcome) = &result {
                     let entries = queue_entries(&outcome.units, queue.shard_count());

@@ -3,7 +3,7 @@
 //! 1. duplicate references (inside the batch and already stored) are refused;
 //! 2. inflight commits and voids are decided against their locked hold rows;
 //! 3. on PostgreSQL, the rows of the items still undecided are inserted, one set-based
-//!    statement, before any balance is locked (see [`WriteOrder`]);
+//!    statement, before any balance is locked (see `WriteOrder`);
 //! 4. every touched balance is locked and read, in balance-id order (no deadlocks);
 //! 5. the batch is admitted against those rows ([`admit_units`]): the database state, not any
 //!    process's cache, decides, so replicas can never overdraw a balance; a refusal after
@@ -139,14 +139,14 @@ enum AttemptError {
 /// transfers, ~30 a batch: 5-8% slower). SQLite has one writer and always goes
 /// `BalancesFirst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOrder {
+enum WriteOrder {
     RowsFirst,
     BalancesFirst,
 }
 
 impl WriteOrder {
     /// `RowsFirst` for a PostgreSQL batch of at least `rows_first_items_min` items.
-    pub fn for_batch(backend: DbBackend, items: usize, rows_first_items_min: usize) -> Self {
+    fn for_batch(backend: DbBackend, items: usize, rows_first_items_min: usize) -> Self {
         if backend == DbBackend::Postgres && items >= rows_first_items_min {
             Self::RowsFirst
         } else {
@@ -177,16 +177,15 @@ impl From<sea_orm::DbErr> for AttemptError {
     }
 }
 
-/// Commits a batch; an `Err` means nothing of it was stored.
+/// Commits a batch; an `Err` means nothing of it was stored. A batch of at least
+/// `rows_first_items_min` items inserts its rows first (see `WriteOrder`).
 pub async fn commit_batch(
     store: &Store,
     mut units: Vec<BatchUnit>,
-    order: WriteOrder,
+    rows_first_items_min: usize,
 ) -> Result<BatchOutcome, LedgerError> {
-    let mut order = match store.backend() {
-        DbBackend::Postgres => order,
-        _ => WriteOrder::BalancesFirst,
-    };
+    let items = units.iter().map(|u| u.items.len()).sum();
+    let mut order = WriteOrder::for_batch(store.backend(), items, rows_first_items_min);
     for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
         truncate_to_stored(&mut item.record);
     }

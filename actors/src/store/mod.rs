@@ -17,7 +17,7 @@ mod transactions;
 pub use balances::{BalanceRow, IndicatorBalance, NewBalance, QueuedTotals};
 pub use commit::{
     commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, HoldActionRequest, ItemOutcome,
-    Refusal, WriteOrder, GROUP_KEY,
+    Refusal, GROUP_KEY,
 };
 pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
 pub use ledgers::NewLedger;
