@@ -1819,6 +1819,72 @@ async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
 }
 on_both_backends!(a_non_atomic_bulk_stops_at_its_first_refused_item);
 
+async fn a_bulk_over_many_balances_checks_every_ones_precision(backend: Backend) {
+    // Arrange: ten balances of precision 100 (more than a request checks through actors);
+    // the first five have live actors (funded), the last five have none yet.
+    let app = spawn_app(backend).await;
+    let ledger = app.create_ledger("precise").await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let body = json!({ "ledger_id": ledger, "currency": "USD", "precision": 100 });
+        let reply = app.post("/balances", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        ids.push(text(&reply.json["balance_id"]));
+    }
+    for id in &ids[..5] {
+        let mut funding = transfer("@World", id, 1_000, true);
+        funding["precision"] = json!(100);
+        funding["allow_overdraft"] = json!(true);
+        let reply = app.post("/transactions", funding).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let items = |odd_one: Option<(usize, usize)>| -> Vec<Value> {
+        let mut items: Vec<Value> = (0..5)
+            .map(|i| {
+                let mut item = transfer(&ids[i], &ids[5 + i], 100, true);
+                item["precision"] = json!(100);
+                item
+            })
+            .collect();
+        if let Some((source, destination)) = odd_one {
+            let mut item = transfer(&ids[source], &ids[destination], 100, true);
+            item["precision"] = json!(1000);
+            items.push(item);
+        }
+        items
+    };
+
+    // Act + Assert: a live balance refusing the precision, then a balance without an actor.
+    for odd_one in [(0, 1), (6, 7)] {
+        let body = json!({ "transactions": items(Some(odd_one)), "skip_queue": true });
+        let reply = app.post("/transactions/bulk", body).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "TXN_VALIDATION_ERROR");
+        assert!(
+            text(&reply.json["error"]).contains("precision"),
+            "{}",
+            reply.text
+        );
+        assert!(children(&app, &text(&reply.json["batch_id"]))
+            .await
+            .is_empty());
+    }
+    for id in &ids {
+        let funded = if ids[..5].contains(id) { 1_000 } else { 0 };
+        assert_eq!(amounts(&app, id).await, Amounts::new(funded, 0, 0, 0));
+    }
+
+    // The same request without the odd item applies.
+    let body = json!({ "transactions": items(None), "skip_queue": true });
+    let reply = app.post("/transactions/bulk", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    for i in 0..5 {
+        assert_eq!(amounts(&app, &ids[i]).await, Amounts::new(1_000, 100, 0, 0));
+        assert_eq!(amounts(&app, &ids[5 + i]).await, Amounts::new(100, 0, 0, 0));
+    }
+    assert_all_invariants(&app).await;
+}
+on_both_backends!(a_bulk_over_many_balances_checks_every_ones_precision);
+
 async fn a_run_async_bulk_answers_202_and_applies_in_the_background(backend: Backend) {
     let app = spawn_app(backend).await;
     for skip_queue in [true, false] {
