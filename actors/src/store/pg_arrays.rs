@@ -243,53 +243,108 @@ pub async fn balance_rows<C: ConnectionTrait>(
     read_balances(db, ids, "").await
 }
 
+/// The columns a balance is read with: amounts as exact text.
+const BALANCE_COLUMNS: &str = "b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
+     CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
+     CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
+     CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version";
+
+/// Balances of the ids in array parameter `$n`, in its order; `tail` may lock them.
+fn balances_probe(n: usize, tail: &str) -> String {
+    probe(
+        &format!("unnest(CAST(${n} AS text[])) AS wanted(id)"),
+        BALANCE_COLUMNS,
+        "balances AS b",
+        "b.balance_id = wanted.id",
+        tail,
+    )
+}
+
 async fn read_balances<C: ConnectionTrait>(
     db: &C,
     ids: &[String],
     tail: &str,
 ) -> Result<HashMap<String, BalanceRow>, DbErr> {
     // Rows are read (and locked) in the order of `ids`.
-    let sql = format!(
-        "SELECT b.* {}",
-        probe(
-            "unnest(CAST($1 AS text[])) AS wanted(id)",
-            "b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
-             CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
-             CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
-             CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version",
-            "balances AS b",
-            "b.balance_id = wanted.id",
-            tail,
-        )
-    );
+    let sql = format!("SELECT b.* {}", balances_probe(1, tail));
     let array = text_array(ids.iter().map(|id| Some(id.as_str())));
     let rows = db.query_all_raw(statement(&sql, vec![bind(array)])).await?;
-    let integer = |row: &sea_orm::QueryResult, column: &str| -> Result<BigInt, DbErr> {
+    let mut balances = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let balance = balance_row(row)?;
+        balances.insert(balance.balance_id.clone(), balance);
+    }
+    Ok(balances)
+}
+
+/// [`stored_references`] and [`lock_balances`] in one statement (one round trip): the
+/// stored rows among `references` (`reference → status`) and the balances of `ids` (sorted),
+/// locked.
+pub async fn references_and_locked_balances(
+    txn: &DatabaseTransaction,
+    references: &[String],
+    ids: &[String],
+) -> Result<(HashMap<String, String>, HashMap<String, BalanceRow>), DbErr> {
+    let sql = format!(
+        "WITH locked AS (SELECT b.* {}), found AS (SELECT t.reference, t.status {}) \
+         SELECT balance_id, currency, precision, credit, debit, inflight_credit, \
+         inflight_debit, version, CAST(NULL AS text) AS reference, \
+         CAST(NULL AS text) AS status FROM locked \
+         UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reference, status \
+         FROM found",
+        balances_probe(2, "FOR UPDATE"),
+        probe(
+            "unnest(CAST($1 AS text[])) AS wanted(reference)",
+            "t.reference, t.status",
+            "transactions AS t",
+            "t.reference = wanted.reference",
+            "",
+        )
+    );
+    let values = vec![
+        bind(text_array(references.iter().map(|r| Some(r.as_str())))),
+        bind(text_array(ids.iter().map(|id| Some(id.as_str())))),
+    ];
+    let rows = txn.query_all_raw(statement(&sql, values)).await?;
+    let (mut stored, mut balances) = (HashMap::new(), HashMap::with_capacity(ids.len()));
+    for row in &rows {
+        let reference: Option<String> = row.try_get("", "reference")?;
+        match reference {
+            Some(reference) => {
+                stored.insert(reference, row.try_get("", "status")?);
+            }
+            None => {
+                let balance = balance_row(row)?;
+                balances.insert(balance.balance_id.clone(), balance);
+            }
+        }
+    }
+    Ok((stored, balances))
+}
+
+/// A balance read with [`BALANCE_COLUMNS`].
+fn balance_row(row: &sea_orm::QueryResult) -> Result<BalanceRow, DbErr> {
+    let integer = |column: &str| -> Result<BigInt, DbErr> {
         let text: String = row.try_get("", column)?;
         BigInt::from_str(&text)
             .map_err(|_| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
     };
-    let mut balances = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let precision: Option<String> = row.try_get("", "precision")?;
-        let precision = precision
-            .and_then(|text| BigInt::from_str(&text).ok())
-            .and_then(|value| Precision::from_bigint(value).ok());
-        let balance = BalanceRow {
-            balance_id: row.try_get("", "balance_id")?,
-            currency: row.try_get("", "currency")?,
-            precision,
-            amounts: BalanceAmounts {
-                credit: integer(row, "credit")?,
-                debit: integer(row, "debit")?,
-                inflight_credit: integer(row, "inflight_credit")?,
-                inflight_debit: integer(row, "inflight_debit")?,
-            },
-            version: row.try_get("", "version")?,
-        };
-        balances.insert(balance.balance_id.clone(), balance);
-    }
-    Ok(balances)
+    let precision: Option<String> = row.try_get("", "precision")?;
+    let precision = precision
+        .and_then(|text| BigInt::from_str(&text).ok())
+        .and_then(|value| Precision::from_bigint(value).ok());
+    Ok(BalanceRow {
+        balance_id: row.try_get("", "balance_id")?,
+        currency: row.try_get("", "currency")?,
+        precision,
+        amounts: BalanceAmounts {
+            credit: integer("credit")?,
+            debit: integer("debit")?,
+            inflight_credit: integer("inflight_credit")?,
+            inflight_debit: integer("inflight_debit")?,
+        },
+        version: row.try_get("", "version")?,
+    })
 }
 
 /// The balance update of a batch: every balance's new amounts, guarded by the version it was
