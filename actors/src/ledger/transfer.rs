@@ -467,12 +467,7 @@ impl Ledger {
             )),
             "store_queued takes QUEUED or SCHEDULED rows only"
         );
-        let mut touched: HashMap<String, Precision> = HashMap::new();
-        for record in &records {
-            touched.insert(record.source.clone(), record.precision.clone());
-            touched.insert(record.destination.clone(), record.precision.clone());
-        }
-        self.check_balances(touched).await?;
+        self.check_balances(&records).await?;
         let items = records
             .into_iter()
             .map(|r| BatchItem::transfer(r, Vec::new(), Refusal::Fail))
@@ -494,13 +489,19 @@ impl Ledger {
         }
     }
 
-    /// Existence and precision of balances: through their actors (few), or the registry for
-    /// the live ones and one query for the rest (many). Returns the live actors among them.
+    /// Existence of the rows' balances and their precision: through their actors (few), or
+    /// the registry for the live ones and one query for the rest (many). Returns the live
+    /// actors among them.
     async fn check_balances(
         &self,
-        mut balances: HashMap<String, Precision>,
+        records: &[TransactionRecord],
     ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         const THROUGH_ACTORS_MAX: usize = 8;
+        let mut balances: HashMap<String, Precision> = HashMap::new();
+        for record in records {
+            balances.insert(record.source.clone(), record.precision.clone());
+            balances.insert(record.destination.clone(), record.precision.clone());
+        }
         if balances.len() <= THROUGH_ACTORS_MAX {
             let checks = balances.into_iter().map(|(id, precision)| async move {
                 let actor = self.registry().actor_taking(&id, &precision).await?;
@@ -669,13 +670,8 @@ impl Ledger {
                 transaction_count: count,
             });
         }
-        let mut touched: HashMap<String, Precision> = HashMap::new();
-        for record in &records {
-            touched.insert(record.source.clone(), record.precision.clone());
-            touched.insert(record.destination.clone(), record.precision.clone());
-        }
         // No per-item reservations: the database check decides; live actors are settled.
-        let actors = self.check_balances(touched).await.map_err(fail)?;
+        let actors = self.check_balances(&records).await.map_err(fail)?;
         let items = records
             .into_iter()
             .map(|r| {

@@ -104,21 +104,23 @@ fn probe(keys: &str, columns: &str, table: &str, condition: &str, tail: &str) ->
     )
 }
 
+/// The stored rows (`reference, status`) among the references in array parameter `$n`.
+fn references_probe(n: usize) -> String {
+    probe(
+        &format!("unnest(CAST(${n} AS text[])) AS wanted(reference)"),
+        "t.reference, t.status",
+        "transactions AS t",
+        "t.reference = wanted.reference",
+        "",
+    )
+}
+
 /// `reference → status` of the stored rows among `references`.
 pub async fn stored_references(
     txn: &DatabaseTransaction,
     references: &[String],
 ) -> Result<HashMap<String, String>, DbErr> {
-    let sql = format!(
-        "SELECT t.reference, t.status {}",
-        probe(
-            "unnest(CAST($1 AS text[])) AS wanted(reference)",
-            "t.reference, t.status",
-            "transactions AS t",
-            "t.reference = wanted.reference",
-            "",
-        )
-    );
+    let sql = format!("SELECT t.reference, t.status {}", references_probe(1));
     let array = text_array(references.iter().map(|r| Some(r.as_str())));
     let rows = txn
         .query_all_raw(statement(&sql, vec![bind(array)]))
@@ -293,13 +295,7 @@ pub async fn references_and_locked_balances(
          UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, reference, status \
          FROM found",
         balances_probe(2, "FOR UPDATE"),
-        probe(
-            "unnest(CAST($1 AS text[])) AS wanted(reference)",
-            "t.reference, t.status",
-            "transactions AS t",
-            "t.reference = wanted.reference",
-            "",
-        )
+        references_probe(1)
     );
     let values = vec![
         bind(text_array(references.iter().map(|r| Some(r.as_str())))),
