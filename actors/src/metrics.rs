@@ -196,6 +196,7 @@ pub struct Metrics {
     commit_duration: Histogram,
     commit_failures: Counter,
     commit_reorders: Counter,
+    balance_actors_retired: Counter,
     committer_pending: AtomicI64,
     queue_wait: Histogram,
     /// Milliseconds the most recently applied queued transaction waited.
@@ -217,6 +218,7 @@ impl Default for Metrics {
             commit_duration: Histogram::new(LATENCY_BUCKETS),
             commit_failures: Counter::default(),
             commit_reorders: Counter::default(),
+            balance_actors_retired: Counter::default(),
             committer_pending: AtomicI64::new(0),
             queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS),
             queue_lag_ms: AtomicU64::new(0),
@@ -255,6 +257,11 @@ impl Metrics {
     /// written again deciding first (see `store::commit`).
     pub fn observe_commit_reorder(&self) {
         self.commit_reorders.inc();
+    }
+
+    /// Balance actors the full registry retired (least recently used first) to make room.
+    pub fn observe_actors_retired(&self, count: usize) {
+        self.balance_actors_retired.add(count as u64);
     }
 
     /// The outcomes of one submitted unit: every stored row by status and currency.
@@ -397,6 +404,17 @@ impl Metrics {
             out,
             "coffer_commit_reorders_total {}",
             self.commit_reorders.get()
+        );
+        header(
+            out,
+            "coffer_balance_actors_retired_total",
+            "counter",
+            "Balance actors stopped to keep the registry within coffer.balance_actors_max.",
+        );
+        let _ = writeln!(
+            out,
+            "coffer_balance_actors_retired_total {}",
+            self.balance_actors_retired.get()
         );
         header(
             out,
@@ -642,6 +660,7 @@ mod tests {
         metrics.observe_commit(3, Duration::from_millis(2), true);
         metrics.observe_commit(1, Duration::from_millis(1), false);
         metrics.observe_commit_reorder();
+        metrics.observe_actors_retired(3);
         {
             let _pending = metrics.pending_guard();
             assert_eq!(metrics.committer_pending(), 1);
@@ -653,6 +672,10 @@ mod tests {
         assert!(out.contains("coffer_commit_batch_size_sum 4\n"), "{out}");
         assert!(out.contains("coffer_commit_failures_total 1\n"), "{out}");
         assert!(out.contains("coffer_commit_reorders_total 1\n"), "{out}");
+        assert!(
+            out.contains("coffer_balance_actors_retired_total 3\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -214,8 +214,9 @@ async fn an_overloaded_committer_refuses_the_excess_and_changes_nothing(backend:
 }
 on_both_backends!(an_overloaded_committer_refuses_the_excess_and_changes_nothing);
 
-/// More balances in use than the registry keeps actors for: the actors over the bound serve
-/// their request and stop, the full map is pruned now and then, and every balance ends exact.
+/// More balances in use than the registry keeps actors for: the full registry retires its
+/// least recently used actors to make room, stays within the bound, and every balance ends
+/// exact (a retired balance used again gets a new actor).
 async fn more_balances_than_the_actor_bound_stay_exact(backend: Backend) {
     // Arrange: the smallest bound (16), three times as many balances.
     let mut settings = crate::helpers::test_settings(backend).await;
@@ -242,5 +243,20 @@ async fn more_balances_than_the_actor_bound_stay_exact(backend: Backend) {
         assert_eq!(app.amount(destination).await, 2 * AMOUNT);
     }
     app.assert_invariants().await;
+    let metrics = app.get("/metrics").await.text;
+    let live = plain_metric(&metrics, "coffer_balance_actors_live");
+    assert!(live <= 16.0, "{live} live actors over a bound of 16");
+    // 48 balances through a map of 16: at least 32 actors were retired.
+    let retired = plain_metric(&metrics, "coffer_balance_actors_retired_total");
+    assert!(retired >= 32.0, "only {retired} actors retired");
 }
 on_both_backends!(more_balances_than_the_actor_bound_stay_exact);
+
+/// The value of an unlabelled sample in a Prometheus exposition.
+fn plain_metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {exposition}"))
+}

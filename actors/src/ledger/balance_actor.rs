@@ -22,6 +22,9 @@ pub struct BalanceActor {
     idle_after: Duration,
     last_used: Instant,
     reload_on_start: bool,
+    /// The registry retired this actor while it held reservations: it stops once they are
+    /// settled.
+    retiring: bool,
 }
 
 impl BalanceActor {
@@ -41,6 +44,7 @@ impl BalanceActor {
             idle_after,
             last_used: Instant::now(),
             reload_on_start: false,
+            retiring: false,
         }
     }
 
@@ -113,12 +117,20 @@ impl Actor for BalanceActor {
         }
         let check_every = (self.idle_after / 2).max(Duration::from_millis(50));
         ctx.run_interval(check_every, |actor, ctx| {
-            let idle = actor.last_used.elapsed() >= actor.idle_after;
-            if idle && actor.reserved.is_zero() {
-                actor.registry.forget(&actor.row.balance_id, &ctx.address());
-                ctx.stop();
+            if actor.last_used.elapsed() >= actor.idle_after {
+                actor.stop_if_free(ctx);
             }
         });
+    }
+}
+
+impl BalanceActor {
+    /// Leaves the registry and stops, unless a transfer still holds a reservation here.
+    fn stop_if_free(&mut self, ctx: &mut Context<Self>) {
+        if self.reserved.is_zero() {
+            self.registry.forget(&self.row.balance_id, &ctx.address());
+            ctx.stop();
+        }
     }
 }
 
@@ -172,6 +184,21 @@ impl Handler<Reserve> for BalanceActor {
     }
 }
 
+/// The registry is full and took this actor out of its map (least recently used): stop
+/// now, or once the reservations held are settled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for BalanceActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Retire, ctx: &mut Context<Self>) {
+        self.retiring = true;
+        self.stop_if_free(ctx);
+    }
+}
+
 /// A transfer finished: release its reservation and take the committed state.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -184,7 +211,7 @@ impl Handler<Settle> for BalanceActor {
     type Result = ();
 
     #[tracing::instrument(level = "debug", name = "balance.settle", skip_all, fields(balance_id = %self.row.balance_id))]
-    fn handle(&mut self, message: Settle, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, message: Settle, ctx: &mut Context<Self>) {
         // A settled transfer is a use (the credited side gets no other message).
         self.last_used = Instant::now();
         self.reserved -= message.released;
@@ -194,6 +221,9 @@ impl Handler<Settle> for BalanceActor {
         }
         if let Some(row) = message.row {
             self.observe(row);
+        }
+        if self.retiring {
+            self.stop_if_free(ctx);
         }
     }
 }
