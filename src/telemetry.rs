@@ -1,6 +1,11 @@
 //! Logging and trace export through `tracing`.
 //!
-//! Logs: `RUST_LOG` filters (default `info`), colours only on a terminal.
+//! Logs: `RUST_LOG` filters (default `info`), colours only on a terminal. A log line carries
+//! the fields of the spans it is in (`http{method route}`, the transfer's reference, ...)
+//! only when debug logging is on: otherwise the log layer takes no spans at all, and without
+//! trace export nothing creates them (formatting every request's spans for lines that are
+//! almost never written cost about a tenth of the queued path's throughput, see
+//! BENCHMARKS.md).
 //!
 //! Traces (off by default): when `monitoring_dsn` (Blnk's key; `BLNK_MONITORING_DSN`) or the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, spans
@@ -25,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -132,10 +138,15 @@ fn traces_url(dsn: &str) -> String {
 /// documentation) and `service` is given; it names the process in the traces
 /// (`OTEL_SERVICE_NAME` wins). Call once, early in `main`.
 pub fn install(default_filter: &str, settings: &Settings, service: Option<&str>) -> Telemetry {
+    let log_filter = log_filter(default_filter);
+    let log_spans = log_filter
+        .max_level_hint()
+        .is_some_and(|level| level >= LevelFilter::DEBUG);
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(ansi())
-        .with_filter(log_filter(default_filter));
+        .with_filter(log_filter)
+        .with_filter(filter_fn(move |metadata| log_spans || !metadata.is_span()));
     let target = service.zip(export_target(settings));
     let provider = target.and_then(|(service, endpoint)| {
         match otlp::provider(endpoint.as_deref(), service) {
