@@ -255,6 +255,10 @@ impl BalanceRegistry {
             return;
         }
         let count = excess.max(self.settings.actors_max / 8).min(map.len());
+        if count == 0 {
+            // An empty map (a bound of zero): nothing to retire.
+            return;
+        }
         let mut ages: Vec<Instant> = map.values().map(|live| live.looked_up).collect();
         let (_, cutoff, _) = ages.select_nth_unstable(count - 1);
         let cutoff = *cutoff;
