@@ -18,6 +18,8 @@
 #   BENCH_CONCURRENCY (64)  BENCH_BALANCES (1000)
 #   BENCH_BULK_BALANCES (10000)  BENCH_BATCH_SIZE (1000)  BENCH_BULK_CONCURRENCY (4)
 #   BENCH_DRAIN_SECS (60)  BENCH_FRESH_WIDE_CONCURRENCY (256; 0: no second fresh row)
+#   BENCH_FRESH_WIDE_DURATION_SECS (30: that row runs longer, past the point where the
+#                     balance-actor bound fills, so it shows whether the pace holds)
 #   BENCH_SCENARIOS ("uniform:skip uniform:queued hot-source hot-destination hot-pair
 #                     fresh:queued bulk inflight")   scenario[:skip|:queued] each
 #   BENCH_SQLITE_SCENARIOS ("uniform:skip"; empty: no SQLite server)
@@ -54,6 +56,7 @@ BATCH_SIZE=${BENCH_BATCH_SIZE:-1000}
 BULK_CONCURRENCY=${BENCH_BULK_CONCURRENCY:-4}
 DRAIN=${BENCH_DRAIN_SECS:-60}
 FRESH_WIDE_CONCURRENCY=${BENCH_FRESH_WIDE_CONCURRENCY:-256}
+FRESH_WIDE_DURATION=${BENCH_FRESH_WIDE_DURATION_SECS:-30}
 SCENARIOS=${BENCH_SCENARIOS:-"uniform:skip uniform:queued hot-source hot-destination hot-pair fresh:queued bulk inflight"}
 SQLITE_SCENARIOS=${BENCH_SQLITE_SCENARIOS-"uniform:skip"}
 PG_BASE=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
@@ -199,9 +202,9 @@ stop_backend() {
     fi
 }
 
-# flags_of SPEC CONCURRENCY: the bench flags of a row (without the URL), one per line.
+# flags_of SPEC CONCURRENCY DURATION: the bench flags of a row (without the URL), one per line.
 flags_of() {
-    local spec=$1 concurrency=$2 scenario=${1%%:*} mode=""
+    local spec=$1 concurrency=$2 duration=$3 scenario=${1%%:*} mode=""
     [[ $spec == *:* ]] && mode=${spec#*:}
     case $mode in
         skip) echo --skip-queue ;;
@@ -215,16 +218,16 @@ flags_of() {
         fresh) ;;
         *) printf '%s\n' --balances "$BALANCES" ;;
     esac
-    printf '%s\n' --duration-secs "$DURATION" --concurrency "$concurrency" --drain-secs "$DRAIN"
+    printf '%s\n' --duration-secs "$duration" --concurrency "$concurrency" --drain-secs "$DRAIN"
 }
 
-# run_once BACKEND LABEL SPEC CONCURRENCY RUN [extra flags...]: one run of a row on a new
-# server; keeps its JSON report as $LOGS/BACKEND-LABEL.RUN.json.
+# run_once BACKEND LABEL SPEC CONCURRENCY DURATION RUN [extra flags...]: one run of a row on
+# a new server; keeps its JSON report as $LOGS/BACKEND-LABEL.RUN.json.
 run_once() {
-    local backend=$1 label=$2 spec=$3 concurrency=$4 run=$5
-    shift 5
+    local backend=$1 label=$2 spec=$3 concurrency=$4 duration=$5 run=$6
+    shift 6
     local scenario=${spec%%:*} flags status out="$LOGS/$backend-$label.$run"
-    mapfile -t flags < <(flags_of "$spec" "$concurrency")
+    mapfile -t flags < <(flags_of "$spec" "$concurrency" "$duration")
     flags+=("$@")
     start_backend "$backend"
     say "$backend run $run: coffer bench --scenario $scenario ${flags[*]}"
@@ -287,19 +290,19 @@ done
 # `fresh` again with more clients: its group commits only fill up with more requests in
 # flight (each fresh transfer passes three commits), so this is its best figure.
 if [[ $FRESH_WIDE_CONCURRENCY -gt 0 ]]; then
-    PLAN+=("postgres fresh:wide fresh:queued $FRESH_WIDE_CONCURRENCY")
+    PLAN+=("postgres fresh:wide fresh:queued $FRESH_WIDE_CONCURRENCY $FRESH_WIDE_DURATION")
 fi
 for spec in $SQLITE_SCENARIOS; do
     PLAN+=("sqlite $spec $spec $CONCURRENCY")
 done
 for run in $(seq 1 "$REPEAT"); do
     for entry in "${PLAN[@]}"; do
-        read -r backend label spec concurrency <<<"$entry"
-        run_once "$backend" "$label" "$spec" "$concurrency" "$run"
+        read -r backend label spec concurrency duration <<<"$entry"
+        run_once "$backend" "$label" "$spec" "$concurrency" "${duration:-$DURATION}" "$run"
     done
 done
 for entry in "${PLAN[@]}"; do
-    read -r backend label _ _ <<<"$entry"
+    read -r backend label _ <<<"$entry"
     summarize "$backend" "$label"
 done
 # The p99 target is measured at half the peak rate of single skip_queue transfers (the
@@ -309,7 +312,7 @@ PEAK=$(jq -r 'select(.backend == "postgres" and .label == "uniform:skip" and .st
 if [[ -n $PEAK ]] && [[ ${PEAK%.*} -ge 2 ]]; then
     HALF=$(( ${PEAK%.*} / 2 ))
     for run in $(seq 1 "$REPEAT"); do
-        run_once postgres uniform:half-peak uniform:skip "$CONCURRENCY" "$run" --rate "$HALF"
+        run_once postgres uniform:half-peak uniform:skip "$CONCURRENCY" "$DURATION" "$run" --rate "$HALF"
     done
     summarize postgres uniform:half-peak
 fi
@@ -365,7 +368,7 @@ TARGETS='{
     echo "| Coffer | release build, \`coffer start\` with \`COFFER_START_WORKERS=true\`, default settings |"
     echo "| toolchain | $RUSTC |"
     echo "| load average (1/5/15 min) | $LOAD_BEFORE before, $LOAD_AFTER after (anything else running shares the cores) |"
-    echo "| load | $DURATION s a scenario, $CONCURRENCY clients, $BALANCES balances (bulk: $BULK_BALANCES balances, $BATCH_SIZE transfers a request, $BULK_CONCURRENCY clients) |"
+    echo "| load | $DURATION s a scenario, $CONCURRENCY clients, $BALANCES balances (bulk: $BULK_BALANCES balances, $BATCH_SIZE transfers a request, $BULK_CONCURRENCY clients; the second fresh row: $FRESH_WIDE_CONCURRENCY clients for $FRESH_WIDE_DURATION s) |"
     echo
     echo "## Figures"
     echo
@@ -380,7 +383,7 @@ TARGETS='{
         def n: if . == null then "–" else (. * 10 | round / 10 | tostring) end;
         def i: if . == null then "–" else (. | round | tostring) end;
         def row_name: if .label == "uniform:half-peak" then "uniform, paced at \(.settings.rate | i) req/s (half peak)"
-            elif .label == "fresh:wide" then "fresh, \(.settings.concurrency) clients"
+            elif .label == "fresh:wide" then "fresh, \(.settings.concurrency) clients, \(.settings.duration_secs | i) s"
                    else .scenario end;
         if .status == "error" and .scenario == null then
             "| \(.backend) | \(.label) | | | | | | | | | | error: \(.error | gsub("\n"; " ") | .[0:120]) | | |"
