@@ -31,6 +31,17 @@ impl Live {
         self.looked_up = Instant::now();
         Some(&self.addr)
     }
+
+    /// [`Self::hand_out`] for a transfer that gives the balance `precision`: `None` when the
+    /// actor is not running, else the actor or the precision refusal.
+    fn hand_out_taking(
+        &mut self,
+        balance_id: &str,
+        precision: &Precision,
+    ) -> Option<Result<Addr<BalanceActor>, LedgerError>> {
+        let addr = self.hand_out()?.clone();
+        Some(check_precision(balance_id, self.precision.as_ref(), precision).map(|()| addr))
+    }
 }
 
 /// The live actors by balance id; shared with the actors so an idle one can leave.
@@ -58,10 +69,9 @@ impl RegistryMap {
         balance_id: &str,
         precision: &Precision,
     ) -> Option<Result<Addr<BalanceActor>, LedgerError>> {
-        let mut map = self.lock();
-        let live = map.get_mut(balance_id)?;
-        let addr = live.hand_out()?.clone();
-        Some(check_precision(balance_id, live.precision.as_ref(), precision).map(|()| addr))
+        self.lock()
+            .get_mut(balance_id)?
+            .hand_out_taking(balance_id, precision)
     }
 
     /// See [`BalanceRegistry::check_live`].
@@ -76,18 +86,16 @@ impl RegistryMap {
             if refused.is_some() {
                 return true;
             }
-            let Some(live) = map.get_mut(balance_id.as_str()) else {
-                return true;
-            };
-            let Some(addr) = live.hand_out().cloned() else {
-                return true;
-            };
-            match check_precision(balance_id, live.precision.as_ref(), precision) {
-                Ok(()) => {
+            let checked = map
+                .get_mut(balance_id.as_str())
+                .and_then(|live| live.hand_out_taking(balance_id, precision));
+            match checked {
+                None => true,
+                Some(Ok(addr)) => {
                     live_actors.push((balance_id.clone(), addr));
                     false
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     refused = Some(error);
                     true
                 }
