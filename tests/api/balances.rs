@@ -602,10 +602,10 @@ async fn invalid_balance_requests_are_400_and_create_nothing(backend: Backend) {
 on_both_backends!(invalid_balance_requests_are_400_and_create_nothing);
 
 /// Two servers on one database first use the same `@indicator`s at the same moment: each
-/// creates them in its own batch, and both must end up with the one balance per indicator
-/// (the loser of the insert race reads the winner's row) and apply every transfer.
-#[actix_web::test]
-async fn two_servers_first_using_one_indicator_share_its_balance() {
+/// creates them in its own batch (applied now) or in the commit that stores its queued
+/// requests, and both must end up with the one balance per indicator (the loser of the insert
+/// race reads the winner's row and writes its requests against it) and apply every transfer.
+async fn two_servers_first_using_one_indicator_share_its_balance(skip_queue: bool) {
     // Arrange
     let first =
         crate::helpers::spawn_with(crate::helpers::test_settings(Backend::Postgres).await).await;
@@ -617,7 +617,7 @@ async fn two_servers_first_using_one_indicator_share_its_balance() {
         json!({
             "precise_amount": 1, "currency": "USD", "reference": format!("race-{run}-{i}"),
             "source": format!("@src-{run}-{}", i % 5), "destination": format!("@dst-{run}-{}", i % 5),
-            "allow_overdraft": true, "skip_queue": true, "description": "race",
+            "allow_overdraft": true, "skip_queue": skip_queue, "description": "race",
         })
     };
 
@@ -627,19 +627,39 @@ async fn two_servers_first_using_one_indicator_share_its_balance() {
         app.post("/transactions", transfer(i))
     }))
     .await;
+    if !skip_queue {
+        for i in 0..100 {
+            let outcome = first.queued_outcome(&format!("race-{run}-{i}")).await;
+            assert_eq!(outcome["status"], "APPLIED", "{outcome}");
+        }
+    }
 
     // Assert
     for reply in &replies {
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     }
-    let sources: HashSet<&str> = replies
-        .iter()
-        .map(|r| r.json["source"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        sources.len(),
-        5,
-        "one balance per indicator, whichever server created it"
-    );
+    for side in ["source", "destination"] {
+        let named: HashSet<&str> = replies
+            .iter()
+            .map(|r| r.json[side].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            named.len(),
+            5,
+            "one balance per indicator, whichever server created it"
+        );
+    }
+    let stored = first.all_balances().await;
+    assert_eq!(stored.len(), 10, "no balance besides the ten indicators'");
     first.assert_invariants().await;
+}
+
+#[actix_web::test]
+async fn two_servers_first_using_one_indicator_share_its_balance_applied_now() {
+    two_servers_first_using_one_indicator_share_its_balance(true).await;
+}
+
+#[actix_web::test]
+async fn two_servers_first_using_one_indicator_share_its_balance_queued() {
+    two_servers_first_using_one_indicator_share_its_balance(false).await;
 }

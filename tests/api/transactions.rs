@@ -3,6 +3,7 @@
 
 use crate::helpers::{spawn_app, wait_for, Backend, Reply, TestApp};
 use crate::on_both_backends;
+use coffer_actors::domain::{Amount, Precision, TransactionRecord};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -535,6 +536,117 @@ async fn a_balance_with_a_precision_refuses_other_precisions_on_both_paths(backe
     app.assert_invariants().await;
 }
 on_both_backends!(a_balance_with_a_precision_refuses_other_precisions_on_both_paths);
+
+/// A queued request creates its new `@indicator` balances in the commit that stores it. An
+/// indicator this server has not used yet but the database holds (made through
+/// `POST /balances` here, or by another server) is found in that commit: the request is
+/// written against that balance (its hash covering it), and that balance's precision holds.
+async fn a_queued_transfer_uses_the_indicator_balance_the_database_already_has(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let created = app
+        .post(
+            "/balances",
+            json!({ "ledger_id": "general_ledger_id", "indicator": "@Fees", "currency": "USD",
+                    "precision": 100 }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let fees = created.json["balance_id"].as_str().unwrap().to_owned();
+    let fee = |precision: i64| {
+        json!({
+            "amount": 10, "precision": precision, "currency": "USD",
+            "reference": new_reference(), "description": "fee",
+            "source": "@Payer", "destination": "@Fees", "allow_overdraft": true,
+        })
+    };
+    let (wrong, right) = (fee(1000), fee(100));
+
+    // Act
+    let refused = app.post("/transactions", wrong.clone()).await;
+    let (accepted, outcome) = record(&app, right.clone()).await;
+
+    // Assert
+    assert_error(&refused, StatusCode::BAD_REQUEST, "TXN_VALIDATION_ERROR");
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("precision"),
+        "{}",
+        refused.text
+    );
+    let not_stored = app
+        .get(&format!("/transactions/reference/{}", reference_of(&wrong)))
+        .await;
+    assert_eq!(not_stored.status, StatusCode::NOT_FOUND);
+    let payer = app.get("/balances/indicator/@Payer/currency/USD").await;
+    assert_eq!(payer.status, StatusCode::OK, "{}", payer.text);
+    let payer = payer.json["balance_id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted.json["status"], "QUEUED");
+    assert_eq!(accepted.json["source"], payer.as_str());
+    assert_eq!(accepted.json["destination"], fees.as_str());
+    let precision = Precision::parse(Some("100")).unwrap();
+    let major = precision.to_major(Amount::parse_minor("1000").unwrap().as_bigint());
+    let hash = TransactionRecord::content_hash(&major, &reference_of(&right), "USD", &payer, &fees);
+    assert_eq!(accepted.json["hash"], hash.as_str());
+    assert_eq!(outcome["status"], "APPLIED", "{outcome}");
+    assert_eq!(outcome["destination"], fees.as_str());
+    assert_eq!(money(&app, &fees).await, (1000, 1000, 0));
+    assert_eq!(money(&app, &payer).await, (-1000, 0, 1000));
+    app.assert_invariants().await;
+}
+on_both_backends!(a_queued_transfer_uses_the_indicator_balance_the_database_already_has);
+
+/// New indicators that a queued request names more than once (two legs of a split, several
+/// items of a bulk) are one balance each, created with the request.
+async fn new_indicators_named_twice_in_one_queued_request_are_one_balance(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let split = json!({
+        "precise_amount": 1_000, "currency": "USD", "reference": new_reference(),
+        "description": "split", "source": "@Pool", "allow_overdraft": true,
+        "destinations": [
+            { "identifier": "@Leg", "distribution": "60%" },
+            { "identifier": "@Leg", "distribution": "left" },
+        ],
+    });
+    let item = || {
+        json!({ "precise_amount": 5, "currency": "USD", "reference": new_reference(),
+                "description": "bulk", "source": "@BulkSource",
+                "destination": "@BulkDestination", "allow_overdraft": true })
+    };
+
+    // Act
+    let split = app.post("/transactions", split).await;
+    let bulk = app
+        .post(
+            "/transactions/bulk",
+            json!({ "transactions": [item(), item(), item()] }),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(split.status, StatusCode::CREATED, "{}", split.text);
+    assert_eq!(bulk.status, StatusCode::CREATED, "{}", bulk.text);
+    for (indicator, expected) in [
+        ("@Pool", -1_000),
+        ("@Leg", 1_000),
+        ("@BulkSource", -15),
+        ("@BulkDestination", 15),
+    ] {
+        let path = format!("/balances/indicator/{indicator}/currency/USD");
+        wait_for(Duration::from_secs(30), indicator, || async {
+            let reply = app.get(&path).await;
+            (reply.status == StatusCode::OK && reply.json["balance"] == json!(expected))
+                .then_some(())
+        })
+        .await;
+    }
+    assert_eq!(app.all_balances().await.len(), 4);
+    app.assert_invariants().await;
+}
+on_both_backends!(new_indicators_named_twice_in_one_queued_request_are_one_balance);
 
 async fn forty_digit_amounts_round_trip_exactly(backend: Backend) {
     // Arrange

@@ -2,8 +2,10 @@
 //!
 //! `balance = credit − debit`, `inflight = inflight_credit − inflight_debit`, and the funds a
 //! debit may use are `available = balance − inflight_debit` (Blnk's rule; credits are never
-//! checked).
+//! checked). A balance with a precision takes transfers of that precision only.
 
+use super::Precision;
+use crate::LedgerError;
 use bigdecimal::num_bigint::BigInt;
 use bigdecimal::Zero;
 
@@ -118,6 +120,23 @@ impl Floor {
 pub struct GuardedChange {
     pub delta: BalanceDelta,
     pub floor: Option<Floor>,
+}
+
+/// A balance with a precision takes transfers of that precision only; one without (an
+/// `@indicator` balance) takes any.
+pub fn check_precision(
+    balance_id: &str,
+    stored: Option<&Precision>,
+    given: &Precision,
+) -> Result<(), LedgerError> {
+    match stored {
+        Some(expected) if expected != given => Err(LedgerError::PrecisionMismatch {
+            balance_id: balance_id.to_owned(),
+            expected: expected.to_string(),
+            given: given.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

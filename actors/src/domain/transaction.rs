@@ -119,14 +119,19 @@ impl TransactionRecord {
         child.reference = format!("{}{}", self.reference, QUEUED_CHILD_SUFFIX);
         child.status = status;
         child.created_at = Utc::now();
-        child.hash = Self::content_hash(
-            &child.amount_major(),
-            &child.reference,
-            &child.currency,
-            &child.source,
-            &child.destination,
-        );
+        child.rehash();
         child
+    }
+
+    /// Sets `hash` from the fields it covers (after one of them changed).
+    pub fn rehash(&mut self) {
+        self.hash = Self::content_hash(
+            &self.amount_major(),
+            &self.reference,
+            &self.currency,
+            &self.source,
+            &self.destination,
+        );
     }
 
     pub fn with_rejection(mut self, reason: &str) -> Self {

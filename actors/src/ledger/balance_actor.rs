@@ -3,7 +3,7 @@
 //! committer has written the transfer; the database re-checks at commit (see `store::commit`).
 
 use super::registry::RegistryMap;
-use crate::domain::balance::GuardedChange;
+use crate::domain::balance::{check_precision, GuardedChange};
 use crate::domain::Precision;
 use crate::store::{BalanceRow, Store};
 use crate::LedgerError;
@@ -87,23 +87,6 @@ impl BalanceActor {
                     }
                 }),
         );
-    }
-}
-
-/// A balance with a precision takes transfers of that precision only; one without (an
-/// `@indicator` balance) takes any.
-pub fn check_precision(
-    balance_id: &str,
-    stored: Option<&Precision>,
-    given: &Precision,
-) -> Result<(), LedgerError> {
-    match stored {
-        Some(expected) if expected != given => Err(LedgerError::PrecisionMismatch {
-            balance_id: balance_id.to_owned(),
-            expected: expected.to_string(),
-            given: given.to_string(),
-        }),
-        _ => Ok(()),
     }
 }
 

@@ -133,7 +133,7 @@ impl Ledger {
             });
         }
         let mode = crate::domain::batch::UnitMode::Independent;
-        let outcomes = self.submit(BatchUnit { mode, items }, actors).await?;
+        let outcomes = self.submit(BatchUnit::new(mode, items), actors).await?;
         let rows = outcomes
             .into_iter()
             .map(stored_or_refused)

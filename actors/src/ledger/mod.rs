@@ -30,7 +30,7 @@ pub use refund::RefundRequest;
 pub use transfer::{BulkOutcome, BulkRequest, LegSpec, Legs, Recorded, Side, TransferRequest};
 
 use crate::queue::TransactionQueue;
-use crate::store::{BalanceRow, BatchUnit, IndicatorBalance, ItemOutcome, Store};
+use crate::store::{BalanceRow, BatchUnit, IndicatorBalance, ItemOutcome, NewIndicator, Store};
 use crate::LedgerError;
 use actix::{Actor, Addr, Arbiter};
 use balance_actor::BalanceActor;
@@ -77,6 +77,42 @@ pub struct Ledger {
 
 /// Most cached indicator ids (each is one small entry; the cache is cleared when full).
 const INDICATOR_CACHE_MAX: usize = 100_000;
+
+/// The indicator balances one queued request creates in the commit that stores it, each
+/// named by an id proposed here (one per indicator, however often the request names it).
+///
+/// Each proposed balance's actor starts now, with the row it will be created with: nothing
+/// can change that balance before the commit (no one else knows its id), so the state is
+/// exact, and the precision checks and the worker's apply find it live. If another writer
+/// creates the indicator first, the commit names that balance instead and the proposed
+/// id's actor idles out unused.
+#[derive(Debug, Default)]
+pub(crate) struct Proposals(HashMap<(String, String), String>);
+
+impl Proposals {
+    fn propose(&mut self, ledger: &Ledger, key: &(String, String)) -> String {
+        if let Some(id) = self.0.get(key) {
+            return id.clone();
+        }
+        let id = crate::domain::ids::new_id(crate::domain::ids::BALANCE_PREFIX);
+        ledger
+            .registry()
+            .seed(BalanceRow::created(id.clone(), key.1.clone()));
+        self.0.insert(key.clone(), id.clone());
+        id
+    }
+
+    pub(crate) fn into_new_indicators(self) -> Vec<NewIndicator> {
+        self.0
+            .into_iter()
+            .map(|((indicator, currency), balance_id)| NewIndicator {
+                indicator,
+                currency,
+                balance_id,
+            })
+            .collect()
+    }
+}
 
 impl Ledger {
     /// Starts the committer and the balance arbiters. Call inside an actix `System`.
@@ -152,6 +188,18 @@ impl Ledger {
         identifiers: &[&str],
         currency: &str,
     ) -> Result<Vec<String>, LedgerError> {
+        self.resolve_or_propose(identifiers, currency, None).await
+    }
+
+    /// [`Self::resolve_balances`]; with `proposals`, an indicator not known yet is not
+    /// created here but named by a proposed id, which the commit storing the request creates
+    /// (queued requests: one commit less before the answer).
+    pub(crate) async fn resolve_or_propose(
+        &self,
+        identifiers: &[&str],
+        currency: &str,
+        proposals: Option<&mut Proposals>,
+    ) -> Result<Vec<String>, LedgerError> {
         let mut resolved: Vec<Option<String>> = {
             let cache = self.lock_indicators();
             identifiers
@@ -173,41 +221,108 @@ impl Ledger {
             .filter(|(_, id)| id.is_none())
             .map(|(identifier, _)| (identifier.to_string(), currency.to_owned()))
             .collect();
-        if !missing.is_empty() {
-            let ids = self.inner.indicator_resolver.get(missing.clone()).await?;
-            let mut created = Vec::new();
-            let mut cache = self.lock_indicators();
-            if cache.len() + ids.len() > INDICATOR_CACHE_MAX {
-                cache.clear();
+        if missing.is_empty() {
+            return Ok(resolved.into_iter().flatten().collect());
+        }
+        let found = match proposals {
+            Some(proposals) => missing
+                .iter()
+                .map(|key| {
+                    let id = proposals.propose(self, key);
+                    (
+                        key.clone(),
+                        IndicatorBalance {
+                            balance_id: id,
+                            created: false,
+                        },
+                    )
+                })
+                .collect(),
+            None => {
+                let found = self.inner.indicator_resolver.get(missing.clone()).await?;
+                self.remember_indicators(found.iter());
+                found
             }
-            let mut missing = missing.into_iter();
-            for slot in resolved.iter_mut().filter(|slot| slot.is_none()) {
-                let key = missing.next().expect("one key per unresolved identifier");
-                let found = ids.get(&key).cloned().ok_or_else(|| {
-                    LedgerError::Internal(format!(
-                        "indicator balance {} ({}) missing",
-                        key.0, key.1
-                    ))
-                })?;
-                let id = found.balance_id;
-                if found.created {
-                    created.push(BalanceRow::created(id.clone(), key.1.clone()));
-                }
-                cache.insert(key, id.clone());
-                *slot = Some(id);
-            }
-            drop(cache);
-            // Their first use is about to start their actors: hand them the rows they were
-            // created with rather than reading those back (a fresh-balance transfer would load
-            // two rows). Outside the cache's lock: starting an actor takes the registry's.
-            for row in created {
-                self.registry().seed(row);
-            }
+        };
+        let mut missing = missing.into_iter();
+        for slot in resolved.iter_mut().filter(|slot| slot.is_none()) {
+            let key = missing.next().expect("one key per unresolved identifier");
+            // A key may be named more than once (split legs): read, not take.
+            let found = found.get(&key).ok_or_else(|| {
+                LedgerError::Internal(format!("indicator balance {} ({}) missing", key.0, key.1))
+            })?;
+            *slot = Some(found.balance_id.clone());
         }
         Ok(resolved
             .into_iter()
             .map(|id| id.expect("every identifier resolved"))
             .collect())
+    }
+
+    /// Caches the balance ids of indicators, and starts the actors of the balances just
+    /// created with the rows they were created with (their first use is about to start them;
+    /// a fresh-balance transfer would otherwise read two rows back).
+    fn remember_indicators<'a>(
+        &self,
+        found: impl Iterator<Item = (&'a (String, String), &'a IndicatorBalance)>,
+    ) {
+        let mut created = Vec::new();
+        let mut cache = self.lock_indicators();
+        for (key, balance) in found {
+            if cache.len() >= INDICATOR_CACHE_MAX {
+                cache.clear();
+            }
+            if balance.created {
+                created.push(BalanceRow::created(
+                    balance.balance_id.clone(),
+                    key.1.clone(),
+                ));
+            }
+            cache.insert(key.clone(), balance.balance_id.clone());
+        }
+        drop(cache);
+        // Outside the cache's lock: starting an actor takes the registry's.
+        for row in created {
+            self.registry().seed(row);
+        }
+    }
+
+    /// After the commit that stored a queued request: caches the balances its proposals
+    /// became, read off its stored rows (`named[i]` are the source and destination item `i`
+    /// was submitted with). A proposal whose items were all refused is left out.
+    pub(crate) fn learn_proposals(
+        &self,
+        proposals: &[NewIndicator],
+        named: &[(String, String)],
+        outcomes: &[ItemOutcome],
+    ) {
+        if proposals.is_empty() {
+            return;
+        }
+        let by_id: HashMap<&str, &NewIndicator> = proposals
+            .iter()
+            .map(|new| (new.balance_id.as_str(), new))
+            .collect();
+        let mut learned: HashMap<(String, String), IndicatorBalance> = HashMap::new();
+        for ((source, destination), outcome) in named.iter().zip(outcomes) {
+            let ItemOutcome::Stored(record) = outcome else {
+                continue;
+            };
+            for (proposed, stored) in [(source, &record.source), (destination, &record.destination)]
+            {
+                if let Some(new) = by_id.get(proposed.as_str()) {
+                    learned.insert(
+                        (new.indicator.clone(), new.currency.clone()),
+                        IndicatorBalance {
+                            balance_id: stored.clone(),
+                            // Its actor was started before the commit (see `Proposals`).
+                            created: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.remember_indicators(learned.iter());
     }
 
     /// The id of an indicator's balance if it exists (dry runs must not create it).

@@ -130,7 +130,9 @@ impl Ledger {
                     .apply_records(rows, UnitMode::Atomic, Refusal::Fail)
                     .await?
             } else {
-                ledger.store_queued(rows, UnitMode::Atomic).await?
+                ledger
+                    .store_queued(rows, UnitMode::Atomic, Default::default())
+                    .await?
             };
             let first_original = originals[0].transaction_id.clone();
             match outcomes.into_iter().next() {

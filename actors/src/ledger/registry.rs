@@ -2,8 +2,9 @@
 //! (threads) by balance id, started on first use, stopped when idle, and bounded in number:
 //! a full registry retires its least recently used actors to make room.
 
-use super::balance_actor::{check_precision, BalanceActor, Retire};
+use super::balance_actor::{BalanceActor, Retire};
 use super::batcher::Batcher;
+use crate::domain::balance::check_precision;
 use crate::domain::ids::shard_of;
 use crate::domain::Precision;
 use crate::store::{BalanceRow, Store};

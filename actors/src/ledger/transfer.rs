@@ -1,9 +1,9 @@
 //! Recording transfers: one transfer, a split over several sources or destinations, an
 //! inflight hold, a scheduled transfer; applying queued ones; bulk requests.
 
-use super::balance_actor::{check_precision, BalanceActor, Reserve, Settle};
-use super::{mailbox, Ledger};
-use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
+use super::balance_actor::{BalanceActor, Reserve, Settle};
+use super::{mailbox, Ledger, Proposals};
+use crate::domain::balance::{check_precision, BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::UnitMode;
 use crate::domain::distribution::{self, Share};
 use crate::domain::ids::{self, shard_of};
@@ -15,7 +15,7 @@ use crate::LedgerError;
 use actix::Addr;
 use bigdecimal::num_bigint::BigInt;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Which side of a split has several balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,11 +214,13 @@ fn set_meta(record: &mut TransactionRecord, key: &str, value: serde_json::Value)
 
 impl Ledger {
     /// Turns a request into rows: resolves (and creates) `@indicator` balances, splits the
-    /// amount over the legs, names the leg rows.
+    /// amount over the legs, names the leg rows. With `proposals`, new indicator balances
+    /// are only proposed (see [`Proposals`]).
     pub(crate) async fn plan(
         &self,
         request: &TransferRequest,
         parent_id: Option<String>,
+        mut proposals: Option<&mut Proposals>,
     ) -> Result<Plan, LedgerError> {
         let id = ids::new_id(ids::TRANSACTION_PREFIX);
         let amount = request.amount.as_bigint();
@@ -231,7 +233,11 @@ impl Ledger {
                     return Err(LedgerError::SameSourceAndDestination);
                 }
                 let resolved = self
-                    .resolve_balances(&[source, destination], &request.currency)
+                    .resolve_or_propose(
+                        &[source, destination],
+                        &request.currency,
+                        proposals.as_deref_mut(),
+                    )
                     .await?;
                 let [source, destination]: [String; 2] =
                     resolved.try_into().expect("two identifiers, two ids");
@@ -253,7 +259,7 @@ impl Ledger {
                 let mut identifiers = vec![other.as_str()];
                 identifiers.extend(legs.iter().map(|leg| leg.identifier.as_str()));
                 let mut resolved = self
-                    .resolve_balances(&identifiers, &request.currency)
+                    .resolve_or_propose(&identifiers, &request.currency, proposals)
                     .await?
                     .into_iter();
                 let other_id = resolved.next().expect("the other side resolved");
@@ -318,18 +324,21 @@ impl Ledger {
 
     #[tracing::instrument(skip_all, fields(reference = %request.reference, skip_queue = request.skip_queue))]
     async fn record_now(&self, request: TransferRequest) -> Result<Recorded, LedgerError> {
-        let plan = self.plan(&request, None).await?;
+        let applied_now = request.skip_queue && request.scheduled_for.is_none();
+        let mut proposals = Proposals::default();
+        let plan = self
+            .plan(&request, None, (!applied_now).then_some(&mut proposals))
+            .await?;
         let mode = if request.atomic {
             UnitMode::Atomic
         } else {
             UnitMode::Independent
         };
-        let applied_now = request.skip_queue && request.scheduled_for.is_none();
         let outcomes = if applied_now {
             self.apply_records(plan.records, mode, Refusal::Fail)
                 .await?
         } else {
-            self.store_queued(plan.records, mode).await?
+            self.store_queued(plan.records, mode, proposals).await?
         };
         let mut first_error = None;
         let mut stored_ids = Vec::new();
@@ -411,7 +420,7 @@ impl Ledger {
             return Err(self.duplicate_over_refusal(error, &refused_reference).await);
         }
         // The committer settles the actors (releases the reservations, shares new states).
-        let outcomes = self.submit(BatchUnit { mode, items }, actors).await?;
+        let outcomes = self.submit(BatchUnit::new(mode, items), actors).await?;
         Ok(outcomes)
     }
 
@@ -451,12 +460,14 @@ impl Ledger {
         Ok((source, destination))
     }
 
-    /// Stores QUEUED (or SCHEDULED) rows after checking their balances; the committer
-    /// enqueues the QUEUED ones (the scheduler enqueues SCHEDULED ones when due).
+    /// Stores QUEUED (or SCHEDULED) rows after checking their balances, creating the
+    /// indicator balances `proposals` names in the same commit; the committer enqueues the
+    /// QUEUED ones (the scheduler enqueues SCHEDULED ones when due).
     pub(crate) async fn store_queued(
         &self,
         records: Vec<TransactionRecord>,
         mode: UnitMode,
+        proposals: Proposals,
     ) -> Result<Vec<ItemOutcome>, LedgerError> {
         // Rows stored without balance changes must be waiting ones, or balances and rows
         // would disagree.
@@ -467,14 +478,24 @@ impl Ledger {
             )),
             "store_queued takes QUEUED or SCHEDULED rows only"
         );
-        self.check_balances(&records).await?;
+        let new_indicators = proposals.into_new_indicators();
+        let proposed: HashSet<&str> = new_indicators
+            .iter()
+            .map(|new| new.balance_id.as_str())
+            .collect();
+        self.check_balances(&records, &proposed).await?;
+        let named: Vec<(String, String)> = records
+            .iter()
+            .map(|r| (r.source.clone(), r.destination.clone()))
+            .collect();
         let items = records
             .into_iter()
             .map(|r| BatchItem::transfer(r, Vec::new(), Refusal::Fail))
             .collect();
-        // The committer enqueues the stored QUEUED rows (not SCHEDULED ones: the scheduler
-        // enqueues those when due).
-        let outcomes = self.submit(BatchUnit { mode, items }, Vec::new()).await?;
+        let mut unit = BatchUnit::new(mode, items);
+        unit.new_indicators = new_indicators.clone();
+        let outcomes = self.submit(unit, Vec::new()).await?;
+        self.learn_proposals(&new_indicators, &named, &outcomes);
         Ok(outcomes)
     }
 
@@ -491,16 +512,20 @@ impl Ledger {
 
     /// Existence of the rows' balances and their precision: through their actors (few), or
     /// the registry for the live ones and one query for the rest (many). Returns the live
-    /// actors among them.
+    /// actors among them. The `proposed` balances are left out (created by the commit).
     async fn check_balances(
         &self,
         records: &[TransactionRecord],
+        proposed: &HashSet<&str>,
     ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         const THROUGH_ACTORS_MAX: usize = 8;
         let mut balances: HashMap<String, Precision> = HashMap::new();
         for record in records {
-            balances.insert(record.source.clone(), record.precision.clone());
-            balances.insert(record.destination.clone(), record.precision.clone());
+            for side in [&record.source, &record.destination] {
+                if !proposed.contains(side.as_str()) {
+                    balances.insert(side.clone(), record.precision.clone());
+                }
+            }
         }
         if balances.len() <= THROUGH_ACTORS_MAX {
             let checks = balances.into_iter().map(|(id, precision)| async move {
@@ -590,14 +615,8 @@ impl Ledger {
                 let changes = record_changes(&r);
                 BatchItem::transfer(r, changes, Refusal::StoreRejected)
             });
-            self.submit(
-                BatchUnit {
-                    mode,
-                    items: items.collect(),
-                },
-                Vec::new(),
-            )
-            .await?
+            self.submit(BatchUnit::new(mode, items.collect()), Vec::new())
+                .await?
         } else {
             self.apply_records(children, mode, Refusal::StoreRejected)
                 .await?
@@ -636,13 +655,18 @@ impl Ledger {
         let batch_id = bulk.batch_id.clone();
         let fail = |error: LedgerError| (error, batch_id.clone());
         let mut records = Vec::new();
+        let mut proposals = Proposals::default();
         for (index, item) in bulk.items.iter().enumerate() {
-            let plan = self.plan(item, Some(batch_id.clone())).await.map_err(|e| {
-                fail(LedgerError::BulkItemInvalid {
-                    index,
-                    message: e.to_string(),
-                })
-            })?;
+            let proposing = (!bulk.skip_queue).then_some(&mut proposals);
+            let plan = self
+                .plan(item, Some(batch_id.clone()), proposing)
+                .await
+                .map_err(|e| {
+                    fail(LedgerError::BulkItemInvalid {
+                        index,
+                        message: e.to_string(),
+                    })
+                })?;
             for mut record in plan.records {
                 set_meta(&mut record, "sequence", (index + 1).into());
                 set_meta(&mut record, GROUP_KEY, batch_id.clone().into());
@@ -662,7 +686,10 @@ impl Ledger {
             (true, false) => "applied",
         };
         if !bulk.skip_queue {
-            let outcomes = self.store_queued(records, mode).await.map_err(fail)?;
+            let outcomes = self
+                .store_queued(records, mode, proposals)
+                .await
+                .map_err(fail)?;
             bulk_result(outcomes, bulk.atomic).map_err(fail)?;
             return Ok(BulkOutcome {
                 batch_id: batch_id.clone(),
@@ -671,7 +698,10 @@ impl Ledger {
             });
         }
         // No per-item reservations: the database check decides; live actors are settled.
-        let actors = self.check_balances(&records).await.map_err(fail)?;
+        let actors = self
+            .check_balances(&records, &HashSet::new())
+            .await
+            .map_err(fail)?;
         let items = records
             .into_iter()
             .map(|r| {
@@ -680,7 +710,7 @@ impl Ledger {
             })
             .collect();
         let outcomes = self
-            .submit(BatchUnit { mode, items }, actors)
+            .submit(BatchUnit::new(mode, items), actors)
             .await
             .map_err(fail)?;
         bulk_result(outcomes, bulk.atomic).map_err(fail)?;

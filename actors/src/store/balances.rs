@@ -97,6 +97,16 @@ pub struct IndicatorBalance {
     pub created: bool,
 }
 
+/// An `@indicator` balance that a queued request creates in the commit that stores it (no
+/// commit of its own first): its key and the id proposed for it. Where another writer created
+/// the key first, the commit writes the request against that balance instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIndicator {
+    pub indicator: String,
+    pub currency: String,
+    pub balance_id: String,
+}
+
 /// Every key's balance; `proposed[i]` is the id offered for `keys[i]` (the stored id is the
 /// proposed one exactly when this call's insert won).
 fn complete(
@@ -125,9 +135,9 @@ fn complete(
 async fn indicator_ids<C: ConnectionTrait>(
     db: &C,
     keys: &[(String, String)],
-) -> Result<HashMap<(String, String), String>, LedgerError> {
+) -> Result<HashMap<(String, String), String>, sea_orm::DbErr> {
     if db.get_database_backend() == DbBackend::Postgres {
-        return Ok(super::pg_arrays::indicator_ids(db, keys).await?);
+        return super::pg_arrays::indicator_ids(db, keys).await;
     }
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(INDICATOR_INSERT_ROWS_MAX) {
@@ -155,6 +165,73 @@ async fn indicator_ids<C: ConnectionTrait>(
         }
     }
     Ok(found)
+}
+
+/// Creates the indicator balances of `keys` that do not exist yet, `proposed[i]` being the id
+/// offered for `keys[i]`, and returns every key's balance id (the proposed one exactly when
+/// this call's insert won). Runs on `db` as it is: inside the caller's transaction, if any.
+pub(crate) async fn create_indicator_balances<C: ConnectionTrait>(
+    db: &C,
+    keys: &[(String, String)],
+    proposed: &[String],
+) -> Result<HashMap<(String, String), String>, sea_orm::DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let found = super::pg_arrays::create_indicators(db, keys, proposed).await?;
+        if found.len() < keys.len() {
+            // Created by another writer after this statement's snapshot was taken: committed
+            // by now (the conflict waited for it), so visible to a new statement.
+            return indicator_ids(db, keys).await;
+        }
+        return Ok(found);
+    }
+    let models: Vec<balance::ActiveModel> = keys
+        .iter()
+        .zip(proposed)
+        .map(|((indicator, currency), id)| {
+            let mut model = new_model(NewBalance {
+                ledger_id: GENERAL_LEDGER_ID.to_owned(),
+                currency: currency.clone(),
+                identity_id: None,
+                indicator: Some(indicator.clone()),
+                precision: None,
+                meta_data: None,
+                track_fund_lineage: false,
+                allocation_strategy: None,
+            });
+            model.balance_id = Set(id.clone());
+            model
+        })
+        .collect();
+    for chunk in models.chunks(INDICATOR_INSERT_ROWS_MAX) {
+        balance::Entity::insert_many(chunk.to_vec())
+            .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
+            .exec_without_returning(db)
+            .await?;
+    }
+    indicator_ids(db, keys).await
+}
+
+/// Current rows of several balances, keyed by id (a missing balance is left out).
+pub(crate) async fn balance_rows<C: ConnectionTrait>(
+    db: &C,
+    balance_ids: &[String],
+) -> Result<HashMap<String, BalanceRow>, sea_orm::DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        return super::pg_arrays::balance_rows(db, balance_ids).await;
+    }
+    let mut rows = HashMap::with_capacity(balance_ids.len());
+    for chunk in balance_ids.chunks(INDICATOR_INSERT_ROWS_MAX) {
+        let models = balance::Entity::find()
+            .filter(balance::Column::BalanceId.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?;
+        rows.extend(
+            models
+                .iter()
+                .map(|m| (m.balance_id.clone(), BalanceRow::from(m))),
+        );
+    }
+    Ok(rows)
 }
 
 /// Indicator balances per INSERT and per lookup (19 columns a row: well under the bind limits).
@@ -279,69 +356,28 @@ impl Store {
                 .iter()
                 .map(|_| ids::new_id(ids::BALANCE_PREFIX))
                 .collect();
-            if db.get_database_backend() == DbBackend::Postgres {
-                let mut found = super::pg_arrays::create_indicators(&db, &keys, &proposed).await?;
-                if found.len() < keys.len() {
-                    // Created by another process after this statement's snapshot was taken:
-                    // committed by now (the conflict waited for it), so visible to a new one.
-                    found = indicator_ids(&db, &keys).await?;
-                }
-                return complete(found, &keys, &proposed);
-            }
-            let txn = db.begin().await?;
-            let models: Vec<balance::ActiveModel> = keys
-                .iter()
-                .zip(&proposed)
-                .map(|((indicator, currency), id)| {
-                    let mut model = new_model(NewBalance {
-                        ledger_id: GENERAL_LEDGER_ID.to_owned(),
-                        currency: currency.clone(),
-                        identity_id: None,
-                        indicator: Some(indicator.clone()),
-                        precision: None,
-                        meta_data: None,
-                        track_fund_lineage: false,
-                        allocation_strategy: None,
-                    });
-                    model.balance_id = Set(id.clone());
-                    model
-                })
-                .collect();
-            for chunk in models.chunks(INDICATOR_INSERT_ROWS_MAX) {
-                balance::Entity::insert_many(chunk.to_vec())
-                    .on_conflict_do_nothing_on([
-                        balance::Column::Indicator,
-                        balance::Column::Currency,
-                    ])
-                    .exec_without_returning(&txn)
-                    .await?;
-            }
-            let found = indicator_ids(&txn, &keys).await?;
-            txn.commit().await?;
+            let found = if db.get_database_backend() == DbBackend::Postgres {
+                // One statement: its own transaction.
+                create_indicator_balances(&db, &keys, &proposed).await?
+            } else {
+                let txn = db.begin().await?;
+                let found = create_indicator_balances(&txn, &keys, &proposed).await?;
+                txn.commit().await?;
+                found
+            };
             complete(found, &keys, &proposed)
         })
         .await
     }
 
     /// Current rows of several balances, keyed by id.
+    /// Current rows of several balances, keyed by id.
     pub async fn balance_rows(
         &self,
         balance_ids: Vec<String>,
     ) -> Result<HashMap<String, BalanceRow>, LedgerError> {
-        self.run(|db| async move {
-            if db.get_database_backend() == DbBackend::Postgres {
-                return Ok(super::pg_arrays::balance_rows(&db, &balance_ids).await?);
-            }
-            let models = balance::Entity::find()
-                .filter(balance::Column::BalanceId.is_in(balance_ids))
-                .all(&db)
-                .await?;
-            Ok(models
-                .iter()
-                .map(|m| (m.balance_id.clone(), BalanceRow::from(m)))
-                .collect())
-        })
-        .await
+        self.run(|db| async move { Ok(balance_rows(&db, &balance_ids).await?) })
+            .await
     }
 
     pub async fn list_balances(

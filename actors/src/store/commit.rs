@@ -15,10 +15,10 @@
 //! A lost race with another process (a version moved, a reference inserted meanwhile) rolls
 //! the attempt back and retries it from the start.
 
-use super::balances::BalanceRow;
+use super::balances::{self, BalanceRow, NewIndicator};
 use super::transactions::active_model;
 use super::{pg_arrays, Store};
-use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
+use crate::domain::balance::{check_precision, BalanceDelta, Floor, GuardedChange};
 use crate::domain::batch::{admit_units, Admission, Unit, UnitMode};
 use crate::domain::inflight::{self, HoldAction, HoldState};
 use crate::domain::transaction::{QUEUED_CHILD_SUFFIX, QUEUED_PARENT_KEY};
@@ -90,14 +90,21 @@ impl BatchItem {
 pub struct BatchUnit {
     pub mode: UnitMode,
     pub items: Vec<BatchItem>,
+    /// Indicator balances the items name by proposed ids, created in the same commit.
+    pub new_indicators: Vec<NewIndicator>,
 }
 
 impl BatchUnit {
-    pub fn single(item: BatchItem) -> Self {
+    pub fn new(mode: UnitMode, items: Vec<BatchItem>) -> Self {
         Self {
-            mode: UnitMode::Independent,
-            items: vec![item],
+            mode,
+            items,
+            new_indicators: Vec::new(),
         }
+    }
+
+    pub fn single(item: BatchItem) -> Self {
+        Self::new(UnitMode::Independent, vec![item])
     }
 }
 
@@ -238,6 +245,16 @@ async fn attempt_commit(
     order: WriteOrder,
 ) -> Result<BatchOutcome, AttemptError> {
     let mut decided: Decisions = units.iter().map(|u| vec![None; u.items.len()]).collect();
+    // Where another writer created a proposed indicator balance first, the items are
+    // rewritten to that balance, on a copy (a retry starts over); usually nothing changes.
+    let rewritten: Vec<BatchUnit>;
+    let units = match create_new_indicators(txn, units, &mut decided).await? {
+        Some(copy) => {
+            rewritten = copy;
+            rewritten.as_slice()
+        }
+        None => units,
+    };
     let has_hold_actions = units
         .iter()
         .any(|u| u.items.iter().any(|i| i.hold_action.is_some()));
@@ -399,6 +416,83 @@ async fn attempt_commit(
         })
         .collect();
     Ok(BatchOutcome { units, balances })
+}
+
+/// Creates the indicator balances the units proposed (one statement). `None` when every
+/// proposal was taken; else a copy of the units naming the balances that exist instead (made
+/// by another writer, or by an earlier unit of this batch), where an item whose precision
+/// that balance refuses is decided here.
+async fn create_new_indicators(
+    txn: &DatabaseTransaction,
+    units: &[BatchUnit],
+    decided: &mut Decisions,
+) -> Result<Option<Vec<BatchUnit>>, AttemptError> {
+    let proposals = units.iter().flat_map(|u| &u.new_indicators);
+    let mut first_proposal: HashMap<(&str, &str), &str> = HashMap::new();
+    let (mut keys, mut proposed) = (Vec::new(), Vec::new());
+    for new in proposals.clone() {
+        let key = (new.indicator.as_str(), new.currency.as_str());
+        if first_proposal.insert(key, &new.balance_id).is_none() {
+            keys.push((new.indicator.clone(), new.currency.clone()));
+            proposed.push(new.balance_id.clone());
+        }
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let found = balances::create_indicator_balances(txn, &keys, &proposed).await?;
+    let mut instead: HashMap<&str, &str> = HashMap::new();
+    for new in proposals {
+        let key = (new.indicator.clone(), new.currency.clone());
+        let stored = found.get(&key).ok_or_else(|| {
+            AttemptError::Fatal(LedgerError::Internal(format!(
+                "indicator balance {} ({}) missing after its insert",
+                new.indicator, new.currency
+            )))
+        })?;
+        if *stored != new.balance_id {
+            instead.insert(&new.balance_id, stored);
+        }
+    }
+    if instead.is_empty() {
+        return Ok(None);
+    }
+    // Balances made by another writer may carry a precision (created through the API).
+    let made_elsewhere: Vec<String> = instead
+        .values()
+        .filter(|id| !proposed.iter().any(|p| p == *id))
+        .map(|id| (*id).to_owned())
+        .collect();
+    let rows = balances::balance_rows(txn, &made_elsewhere).await?;
+    let mut copy = units.to_vec();
+    for (unit, decided) in copy.iter_mut().zip(decided.iter_mut()) {
+        for (item, decision) in unit.items.iter_mut().zip(decided.iter_mut()) {
+            let record = &mut item.record;
+            let mut renamed = false;
+            for side in [&mut record.source, &mut record.destination] {
+                if let Some(existing) = instead.get(side.as_str()) {
+                    *side = (*existing).to_owned();
+                    renamed = true;
+                }
+            }
+            if !renamed {
+                continue;
+            }
+            record.rehash();
+            for (balance_id, _) in &mut item.changes {
+                if let Some(existing) = instead.get(balance_id.as_str()) {
+                    *balance_id = (*existing).to_owned();
+                }
+            }
+            for side in [&record.source, &record.destination] {
+                let stored = rows.get(side).and_then(|row| row.precision.as_ref());
+                if let Err(error) = check_precision(side, stored, &record.precision) {
+                    decision.get_or_insert(ItemOutcome::Refused(error));
+                }
+            }
+        }
+    }
+    Ok(Some(copy))
 }
 
 /// The balances `items` change, each once, in id order (the order rows are locked in, so
