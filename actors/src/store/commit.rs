@@ -1,5 +1,7 @@
 //! The group commit: a whole batch of transfers in one database transaction.
 //!
+//! 0. the `@indicator` balances that queued requests proposed are inserted (one statement);
+//!    where one existed already, its items are written against it (see `NewIndicator`);
 //! 1. duplicate references (inside the batch and already stored) are refused (on PostgreSQL
 //!    a small batch without hold actions reads them in step 4's statement);
 //! 2. inflight commits and voids are decided against their locked hold rows;
@@ -458,9 +460,10 @@ async fn create_new_indicators(
         return Ok(None);
     }
     // Balances made by another writer may carry a precision (created through the API).
+    let proposed: HashSet<&str> = proposed.iter().map(String::as_str).collect();
     let made_elsewhere: Vec<String> = instead
         .values()
-        .filter(|id| !proposed.iter().any(|p| p == *id))
+        .filter(|id| !proposed.contains(**id))
         .map(|id| (*id).to_owned())
         .collect();
     let rows = balances::balance_rows(txn, &made_elsewhere).await?;
