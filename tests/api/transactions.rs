@@ -22,6 +22,13 @@ fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
     );
 }
 
+/// [`assert_error`], and the message says `words`.
+fn assert_error_saying(reply: &Reply, status: StatusCode, code: &str, words: &str) {
+    assert_error(reply, status, code);
+    let message = reply.json["error"].as_str().unwrap();
+    assert!(message.contains(words), "{words:?} not in {}", reply.text);
+}
+
 fn new_reference() -> String {
     format!("ref-{}", uuid::Uuid::new_v4())
 }
@@ -309,11 +316,12 @@ async fn insufficient_funds_are_refused_when_skipping_the_queue_and_rejected_whe
     let (_, all_of_it) = record(&app, transfer(a, b, 100, true)).await;
 
     // Assert
-    assert_error(&refused, StatusCode::BAD_REQUEST, "TXN_INSUFFICIENT_FUNDS");
-    assert!(refused.json["error"]
-        .as_str()
-        .unwrap()
-        .contains("insufficient funds"));
+    assert_error_saying(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "TXN_INSUFFICIENT_FUNDS",
+        "insufficient funds",
+    );
     assert_eq!(after_refusal, ((100, 100, 0), (0, 0, 0)));
     assert_eq!(rows_after_refusal, rows_before);
     let missing = app
@@ -393,14 +401,11 @@ async fn overdraft_limit_caps_how_far_below_zero_a_balance_may_go(backend: Backe
         let refused = app
             .post("/transactions", limited(1, allow_overdraft, 5, true))
             .await;
-        assert_error(&refused, StatusCode::BAD_REQUEST, "TXN_INSUFFICIENT_FUNDS");
-        assert!(
-            refused.json["error"]
-                .as_str()
-                .unwrap()
-                .contains("overdraft limit"),
-            "{}",
-            refused.text
+        assert_error_saying(
+            &refused,
+            StatusCode::BAD_REQUEST,
+            "TXN_INSUFFICIENT_FUNDS",
+            "overdraft limit",
         );
     }
     let (_, rejected) = record(&app, limited(1, true, 5, false)).await;
@@ -518,11 +523,11 @@ async fn a_balance_with_a_precision_refuses_other_precisions_on_both_paths(backe
 
     // Assert
     for (reply, reference) in &refusals {
-        assert_error(reply, StatusCode::BAD_REQUEST, "TXN_VALIDATION_ERROR");
-        assert!(
-            reply.json["error"].as_str().unwrap().contains("precision"),
-            "{}",
-            reply.text
+        assert_error_saying(
+            reply,
+            StatusCode::BAD_REQUEST,
+            "TXN_VALIDATION_ERROR",
+            "precision",
         );
         let stored = app
             .get(&format!("/transactions/reference/{reference}"))
@@ -567,14 +572,11 @@ async fn a_queued_transfer_uses_the_indicator_balance_the_database_already_has(b
     let (accepted, outcome) = record(&app, right.clone()).await;
 
     // Assert
-    assert_error(&refused, StatusCode::BAD_REQUEST, "TXN_VALIDATION_ERROR");
-    assert!(
-        refused.json["error"]
-            .as_str()
-            .unwrap()
-            .contains("precision"),
-        "{}",
-        refused.text
+    assert_error_saying(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "TXN_VALIDATION_ERROR",
+        "precision",
     );
     let not_stored = app
         .get(&format!("/transactions/reference/{}", reference_of(&wrong)))
@@ -822,14 +824,11 @@ async fn a_reused_reference_is_409_on_both_paths_and_changes_nothing(backend: Ba
     // Assert
     assert_eq!(balances_before, ((970, 1_000, 30), (30, 30, 0)));
     for reply in &replies {
-        assert_error(reply, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
-        assert!(
-            reply.json["error"]
-                .as_str()
-                .unwrap()
-                .contains("has already been used"),
-            "{}",
-            reply.text
+        assert_error_saying(
+            reply,
+            StatusCode::CONFLICT,
+            "TXN_DUPLICATE_REFERENCE",
+            "has already been used",
         );
     }
     assert_eq!(transaction_count(&app).await, rows_before);
@@ -939,11 +938,12 @@ async fn a_transfer_to_its_own_source_is_refused(backend: Backend) {
 
     // Assert
     for reply in &replies {
-        assert_error(reply, StatusCode::BAD_REQUEST, "TXN_VALIDATION_ERROR");
-        assert!(reply.json["error"]
-            .as_str()
-            .unwrap()
-            .contains("source and destination cannot be the same balance"));
+        assert_error_saying(
+            reply,
+            StatusCode::BAD_REQUEST,
+            "TXN_VALIDATION_ERROR",
+            "source and destination cannot be the same balance",
+        );
     }
     assert_eq!(transaction_count(&app).await, rows_before);
     assert_eq!(money(&app, &a).await, (100, 100, 0));
