@@ -224,24 +224,18 @@ impl Ledger {
         if missing.is_empty() {
             return Ok(resolved.into_iter().flatten().collect());
         }
-        let found = match proposals {
+        let found: HashMap<(String, String), String> = match proposals {
             Some(proposals) => missing
                 .iter()
-                .map(|key| {
-                    let id = proposals.propose(self, key);
-                    (
-                        key.clone(),
-                        IndicatorBalance {
-                            balance_id: id,
-                            created: false,
-                        },
-                    )
-                })
+                .map(|key| (key.clone(), proposals.propose(self, key)))
                 .collect(),
             None => {
                 let found = self.inner.indicator_resolver.get(missing.clone()).await?;
                 self.remember_indicators(found.iter());
                 found
+                    .into_iter()
+                    .map(|(key, balance)| (key, balance.balance_id))
+                    .collect()
             }
         };
         let mut missing = missing.into_iter();
@@ -251,7 +245,7 @@ impl Ledger {
             let found = found.get(&key).ok_or_else(|| {
                 LedgerError::Internal(format!("indicator balance {} ({}) missing", key.0, key.1))
             })?;
-            *slot = Some(found.balance_id.clone());
+            *slot = Some(found.clone());
         }
         Ok(resolved
             .into_iter()

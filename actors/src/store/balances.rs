@@ -357,7 +357,8 @@ impl Store {
                 .map(|_| ids::new_id(ids::BALANCE_PREFIX))
                 .collect();
             let found = if db.get_database_backend() == DbBackend::Postgres {
-                // One statement: its own transaction.
+                // One statement, its own transaction (and, where another writer won the
+                // insert race, one read after it).
                 create_indicator_balances(&db, &keys, &proposed).await?
             } else {
                 let txn = db.begin().await?;
@@ -370,7 +371,6 @@ impl Store {
         .await
     }
 
-    /// Current rows of several balances, keyed by id.
     /// Current rows of several balances, keyed by id.
     pub async fn balance_rows(
         &self,
