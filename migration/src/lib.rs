@@ -12,6 +12,8 @@
 //!   (PostgreSQL only).
 //! - `m20261126_000006_hold_sweep_indexes`: the hold sweeps read only the holds they act on
 //!   (pending actions; due holds still inflight), not every hold ever made.
+//! - `m20261126_000007_balances_without_ledger_fkey`: no per-row foreign-key check on
+//!   balance inserts (PostgreSQL only; the code checks the ledger, ledgers are never deleted).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -25,6 +27,7 @@ mod m20261126_000003_balances_fillfactor;
 mod m20261126_000004_partial_transaction_indexes;
 mod m20261126_000005_byte_order_keys;
 mod m20261126_000006_hold_sweep_indexes;
+mod m20261126_000007_balances_without_ledger_fkey;
 
 pub struct Migrator;
 
@@ -55,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_partial_transaction_indexes::Migration),
             Box::new(m20261126_000005_byte_order_keys::Migration),
             Box::new(m20261126_000006_hold_sweep_indexes::Migration),
+            Box::new(m20261126_000007_balances_without_ledger_fkey::Migration),
         ]
     }
 }
