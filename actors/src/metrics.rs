@@ -202,6 +202,9 @@ pub struct Metrics {
     /// Milliseconds the most recently applied queued transaction waited.
     queue_lag_ms: AtomicU64,
     queue_retries: Counter,
+    /// QUEUED rows workers took from this process's handoff / read from the database.
+    queue_rows_handed_off: Counter,
+    queue_rows_read_back: Counter,
 }
 
 impl Default for Metrics {
@@ -223,6 +226,8 @@ impl Default for Metrics {
             queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS),
             queue_lag_ms: AtomicU64::new(0),
             queue_retries: Counter::default(),
+            queue_rows_handed_off: Counter::default(),
+            queue_rows_read_back: Counter::default(),
         }
     }
 }
@@ -306,6 +311,13 @@ impl Metrics {
     /// A queue worker failed to apply an entry; it will be delivered again.
     pub fn observe_queue_retry(&self) {
         self.queue_retries.inc();
+    }
+
+    /// A worker loaded the rows of its entries: `handed_off` from the committer's handoff,
+    /// `read_back` from the database (see `queue::handoff`).
+    pub fn observe_queued_rows_loaded(&self, handed_off: usize, read_back: usize) {
+        self.queue_rows_handed_off.add(handed_off as u64);
+        self.queue_rows_read_back.add(read_back as u64);
     }
 
     /// How many requests of this method, route and status were counted (tests, tooling).
@@ -452,6 +464,22 @@ impl Metrics {
             "coffer_queue_retries_total {}",
             self.queue_retries.get()
         );
+        header(
+            out,
+            "coffer_queue_rows_loaded_total",
+            "counter",
+            "QUEUED rows workers loaded: handed off by this process's committer, or read back.",
+        );
+        for (from, counter) in [
+            ("handoff", &self.queue_rows_handed_off),
+            ("database", &self.queue_rows_read_back),
+        ] {
+            let _ = writeln!(
+                out,
+                "coffer_queue_rows_loaded_total{{from=\"{from}\"}} {}",
+                counter.get()
+            );
+        }
         header(
             out,
             "process_start_time_seconds",
@@ -691,29 +719,8 @@ mod tests {
     }
 
     fn sample_record() -> TransactionRecord {
-        TransactionRecord {
-            transaction_id: "txn_1".into(),
-            parent_transaction: None,
-            source: "bln_a".into(),
-            destination: "bln_b".into(),
-            reference: "r".into(),
-            precise_amount: 1.into(),
-            precision: crate::domain::Precision::one(),
-            currency: "USD".into(),
-            description: None,
-            status: TransactionStatus::Rejected,
-            hash: String::new(),
-            allow_overdraft: false,
-            overdraft_limit: None,
-            inflight: false,
-            skip_queue: false,
-            atomic: false,
-            created_at: chrono::Utc::now(),
-            effective_date: None,
-            scheduled_for: None,
-            inflight_expiry_date: None,
-            inflight_commit_date: None,
-            meta_data: None,
-        }
+        let mut record = TransactionRecord::sample_for_tests();
+        record.status = TransactionStatus::Rejected;
+        record
     }
 }

@@ -871,6 +871,16 @@ async fn the_worker_serves_health_and_metrics_and_on_sigterm_acks_only_what_it_c
     let samples = parse_exposition(&scraped.text().await.unwrap());
     assert!(metric(&samples, "coffer_queue_wait_seconds_count", &[]).unwrap() >= 1.0);
     assert!(metric(&samples, "coffer_queue_depth", &[]).is_some());
+    // Another process committed the rows: this one reads them back.
+    let loaded = |from| {
+        metric(
+            &samples,
+            "coffer_queue_rows_loaded_total",
+            &[("from", from)],
+        )
+    };
+    assert_eq!(loaded("handoff"), Some(0.0));
+    assert!(loaded("database").unwrap() >= 50.0);
 
     worker.terminate();
     assert!(

@@ -258,6 +258,15 @@ async fn a_queued_transfer_is_stored_queued_then_applied_by_a_worker(backend: Ba
     assert_eq!(children.status, StatusCode::OK, "{}", children.text);
     assert_eq!(children.json, json!([child]));
     app.assert_invariants().await;
+    // The worker runs in this process: it took the row the commit had just stored from the
+    // handoff instead of reading it back.
+    let metrics = app.get("/metrics").await.text;
+    for line in [
+        "coffer_queue_rows_loaded_total{from=\"handoff\"} 1\n",
+        "coffer_queue_rows_loaded_total{from=\"database\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 on_both_backends!(a_queued_transfer_is_stored_queued_then_applied_by_a_worker);
 

@@ -150,6 +150,37 @@ impl TransactionRecord {
 }
 
 #[cfg(test)]
+impl TransactionRecord {
+    /// A plain APPLIED transfer of 1 USD minor unit from `bln_a` to `bln_b`.
+    pub(crate) fn sample_for_tests() -> Self {
+        Self {
+            transaction_id: "txn_1".into(),
+            parent_transaction: None,
+            source: "bln_a".into(),
+            destination: "bln_b".into(),
+            reference: "r".into(),
+            precise_amount: 1.into(),
+            precision: crate::domain::Precision::one(),
+            currency: "USD".into(),
+            description: None,
+            status: TransactionStatus::Applied,
+            hash: String::new(),
+            allow_overdraft: false,
+            overdraft_limit: None,
+            inflight: false,
+            skip_queue: false,
+            atomic: false,
+            created_at: chrono::Utc::now(),
+            effective_date: None,
+            scheduled_for: None,
+            inflight_expiry_date: None,
+            inflight_commit_date: None,
+            meta_data: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

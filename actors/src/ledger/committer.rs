@@ -13,7 +13,8 @@
 
 use super::balance_actor::{BalanceActor, Settle};
 use crate::domain::ids::shard_of;
-use crate::domain::TransactionStatus;
+use crate::domain::{TransactionRecord, TransactionStatus};
+use crate::queue::handoff::QueuedHandoff;
 use crate::queue::TransactionQueue;
 use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, GROUP_KEY};
 use crate::LedgerError;
@@ -46,6 +47,8 @@ pub struct Committer {
     store: Store,
     /// QUEUED rows are enqueued here right after their commit, one pipeline per batch.
     queue: Arc<dyn TransactionQueue>,
+    /// Committed QUEUED rows are kept here for this process's workers (when it runs any).
+    handoff: Arc<QueuedHandoff>,
     settings: CommitterSettings,
     pending: Vec<Submit>,
     flush_scheduled: bool,
@@ -67,6 +70,7 @@ impl Committer {
     pub fn new(
         store: Store,
         queue: Arc<dyn TransactionQueue>,
+        handoff: Arc<QueuedHandoff>,
         settings: CommitterSettings,
     ) -> Self {
         assert!(settings.batch_size_max > 0);
@@ -74,6 +78,7 @@ impl Committer {
         Self {
             store,
             queue,
+            handoff,
             settings,
             pending: Vec::new(),
             flush_scheduled: false,
@@ -129,7 +134,8 @@ impl Committer {
         let settlements = Settlements::of(&batch);
         let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
-        let (store, queue) = (self.store.clone(), self.queue.clone());
+        let (store, queue, handoff) =
+            (self.store.clone(), self.queue.clone(), self.handoff.clone());
         let size: usize = units.iter().map(|u| u.items.len()).sum();
         let rows_first_items_min = self.settings.rows_first_items_min;
         self.commits_in_flight += 1;
@@ -139,7 +145,16 @@ impl Committer {
                 let result = commit_batch(&store, units, rows_first_items_min).await;
                 store.metrics().observe_commit(size, started.elapsed(), result.is_ok());
                 if let Ok(outcome) = &result {
-                    let entries = queue_entries(&outcome.units, queue.shard_count());
+                    let entered = entered_rows(&outcome.units);
+                    // Kept before the entries exist, so this process's worker finds each.
+                    handoff.keep(entered.iter().copied());
+                    let entries: Vec<(u32, String)> = entered
+                        .iter()
+                        .map(|record| {
+                            let shard = shard_of(&record.source, queue.shard_count());
+                            (shard, record.transaction_id.clone())
+                        })
+                        .collect();
                     if let Err(error) = queue.enqueue_many(&entries).await {
                         // The QUEUED rows are durable; the recovery sweep enqueues them again.
                         tracing::warn!(%error, count = entries.len(), "enqueue after commit failed");
@@ -180,11 +195,12 @@ impl Committer {
     }
 }
 
-/// The queue entries of a committed batch: every stored QUEUED row, except that an atomic
-/// group (split or bulk) is entered once, by its first row: the worker applies it whole.
-fn queue_entries(units: &[Vec<ItemOutcome>], shard_count: u32) -> Vec<(u32, String)> {
+/// The rows of a committed batch that go on the queue: every stored QUEUED row, except that
+/// an atomic group (split or bulk) is entered once, by its first row: the worker applies it
+/// whole.
+fn entered_rows(units: &[Vec<ItemOutcome>]) -> Vec<&TransactionRecord> {
     let mut groups = HashSet::new();
-    let mut entries = Vec::new();
+    let mut entered = Vec::new();
     for record in units.iter().flatten().filter_map(|outcome| match outcome {
         ItemOutcome::Stored(record) if record.status == TransactionStatus::Queued => Some(record),
         _ => None,
@@ -199,12 +215,9 @@ fn queue_entries(units: &[Vec<ItemOutcome>], shard_count: u32) -> Vec<(u32, Stri
                 continue;
             }
         }
-        entries.push((
-            shard_of(&record.source, shard_count),
-            record.transaction_id.clone(),
-        ));
+        entered.push(record);
     }
-    entries
+    entered
 }
 
 /// Per balance of a batch: its actor and the reserved debits the batch releases.

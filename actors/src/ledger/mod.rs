@@ -29,6 +29,7 @@ pub use preview::{BalancePreview, LegPreview, Preview, Rejection};
 pub use refund::RefundRequest;
 pub use transfer::{BulkOutcome, BulkRequest, LegSpec, Legs, Recorded, Side, TransferRequest};
 
+use crate::queue::handoff::QueuedHandoff;
 use crate::queue::TransactionQueue;
 use crate::store::{BalanceRow, BatchUnit, IndicatorBalance, ItemOutcome, NewIndicator, Store};
 use crate::LedgerError;
@@ -54,6 +55,8 @@ struct Inner {
     /// accepting queued work never waits behind the workers' batches.
     intake: Addr<Committer>,
     queue: Arc<dyn TransactionQueue>,
+    /// The QUEUED rows the committers just stored, for this process's workers.
+    handoff: Arc<QueuedHandoff>,
     /// `(indicator, currency)` → balance id; indicator balances are never deleted.
     indicators: Mutex<HashMap<(String, String), String>>,
     /// Creates the indicator balances missing from `indicators`, in batches.
@@ -117,11 +120,16 @@ impl Proposals {
 impl Ledger {
     /// Starts the committer and the balance arbiters. Call inside an actix `System`.
     pub fn start(store: Store, queue: Arc<dyn TransactionQueue>, settings: LedgerSettings) -> Self {
+        let handoff = Arc::new(QueuedHandoff::default());
         let start_committer = |arbiter: &Arbiter| {
-            let (store, queue, settings) =
-                (store.clone(), queue.clone(), settings.committer.clone());
+            let (store, queue, handoff, settings) = (
+                store.clone(),
+                queue.clone(),
+                handoff.clone(),
+                settings.committer.clone(),
+            );
             Committer::start_in_arbiter(&arbiter.handle(), move |_| {
-                Committer::new(store, queue, settings)
+                Committer::new(store, queue, handoff, settings)
             })
         };
         let (committer_arbiter, intake_arbiter) = (Arbiter::new(), Arbiter::new());
@@ -142,6 +150,7 @@ impl Ledger {
                 committer,
                 intake,
                 queue,
+                handoff,
                 indicators: Mutex::new(HashMap::new()),
                 indicator_resolver,
                 committer_arbiter,
@@ -156,6 +165,27 @@ impl Ledger {
 
     pub fn queue(&self) -> &Arc<dyn TransactionQueue> {
         &self.inner.queue
+    }
+
+    /// The QUEUED rows committed here, kept for this process's workers once it runs any.
+    pub fn queued_handoff(&self) -> &QueuedHandoff {
+        &self.inner.handoff
+    }
+
+    /// The rows with these ids, for a queue worker: those this process just committed from
+    /// the handoff, the others from the database (missing ids are simply absent).
+    pub async fn queued_records(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<crate::domain::TransactionRecord>, LedgerError> {
+        let (mut records, missing) = self.inner.handoff.take(ids);
+        let handed_off = records.len();
+        if !missing.is_empty() {
+            records.extend(self.inner.store.transactions_by_ids(missing).await?);
+        }
+        self.metrics()
+            .observe_queued_rows_loaded(handed_off, records.len() - handed_off);
+        Ok(records)
     }
 
     /// This ledger's metrics (see [`crate::metrics`]).

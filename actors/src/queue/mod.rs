@@ -5,7 +5,10 @@
 //! consumer's entries claimed by others) and an in-process queue for the embedded default
 //! ([`memory::MemoryQueue`]). Either way the QUEUED row in the database is the truth: the
 //! [`sweep`] re-enqueues rows that have no child after a while, so a lost entry only delays.
+//! [`handoff`] passes the QUEUED rows a process committed to its own workers, so they need
+//! not read them back.
 
+pub mod handoff;
 pub mod memory;
 pub mod redis;
 pub mod sweep;

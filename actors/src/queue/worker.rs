@@ -39,6 +39,8 @@ impl QueueWorker {
         process_id: &str,
         settings: WorkerSettings,
     ) -> (Arbiter, Vec<Addr<QueueWorker>>) {
+        // From now on the committers keep the QUEUED rows they store for these workers.
+        ledger.queued_handoff().enable();
         let arbiter = Arbiter::new();
         let shard_count = ledger.queue().shard_count();
         let workers = settings.workers.clamp(1, shard_count);
@@ -139,7 +141,7 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
         .iter()
         .map(|d| d.transaction_id.clone())
         .collect();
-    let records = match ledger.store().transactions_by_ids(ids).await {
+    let records = match ledger.queued_records(ids).await {
         Ok(records) => records,
         Err(error) => {
             tracing::warn!(%error, "loading queued transactions failed");
