@@ -120,7 +120,6 @@ pub fn admit_units(
     }
 }
 
-/// Applies an item's changes in order; `Err(i)` if change `i` crosses its floor.
 /// Applies an item's changes in order; on `Err(i)` (change `i` crosses its floor) the
 /// changes already applied are undone, so `running` is as it was.
 fn apply_item<'a>(

@@ -168,12 +168,16 @@ impl Committer {
                 result
             }
             .into_actor(self)
-            .map(move |result, actor, ctx| {
+            .map(move |mut result, actor, ctx| {
                 actor.commits_in_flight -= 1;
                 // Settle the balance actors before anyone hears of the outcome: each actor
                 // learns of every commit in commit order, with its reservations released in
-                // the same message, so its cached state is exact.
-                settlements.send(result.as_ref().ok().map(|o| o.balances.as_slice()));
+                // the same message, so its cached state is exact. The rows move to them.
+                let committed = result
+                    .as_mut()
+                    .ok()
+                    .map(|outcome| std::mem::take(&mut outcome.balances));
+                settlements.send(committed);
                 match result {
                     Ok(outcome) => {
                         for (items, reply) in outcome.units.into_iter().zip(replies) {
@@ -242,14 +246,14 @@ impl Settlements {
         Self(map)
     }
 
-    fn send(self, committed: Option<&[BalanceRow]>) {
-        let rows: HashMap<&str, &BalanceRow> = committed
+    fn send(self, committed: Option<Vec<BalanceRow>>) {
+        let mut rows: HashMap<String, BalanceRow> = committed
             .unwrap_or_default()
-            .iter()
-            .map(|row| (row.balance_id.as_str(), row))
+            .into_iter()
+            .map(|row| (row.balance_id.clone(), row))
             .collect();
         for (balance_id, (addr, released)) in self.0 {
-            let row = rows.get(balance_id.as_str()).map(|row| (*row).clone());
+            let row = rows.remove(&balance_id);
             // `do_send` on purpose: it enqueues now, so each actor sees commits in order;
             // the count is bounded by the balances of one batch.
             addr.do_send(Settle { released, row });
