@@ -141,6 +141,25 @@ async fn two_servers_on_one_database_never_overdraw_or_lose_an_update() {
         }
         assert_eq!(a.amount(source).await, 0, "never overdrawn");
     }
+    // Bulk requests large enough to be written rows first and confirmed by guarded balance
+    // updates (no locking read): eight atomic ones of 120 race on both servers for a source
+    // that funds exactly three.
+    a.fund(source, "USD", 3 * 120).await;
+    let bulks = (0..8).map(|i| {
+        let transactions: Vec<_> = (0..120)
+            .map(|j| a.transfer(source, if j % 2 == 0 { hot } else { other }, 1, true))
+            .collect();
+        let body = json!({ "transactions": transactions, "atomic": true, "skip_queue": true });
+        [a, b][i % 2].post("/transactions/bulk", body)
+    });
+    let replies = join_all(bulks).await;
+    let applied = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(applied, 3, "exactly the funded bulk requests are applied");
+    assert_eq!(b.amount(source).await, 0, "never overdrawn");
+    assert_eq!(a.amount(hot).await + a.amount(other).await, 2_000 + 3 * 120);
     // Credits from both servers into one balance: none is lost.
     for source in [source, other] {
         a.fund(source, "USD", 1_000).await;
@@ -150,7 +169,7 @@ async fn two_servers_on_one_database_never_overdraw_or_lose_an_update() {
         .collect();
     let replies = transfer_all(&[a, b], bodies).await;
     assert!(replies.iter().all(|r| r.status == StatusCode::CREATED));
-    assert_eq!(b.amount(hot).await, 4_000);
+    assert_eq!(b.amount(hot).await, 2_000 + 180 + 2_000);
     a.assert_invariants().await;
 }
 

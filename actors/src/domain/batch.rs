@@ -11,9 +11,9 @@
 //! Refusing an item takes its credits away, which may make a later debit elsewhere fail, so
 //! admission repeats until nothing changes. The refused set only grows, so it ends.
 
-use super::balance::GuardedChange;
+use super::balance::{BalanceDelta, Floor, GuardedChange};
 use bigdecimal::num_bigint::BigInt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The changes of one item, each to a named balance.
 pub type ItemChanges = [(String, GuardedChange)];
@@ -120,6 +120,65 @@ pub fn admit_units(
     }
 }
 
+/// What one balance must satisfy for a whole batch to be admitted: its net change, and the
+/// least `available` it must hold before the batch (`None`: no debit of it has a floor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalanceGuard {
+    pub net: BalanceDelta,
+    pub available_min: Option<BigInt>,
+}
+
+/// The guard of every balance the items not `excluded` change, so that [`admit_units`]
+/// admits all of those items exactly when every balance's `available` meets its
+/// `available_min`: each floored change, taken in batch order after all the earlier ones,
+/// must leave its balance at or above its floor, that is `available ≥ floor − (the
+/// balance's changes up to and including this one)`. A store can then write the batch as
+/// one guarded update per balance, with no read first, and decide item by item only when
+/// a guard fails. `None` when the excluded items alone refuse others (an atomic unit, or a
+/// later item of an until-first-failure unit): then not all can be admitted.
+pub fn admission_guards(
+    units: &[Unit<'_>],
+    excluded: &[Vec<bool>],
+) -> Option<BTreeMap<String, BalanceGuard>> {
+    assert_eq!(units.len(), excluded.len());
+    for (unit, excluded) in units.iter().zip(excluded) {
+        let mut decisions: Vec<Admission> = excluded
+            .iter()
+            .map(|&e| {
+                if e {
+                    Admission::Excluded
+                } else {
+                    Admission::Admitted
+                }
+            })
+            .collect();
+        propagate(unit.mode, &mut decisions);
+        if decisions.contains(&Admission::RefusedWithUnit) {
+            return None;
+        }
+    }
+    let mut guards: BTreeMap<String, BalanceGuard> = BTreeMap::new();
+    // Per balance: the sum of its changes so far, in `available` terms.
+    let mut moved: HashMap<&str, BigInt> = HashMap::new();
+    for (unit, excluded) in units.iter().zip(excluded) {
+        for (changes, _) in unit.items.iter().zip(excluded).filter(|(_, e)| !**e) {
+            for (balance_id, change) in changes.iter() {
+                let so_far = moved.entry(balance_id.as_str()).or_default();
+                *so_far += change.delta.available_change();
+                let guard = guards.entry(balance_id.clone()).or_default();
+                guard.net.add(&change.delta);
+                if let Some(Floor::AtLeast(floor)) = &change.floor {
+                    let needed = floor - &*so_far;
+                    if guard.available_min.as_ref().is_none_or(|min| &needed > min) {
+                        guard.available_min = Some(needed);
+                    }
+                }
+            }
+        }
+    }
+    Some(guards)
+}
+
 /// Applies an item's changes in order; on `Err(i)` (change `i` crosses its floor) the
 /// changes already applied are undone, so `running` is as it was.
 fn apply_item<'a>(
@@ -165,7 +224,6 @@ fn propagate(mode: UnitMode, decisions: &mut [Admission]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::balance::{BalanceDelta, Floor};
     use bigdecimal::Zero;
     use proptest::prelude::*;
 
@@ -288,7 +346,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn guards_sum_the_changes_and_keep_the_tightest_floor() {
+        let items = [
+            transfer("a", "b", 10, zero()),
+            transfer("b", "a", 4, Floor::AtLeast(BigInt::from(-5))),
+            transfer("a", "c", 3, Floor::Unlimited),
+        ];
+        let guards = admission_guards(&singles(&items), &[vec![false], vec![false], vec![true]])
+            .expect("independent items");
+        let a = &guards["a"];
+        assert_eq!(a.net.debit, BigInt::from(10));
+        assert_eq!(a.net.credit, BigInt::from(4));
+        // a must hold 10 before its debit of 10 (floor 0).
+        assert_eq!(a.available_min, Some(BigInt::from(10)));
+        // b is credited 10 first, then may go to −5: it needs −5 − (10 − 4) = −11.
+        assert_eq!(guards["b"].available_min, Some(BigInt::from(-11)));
+        assert!(!guards.contains_key("c"), "excluded items have no guard");
+    }
+
+    #[test]
+    fn an_excluded_item_of_an_atomic_unit_leaves_no_guards() {
+        let items = [transfer("a", "b", 1, zero()), transfer("a", "b", 1, zero())];
+        let unit = |mode| Unit {
+            mode,
+            items: items.iter().map(|i| i.as_slice()).collect(),
+        };
+        let excluded = [vec![true, false]];
+        assert!(admission_guards(&[unit(UnitMode::Atomic)], &excluded).is_none());
+        assert!(admission_guards(&[unit(UnitMode::UntilFirstFailure)], &excluded).is_none());
+        assert!(admission_guards(&[unit(UnitMode::Independent)], &excluded).is_some());
+        // Excluding the last item of an until-first-failure unit refuses nothing else.
+        let excluded = [vec![false, true]];
+        assert!(admission_guards(&[unit(UnitMode::UntilFirstFailure)], &excluded).is_some());
+    }
+
     proptest! {
+        /// Every balance meets its guard exactly when admission admits the whole batch.
+        #[test]
+        fn guards_hold_exactly_when_every_item_is_admitted(
+            starts in proptest::collection::vec(-30i64..100, 3),
+            moves in proptest::collection::vec((0usize..3, 0usize..3, 1i64..80, 0u8..3), 1..30),
+            atomic_every in 1usize..4,
+            excluded_every in 0usize..5,
+            until_first_failure in any::<bool>(),
+        ) {
+            let names = ["a", "b", "c"];
+            let available: HashMap<String, BigInt> =
+                names.iter().zip(&starts).map(|(n, s)| (n.to_string(), BigInt::from(*s))).collect();
+            let items: Vec<_> = moves.iter().filter(|(s, d, _, _)| s != d).map(|(s, d, amount, kind)| {
+                let floor = match kind {
+                    0 => zero(),
+                    1 => Floor::AtLeast(BigInt::from(-20)),
+                    _ => Floor::Unlimited,
+                };
+                transfer(names[*s], names[*d], *amount, floor)
+            }).collect();
+            let mode = match (atomic_every > 1, until_first_failure) {
+                (false, _) => UnitMode::Independent,
+                (true, false) => UnitMode::Atomic,
+                (true, true) => UnitMode::UntilFirstFailure,
+            };
+            let units: Vec<Unit> = items.chunks(atomic_every).map(|chunk| Unit {
+                mode,
+                items: chunk.iter().map(|i| i.as_slice()).collect(),
+            }).collect();
+            let mut counter = 0;
+            let excluded: Vec<Vec<bool>> = units.iter().map(|u| u.items.iter().map(|_| {
+                counter += 1;
+                excluded_every > 0 && counter % (excluded_every + 1) == 0
+            }).collect()).collect();
+            let decided = admit_units(&available, &units, &excluded);
+            let all_admitted = decided.iter().flatten().all(|d| matches!(d, Admission::Admitted | Admission::Excluded));
+            let guards_hold = admission_guards(&units, &excluded).is_some_and(|guards| {
+                guards.iter().all(|(id, guard)| {
+                    guard.available_min.as_ref().is_none_or(|min| &available[id] >= min)
+                })
+            });
+            prop_assert_eq!(all_admitted, guards_hold);
+        }
+
         /// Whatever the batch, admitted changes never take a balance below its floor.
         #[test]
         fn admitted_changes_respect_every_floor(

@@ -20,6 +20,7 @@
 use super::balances::BalanceRow;
 use crate::domain::amount::Precision;
 use crate::domain::balance::BalanceAmounts;
+use crate::domain::batch::BalanceGuard;
 use crate::domain::TransactionRecord;
 use crate::entity::transaction;
 use bigdecimal::num_bigint::BigInt;
@@ -27,7 +28,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, Value,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::str::FromStr;
 
@@ -381,6 +382,47 @@ fn balance_update(rows: &[BalanceRow], first: usize) -> (String, Vec<Value>) {
         column(&|r| r.version.to_string()),
     ];
     (sql, values)
+}
+
+/// Adds each guard's net change to its balance, only where the balance's `available`
+/// (`credit − debit − inflight_debit`) meets the guard's minimum, and returns the rows
+/// changed, as they are now; a balance missing or below its minimum is left out. Rows are
+/// taken in the order of the guards (balance ids sorted: the array drives the nested loop,
+/// hash and merge joins being off), so concurrent batches lock in one order; a row another
+/// transaction changed meanwhile is waited for, and its guard is checked on the new row.
+pub async fn guarded_update(
+    txn: &DatabaseTransaction,
+    guards: &BTreeMap<String, BalanceGuard>,
+) -> Result<Vec<BalanceRow>, DbErr> {
+    let sql = format!(
+        "UPDATE balances AS b SET credit_balance = b.credit_balance + v.credit, \
+         debit_balance = b.debit_balance + v.debit, \
+         balance = (b.credit_balance + v.credit) - (b.debit_balance + v.debit), \
+         inflight_credit_balance = b.inflight_credit_balance + v.inflight_credit, \
+         inflight_debit_balance = b.inflight_debit_balance + v.inflight_debit, \
+         inflight_balance = (b.inflight_credit_balance + v.inflight_credit) \
+         - (b.inflight_debit_balance + v.inflight_debit), version = b.version + 1 \
+         FROM unnest(CAST($1 AS text[]), CAST($2 AS numeric[]), CAST($3 AS numeric[]), \
+         CAST($4 AS numeric[]), CAST($5 AS numeric[]), CAST($6 AS numeric[])) \
+         AS v(id, credit, debit, inflight_credit, inflight_debit, available_min) \
+         WHERE b.balance_id = v.id AND (v.available_min IS NULL OR \
+         b.credit_balance - b.debit_balance - b.inflight_debit_balance >= v.available_min) \
+         RETURNING {BALANCE_COLUMNS}"
+    );
+    let column = |f: &dyn Fn(&BalanceGuard) -> Option<String>| {
+        let values: Vec<Option<String>> = guards.values().map(f).collect();
+        bind(text_array(values.iter().map(Option::as_deref)))
+    };
+    let values = vec![
+        bind(text_array(guards.keys().map(|id| Some(id.as_str())))),
+        column(&|g| Some(g.net.credit.to_string())),
+        column(&|g| Some(g.net.debit.to_string())),
+        column(&|g| Some(g.net.inflight_credit.to_string())),
+        column(&|g| Some(g.net.inflight_debit.to_string())),
+        column(&|g| g.available_min.as_ref().map(BigInt::to_string)),
+    ];
+    let rows = txn.query_all_raw(statement(&sql, values)).await?;
+    rows.iter().map(balance_row).collect()
 }
 
 /// The insert of a batch's rows: a column array each, zipped by `unnest`. Parameters start
