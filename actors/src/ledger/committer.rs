@@ -20,7 +20,7 @@ use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, GROU
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -64,6 +64,9 @@ pub struct Submit {
     pub unit: BatchUnit,
     pub reply: oneshot::Sender<CommitReply>,
     pub actors: Vec<(String, Addr<BalanceActor>)>,
+    /// The actors reserved the unit's floored debits (a bulk request's did not), so the
+    /// settlement releases them.
+    pub reserved: bool,
 }
 
 impl Committer {
@@ -130,8 +133,8 @@ impl Committer {
 
     /// Writes the first `take` pending submissions as one batch.
     fn commit(&mut self, take: usize, ctx: &mut Context<Self>) {
-        let batch: Vec<Submit> = self.pending.drain(..take).collect();
-        let settlements = Settlements::of(&batch);
+        let mut batch: Vec<Submit> = self.pending.drain(..take).collect();
+        let settlements = Settlements::of(&mut batch);
         let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
         let (store, queue, handoff) =
@@ -228,18 +231,20 @@ fn entered_rows(units: &[Vec<ItemOutcome>]) -> Vec<&TransactionRecord> {
 struct Settlements(BTreeMap<String, (Addr<BalanceActor>, BigInt)>);
 
 impl Settlements {
-    fn of(batch: &[Submit]) -> Self {
+    /// Takes the submissions' actors (they are not needed after this).
+    fn of(batch: &mut [Submit]) -> Self {
         let mut map: BTreeMap<String, (Addr<BalanceActor>, BigInt)> = BTreeMap::new();
         for submit in batch {
-            for (balance_id, addr) in &submit.actors {
-                map.entry(balance_id.clone())
-                    .or_insert_with(|| (addr.clone(), BigInt::default()));
+            for (balance_id, addr) in std::mem::take(&mut submit.actors) {
+                map.entry(balance_id)
+                    .or_insert_with(|| (addr, BigInt::default()));
             }
-            for (balance_id, change) in submit.unit.items.iter().flat_map(|i| i.changes.iter()) {
-                if change.floor.is_some() {
-                    if let Some((_, released)) = map.get_mut(balance_id) {
-                        *released -= change.delta.available_change();
-                    }
+            if !submit.reserved {
+                continue;
+            }
+            for (balance_id, released) in reserved_debits(&submit.unit) {
+                if let Some((_, total)) = map.get_mut(balance_id) {
+                    *total += released;
                 }
             }
         }
@@ -247,13 +252,13 @@ impl Settlements {
     }
 
     fn send(self, committed: Option<Vec<BalanceRow>>) {
-        let mut rows: HashMap<String, BalanceRow> = committed
-            .unwrap_or_default()
-            .into_iter()
-            .map(|row| (row.balance_id.clone(), row))
-            .collect();
+        let mut rows = committed.unwrap_or_default();
+        // Both sides in balance-id order: matched in one pass, no map of the rows.
+        rows.sort_unstable_by(|a, b| a.balance_id.cmp(&b.balance_id));
+        let mut rows = rows.into_iter().peekable();
         for (balance_id, (addr, released)) in self.0 {
-            let row = rows.remove(&balance_id);
+            while rows.next_if(|row| row.balance_id < balance_id).is_some() {}
+            let row = rows.next_if(|row| row.balance_id == balance_id);
             // `do_send` on purpose: it enqueues now, so each actor sees commits in order;
             // the count is bounded by the balances of one batch.
             addr.do_send(Settle { released, row });
@@ -277,7 +282,8 @@ impl Handler<Submit> for Committer {
             && !self.pending.is_empty()
         {
             // The reservations this unit's actors made are released like a failed commit's.
-            Settlements::of(std::slice::from_ref(&message)).send(None);
+            let mut message = message;
+            Settlements::of(std::slice::from_mut(&mut message)).send(None);
             let _ = message.reply.send(Err(LedgerError::Overloaded));
             return;
         }
@@ -301,5 +307,55 @@ impl Handler<Flush> for Committer {
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         self.flush(ctx);
+    }
+}
+
+/// Per balance, the floored debits of a unit: what its actors reserved for it.
+fn reserved_debits(unit: &BatchUnit) -> impl Iterator<Item = (&str, BigInt)> {
+    unit.items
+        .iter()
+        .flat_map(|item| item.changes.iter())
+        .filter(|(_, change)| change.floor.is_some())
+        .map(|(balance_id, change)| (balance_id.as_str(), -change.delta.available_change()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::balance::{BalanceDelta, Floor, GuardedChange};
+    use crate::domain::batch::UnitMode;
+    use crate::domain::TransactionRecord;
+    use crate::store::{BatchItem, Refusal};
+
+    #[test]
+    fn a_unit_releases_its_floored_debits_only() {
+        let amount = BigInt::from(7);
+        let changes = vec![
+            (
+                "bln_a".to_owned(),
+                GuardedChange {
+                    delta: BalanceDelta::debit(&amount),
+                    floor: Some(Floor::AtLeast(BigInt::default())),
+                },
+            ),
+            (
+                "bln_b".to_owned(),
+                GuardedChange {
+                    delta: BalanceDelta::credit(&amount),
+                    floor: None,
+                },
+            ),
+        ];
+        let item = BatchItem::transfer(
+            TransactionRecord::sample_for_tests(),
+            changes,
+            Refusal::Fail,
+        );
+        let unit = BatchUnit::new(UnitMode::Independent, vec![item.clone(), item]);
+        let released: Vec<(&str, BigInt)> = reserved_debits(&unit).collect();
+        assert_eq!(
+            released,
+            [("bln_a", amount.clone()), ("bln_a", amount.clone())]
+        );
     }
 }

@@ -393,10 +393,30 @@ impl Ledger {
 
     /// Hands a unit to the committer and waits for its commit.
     #[tracing::instrument(name = "ledger.commit", skip_all, fields(items = unit.items.len()))]
+    /// Commits a unit whose floored debits `actors` reserved (settling releases them).
     pub(crate) async fn submit(
         &self,
         unit: BatchUnit,
         actors: Vec<(String, Addr<BalanceActor>)>,
+    ) -> Result<Vec<ItemOutcome>, LedgerError> {
+        self.submit_to_committer(unit, actors, true).await
+    }
+
+    /// Commits a unit no actor reserved anything for (a bulk request: the database decides);
+    /// its live `actors` only learn the new rows.
+    pub(crate) async fn submit_unreserved(
+        &self,
+        unit: BatchUnit,
+        actors: Vec<(String, Addr<BalanceActor>)>,
+    ) -> Result<Vec<ItemOutcome>, LedgerError> {
+        self.submit_to_committer(unit, actors, false).await
+    }
+
+    async fn submit_to_committer(
+        &self,
+        unit: BatchUnit,
+        actors: Vec<(String, Addr<BalanceActor>)>,
+        reserved: bool,
     ) -> Result<Vec<ItemOutcome>, LedgerError> {
         let _pending = self.metrics().pending_guard();
         crate::telemetry::remember_queued(unit.items.iter().map(|item| &item.record));
@@ -414,6 +434,7 @@ impl Ledger {
             unit,
             reply,
             actors,
+            reserved,
         })
         .await
         .map_err(mailbox)?;

@@ -710,7 +710,7 @@ impl Ledger {
             })
             .collect();
         let outcomes = self
-            .submit(BatchUnit::new(mode, items), actors)
+            .submit_unreserved(BatchUnit::new(mode, items), actors)
             .await
             .map_err(fail)?;
         bulk_result(outcomes, bulk.atomic).map_err(fail)?;
