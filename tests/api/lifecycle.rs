@@ -1762,10 +1762,32 @@ async fn an_atomic_bulk_with_an_unfundable_item_applies_nothing(backend: Backend
 }
 on_both_backends!(an_atomic_bulk_with_an_unfundable_item_applies_nothing);
 
+/// How a PostgreSQL batch first tries to write (see `store::commit::WriteOrder`).
+#[derive(Clone, Copy)]
+enum FirstWrite {
+    /// Rows inserted first, then guarded balance updates.
+    RowsFirst,
+    /// One statement: rows and guarded balance updates (small batches).
+    Guarded,
+}
+
 async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
-    // Arrange: every batch inserts its rows before locking its balances (on PostgreSQL).
+    non_atomic_bulk_stops_at_its_first_refused_item(backend, FirstWrite::RowsFirst).await;
+}
+on_both_backends!(a_non_atomic_bulk_stops_at_its_first_refused_item);
+
+async fn a_small_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
+    non_atomic_bulk_stops_at_its_first_refused_item(backend, FirstWrite::Guarded).await;
+}
+on_both_backends!(a_small_non_atomic_bulk_stops_at_its_first_refused_item);
+
+async fn non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend, first: FirstWrite) {
+    // Arrange: on PostgreSQL the batch first writes everything (a guard then fails), and
+    // then again deciding item by item.
     let mut settings = test_settings(backend).await;
-    settings.rows_first_items_min = 1;
+    if let FirstWrite::RowsFirst = first {
+        settings.rows_first_items_min = 1;
+    }
     let app = spawn_with(settings).await;
     let ids = app.balances("USD", 3).await;
     let (rich, poor, to) = (&ids[0], &ids[1], &ids[2]);
@@ -1807,7 +1829,7 @@ async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
     assert_eq!(amounts(&app, to).await, Amounts::new(100, 0, 0, 0));
     assert_all_invariants(&app).await;
     if backend == Backend::Postgres {
-        // The group commit inserted all three rows before locking the balances; the refusal
+        // The group commit wrote all three rows and failed a balance's guard; the refusal
         // made it start over, deciding first, which is what the rows above show.
         let metrics = app.get("/metrics").await;
         assert!(
@@ -1817,7 +1839,6 @@ async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
         );
     }
 }
-on_both_backends!(a_non_atomic_bulk_stops_at_its_first_refused_item);
 
 async fn a_bulk_over_many_balances_checks_every_ones_precision(backend: Backend) {
     // Arrange: ten balances of precision 100 (more than a request checks through actors);

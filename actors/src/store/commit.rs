@@ -2,19 +2,22 @@
 //!
 //! 0. the `@indicator` balances that queued requests proposed are inserted (one statement);
 //!    where one existed already, its items are written against it (see `NewIndicator`);
-//! 1. duplicate references (inside the batch and already stored) are refused (on PostgreSQL
-//!    a small batch without hold actions reads them in step 4's statement);
+//! 1. duplicate references (inside the batch and already stored) are refused (when the
+//!    balances are locked first on PostgreSQL, in step 4's statement);
 //! 2. inflight commits and voids are decided against their locked hold rows;
-//! 3. on PostgreSQL, the rows of the items still undecided are inserted, one set-based
-//!    statement, before any balance is locked (see `WriteOrder`); without hold actions the
-//!    batch then ends with one guarded update per balance, no read first (see
-//!    [`write_admitting_all`]), and steps 4-6 run only if a guard fails;
+//! 3. on PostgreSQL, without hold actions, the batch is written in one go: the rows of the
+//!    items still undecided are inserted, and each touched balance gets one update guarded
+//!    by what the batch's debits need of it ([`write_admitting_all`]; a large batch inserts
+//!    its rows in a statement of their own first, see `WriteOrder`). If every guard holds,
+//!    that is the whole write: no balance was read. If one fails, the attempt is rolled back
+//!    and redone deciding first (steps 4-6);
 //! 4. every touched balance is locked and read, in balance-id order (no deadlocks);
 //! 5. the batch is admitted against those rows ([`admit_units`]): the database state, not any
-//!    process's cache, decides, so replicas can never overdraw a balance; a refusal after
-//!    step 3 rolls the attempt back and redoes it with the rows inserted after this step;
-//! 6. one guarded update per touched balance (its net change for the whole batch), with the
-//!    rows not inserted yet; hold rows written; commit.
+//!    process's cache, decides, so replicas can never overdraw a balance; a large batch
+//!    with hold actions has inserted its rows in step 3, and a refusal rolls it back to be
+//!    redone deciding first;
+//! 6. one update per touched balance (its net change for the whole batch, guarded by the
+//!    version read), with the rows not inserted yet; hold rows written; commit.
 //!
 //! A lost race with another process (a version moved, a reference inserted meanwhile) rolls
 //! the attempt back and retries it from the start.
@@ -148,23 +151,32 @@ enum AttemptError {
 /// BENCHMARKS.md round 8). If one is refused (its
 /// row must not exist, or must be stored REJECTED), the attempt is rolled back and made again
 /// `BalancesFirst`: lock, decide, then insert exactly the rows decided, in the statement that
-/// updates the balances. A small batch goes `BalancesFirst` from the start: its insert is
-/// short, and the separate statement cost more than the shorter lock saved (uniform single
-/// transfers, ~30 a batch: 5-8% slower). SQLite has one writer and always goes
-/// `BalancesFirst`.
+/// updates the balances. A small batch without hold actions goes `Guarded`: after its
+/// reference check, one statement inserts its rows and applies one guarded update per
+/// balance (a separate insert statement cost more than a shorter lock saved: uniform single
+/// transfers, ~30 a batch, were 5-8% slower with `RowsFirst`); a guard that fails rolls it
+/// back to `BalancesFirst` the same way. A batch with hold actions, and every batch on
+/// SQLite (one writer), goes `BalancesFirst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriteOrder {
     RowsFirst,
+    Guarded,
     BalancesFirst,
 }
 
 impl WriteOrder {
-    /// `RowsFirst` for a PostgreSQL batch of at least `rows_first_items_min` items.
-    fn for_batch(backend: DbBackend, items: usize, rows_first_items_min: usize) -> Self {
-        if backend == DbBackend::Postgres && items >= rows_first_items_min {
-            Self::RowsFirst
-        } else {
-            Self::BalancesFirst
+    /// On PostgreSQL: `RowsFirst` for a batch of at least `rows_first_items_min` items,
+    /// else `Guarded` unless it has hold actions.
+    fn for_batch(
+        backend: DbBackend,
+        items: usize,
+        rows_first_items_min: usize,
+        has_hold_actions: bool,
+    ) -> Self {
+        match backend {
+            DbBackend::Postgres if items >= rows_first_items_min => Self::RowsFirst,
+            DbBackend::Postgres if !has_hold_actions => Self::Guarded,
+            _ => Self::BalancesFirst,
         }
     }
 }
@@ -199,7 +211,15 @@ pub async fn commit_batch(
     rows_first_items_min: usize,
 ) -> Result<BatchOutcome, LedgerError> {
     let items = units.iter().map(|u| u.items.len()).sum();
-    let mut order = WriteOrder::for_batch(store.backend(), items, rows_first_items_min);
+    let has_hold_actions = units
+        .iter()
+        .any(|u| u.items.iter().any(|i| i.hold_action.is_some()));
+    let mut order = WriteOrder::for_batch(
+        store.backend(),
+        items,
+        rows_first_items_min,
+        has_hold_actions,
+    );
     for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
         truncate_to_stored(&mut item.record);
     }
@@ -308,8 +328,8 @@ async fn attempt_commit(
         pg_arrays::insert_transactions(txn, &undecided).await?;
     }
 
-    if inserted_first.is_some() && !has_hold_actions {
-        return write_admitting_all(txn, units, decided).await;
+    if order == WriteOrder::Guarded || (inserted_first.is_some() && !has_hold_actions) {
+        return write_admitting_all(txn, units, decided, order == WriteOrder::Guarded).await;
     }
 
     let rows = match locked_early {
@@ -413,15 +433,17 @@ async fn attempt_commit(
     })
 }
 
-/// The rest of a `RowsFirst` attempt without hold actions, whose rows are inserted: every
-/// undecided item is admitted exactly when each balance meets its guard (see
-/// [`admission_guards`]), so one guarded update per balance writes them all, with no
-/// locking read of the balances first. If a guard fails (funds short, a balance missing or
-/// changed by another writer meanwhile), the attempt is written again deciding first.
+/// The rest of a `Guarded` attempt, or of a `RowsFirst` one without hold actions (its rows
+/// inserted already, so `insert_rows` is false): every undecided item is admitted exactly
+/// when each balance meets its guard (see [`admission_guards`]), so one statement applies a
+/// guarded update per balance (and inserts the rows), with no locking read of the balances
+/// first. If a guard fails (funds short, a balance missing or changed by another writer
+/// meanwhile), the attempt is rolled back and written again deciding first.
 async fn write_admitting_all(
     txn: &DatabaseTransaction,
     units: &[BatchUnit],
     mut decided: Decisions,
+    insert_rows: bool,
 ) -> Result<BatchOutcome, AttemptError> {
     let (admission_units, excluded) = admission_input(units, &decided);
     let Some(guards) = admission_guards(&admission_units, &excluded) else {
@@ -429,15 +451,21 @@ async fn write_admitting_all(
         return Err(AttemptError::Reorder);
     };
     assert_double_entry(guards.values().map(|guard| &guard.net));
-    let balances = pg_arrays::guarded_update(txn, &guards).await?;
+    let stored: Vec<&TransactionRecord> = units
+        .iter()
+        .zip(&decided)
+        .flat_map(|(unit, decided)| unit.items.iter().zip(decided))
+        .filter(|(_, decision)| decision.is_none())
+        .map(|(item, _)| &item.record)
+        .collect();
+    let rows: &[&TransactionRecord] = if insert_rows { &stored } else { &[] };
+    let balances = pg_arrays::write_guarded(txn, &guards, rows).await?;
     if balances.len() != guards.len() {
         return Err(AttemptError::Reorder);
     }
-    let mut stored = Vec::new();
     for (unit, decided) in units.iter().zip(decided.iter_mut()) {
         for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
             if decision.is_none() {
-                stored.push(&item.record);
                 *decision = Some(ItemOutcome::Stored(item.record.clone()));
             }
         }
@@ -1029,10 +1057,20 @@ mod tests {
 
     #[test]
     fn only_large_postgres_batches_insert_their_rows_first() {
-        let order = |backend, items| WriteOrder::for_batch(backend, items, 100);
-        assert_eq!(order(DbBackend::Postgres, 1_000), WriteOrder::RowsFirst);
-        assert_eq!(order(DbBackend::Postgres, 100), WriteOrder::RowsFirst);
-        assert_eq!(order(DbBackend::Postgres, 99), WriteOrder::BalancesFirst);
-        assert_eq!(order(DbBackend::Sqlite, 1_000), WriteOrder::BalancesFirst);
+        let order = |backend, items, holds| WriteOrder::for_batch(backend, items, 100, holds);
+        assert_eq!(
+            order(DbBackend::Postgres, 1_000, false),
+            WriteOrder::RowsFirst
+        );
+        assert_eq!(order(DbBackend::Postgres, 100, true), WriteOrder::RowsFirst);
+        assert_eq!(order(DbBackend::Postgres, 99, false), WriteOrder::Guarded);
+        assert_eq!(
+            order(DbBackend::Postgres, 99, true),
+            WriteOrder::BalancesFirst
+        );
+        assert_eq!(
+            order(DbBackend::Sqlite, 1_000, false),
+            WriteOrder::BalancesFirst
+        );
     }
 }

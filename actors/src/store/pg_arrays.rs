@@ -390,11 +390,20 @@ fn balance_update(rows: &[BalanceRow], first: usize) -> (String, Vec<Value>) {
 /// taken in the order of the guards (balance ids sorted: the array drives the nested loop,
 /// hash and merge joins being off), so concurrent batches lock in one order; a row another
 /// transaction changed meanwhile is waited for, and its guard is checked on the new row.
-pub async fn guarded_update(
+///
+/// `records` (if any) are inserted by the same statement: all of them, whatever the guards
+/// say, so the caller rolls back when fewer balances than guards come back.
+pub async fn write_guarded(
     txn: &DatabaseTransaction,
     guards: &BTreeMap<String, BalanceGuard>,
+    records: &[&TransactionRecord],
 ) -> Result<Vec<BalanceRow>, DbErr> {
-    let sql = format!(
+    if guards.is_empty() {
+        // Rows that move no balance (QUEUED and SCHEDULED intake).
+        insert_transactions(txn, records).await?;
+        return Ok(Vec::new());
+    }
+    let update = format!(
         "UPDATE balances AS b SET credit_balance = b.credit_balance + v.credit, \
          debit_balance = b.debit_balance + v.debit, \
          balance = (b.credit_balance + v.credit) - (b.debit_balance + v.debit), \
@@ -413,7 +422,7 @@ pub async fn guarded_update(
         let values: Vec<Option<String>> = guards.values().map(f).collect();
         bind(text_array(values.iter().map(Option::as_deref)))
     };
-    let values = vec![
+    let mut values = vec![
         bind(text_array(guards.keys().map(|id| Some(id.as_str())))),
         column(&|g| Some(g.net.credit.to_string())),
         column(&|g| Some(g.net.debit.to_string())),
@@ -421,6 +430,16 @@ pub async fn guarded_update(
         column(&|g| Some(g.net.inflight_debit.to_string())),
         column(&|g| g.available_min.as_ref().map(BigInt::to_string)),
     ];
+    let sql = if records.is_empty() {
+        update
+    } else {
+        let (insert, more) = transaction_insert(records, values.len() + 1);
+        values.extend(more);
+        // Data-modifying CTEs run whether or not the outer query reads them.
+        format!(
+            "WITH updated AS ({update}), inserted AS ({insert} RETURNING 1) SELECT * FROM updated"
+        )
+    };
     let rows = txn.query_all_raw(statement(&sql, values)).await?;
     rows.iter().map(balance_row).collect()
 }
