@@ -56,21 +56,9 @@ pub fn admit_units(
         .zip(excluded)
         .map(|(unit, excluded)| {
             assert_eq!(unit.items.len(), excluded.len());
-            excluded
-                .iter()
-                .map(|&e| {
-                    if e {
-                        Admission::Excluded
-                    } else {
-                        Admission::Admitted
-                    }
-                })
-                .collect()
+            starting_decisions(unit.mode, excluded)
         })
         .collect();
-    for (unit, decisions) in units.iter().zip(decided.iter_mut()) {
-        propagate(unit.mode, decisions);
-    }
     loop {
         let mut running: HashMap<&str, BigInt> = available
             .iter()
@@ -142,18 +130,7 @@ pub fn admission_guards(
 ) -> Option<BTreeMap<String, BalanceGuard>> {
     assert_eq!(units.len(), excluded.len());
     for (unit, excluded) in units.iter().zip(excluded) {
-        let mut decisions: Vec<Admission> = excluded
-            .iter()
-            .map(|&e| {
-                if e {
-                    Admission::Excluded
-                } else {
-                    Admission::Admitted
-                }
-            })
-            .collect();
-        propagate(unit.mode, &mut decisions);
-        if decisions.contains(&Admission::RefusedWithUnit) {
+        if starting_decisions(unit.mode, excluded).contains(&Admission::RefusedWithUnit) {
             return None;
         }
     }
@@ -203,6 +180,23 @@ fn apply_item<'a>(
         *current = after;
     }
     Ok(())
+}
+
+/// A unit's decisions before any balance is looked at: its excluded items, and what they
+/// refuse of the rest of the unit.
+fn starting_decisions(mode: UnitMode, excluded: &[bool]) -> Vec<Admission> {
+    let mut decisions = excluded
+        .iter()
+        .map(|&e| {
+            if e {
+                Admission::Excluded
+            } else {
+                Admission::Admitted
+            }
+        })
+        .collect::<Vec<_>>();
+    propagate(mode, &mut decisions);
+    decisions
 }
 
 /// Spreads a refusal inside a unit according to its mode.

@@ -391,8 +391,6 @@ impl Ledger {
             .map_err(|e| LedgerError::Internal(format!("ledger task failed: {e}")))?
     }
 
-    /// Hands a unit to the committer and waits for its commit.
-    #[tracing::instrument(name = "ledger.commit", skip_all, fields(items = unit.items.len()))]
     /// Commits a unit whose floored debits `actors` reserved (settling releases them).
     pub(crate) async fn submit(
         &self,
@@ -412,6 +410,8 @@ impl Ledger {
         self.submit_to_committer(unit, actors, false).await
     }
 
+    /// Hands a unit to the committer and waits for its commit.
+    #[tracing::instrument(name = "ledger.commit", skip_all, fields(items = unit.items.len()))]
     async fn submit_to_committer(
         &self,
         unit: BatchUnit,
