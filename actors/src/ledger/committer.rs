@@ -4,10 +4,10 @@
 //! connection would serialize them anyway); what arrives meanwhile gathers into the next
 //! batch. Two batches in flight overlap one's round trips and WAL flush with the other's;
 //! where they share a balance, PostgreSQL's row lock makes the later one wait for the
-//! earlier one's commit and then read its result, so admission stays exact. An idle
-//! committer flushes as soon as its mailbox is drained (or after the configured window), and
-//! writes at most `batch_size_max` items at once (a unit is never split: an atomic bulk
-//! request is one unit). Replies go out only after the database commit returned, and the
+//! earlier one's commit and then check its guards against (or read) its result, so admission
+//! stays exact. An idle committer flushes as soon as its mailbox is drained (or after the
+//! configured window), and writes at most `batch_size_max` items at once (a unit is never
+//! split: an atomic bulk request is one unit). Replies go out only after the database commit returned, and the
 //! balance actors are settled before that (each keeps the newest version it is told of, so
 //! the order in which two batches' settlements arrive does not matter).
 
@@ -277,12 +277,11 @@ impl Actor for Committer {
 impl Handler<Submit> for Committer {
     type Result = ();
 
-    fn handle(&mut self, message: Submit, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut message: Submit, ctx: &mut Context<Self>) {
         if self.pending_items() + message.unit.items.len() > self.settings.pending_items_max
             && !self.pending.is_empty()
         {
             // The reservations this unit's actors made are released like a failed commit's.
-            let mut message = message;
             Settlements::of(std::slice::from_mut(&mut message)).send(None);
             let _ = message.reply.send(Err(LedgerError::Overloaded));
             return;
