@@ -451,12 +451,8 @@ async fn write_admitting_all(
         return Err(AttemptError::Reorder);
     };
     assert_double_entry(guards.values().map(|guard| &guard.net));
-    let stored: Vec<&TransactionRecord> = units
-        .iter()
-        .zip(&decided)
-        .flat_map(|(unit, decided)| unit.items.iter().zip(decided))
-        .filter(|(_, decision)| decision.is_none())
-        .map(|(item, _)| &item.record)
+    let stored: Vec<&TransactionRecord> = undecided_items(units, &decided)
+        .map(|item| &item.record)
         .collect();
     let rows: &[&TransactionRecord] = if insert_rows { &stored } else { &[] };
     let balances = pg_arrays::write_guarded(txn, &guards, rows).await?;
@@ -595,10 +591,12 @@ fn sorted_balance_ids<'a>(items: impl Iterator<Item = &'a BatchItem>) -> Vec<Str
 }
 
 /// The items no check has decided yet.
-fn undecided_items<'a>(
+/// The items borrow only `units`, so what is collected from them outlives the borrow of
+/// `decided`.
+fn undecided_items<'a, 'd>(
     units: &'a [BatchUnit],
-    decided: &'a Decisions,
-) -> impl Iterator<Item = &'a BatchItem> {
+    decided: &'d Decisions,
+) -> impl Iterator<Item = &'a BatchItem> + use<'a, 'd> {
     units
         .iter()
         .zip(decided)
