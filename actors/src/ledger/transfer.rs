@@ -102,9 +102,10 @@ pub struct BulkOutcome {
 
 /// The rows a request becomes, before anything is written.
 pub(crate) struct Plan {
-    pub parent: TransactionRecord,
     pub records: Vec<TransactionRecord>,
-    pub split: Option<SplitLegs>,
+    /// A split's legs and its parent row (never stored: the response shows it); a single
+    /// transfer's row is its own parent, `records[0]`.
+    pub split: Option<(SplitLegs, TransactionRecord)>,
 }
 
 impl TransferRequest {
@@ -248,7 +249,6 @@ impl Ledger {
                     request.record(id, request.reference.clone(), source, destination, amount);
                 record.parent_transaction = parent_id;
                 Ok(Plan {
-                    parent: record.clone(),
                     records: vec![record],
                     split: None,
                 })
@@ -306,9 +306,8 @@ impl Ledger {
                     request.record(id, request.reference.clone(), source, destination, amount);
                 parent.parent_transaction = parent_id;
                 Ok(Plan {
-                    parent,
                     records,
-                    split: Some((*side, results)),
+                    split: Some(((*side, results), parent)),
                 })
             }
         }
@@ -361,8 +360,7 @@ impl Ledger {
                 record: stored_ids.remove(0),
                 split: None,
             }),
-            Some(split) => {
-                let mut parent = plan.parent;
+            Some((split, mut parent)) => {
                 parent.status = stored_ids
                     .first()
                     .map(|r| r.status)

@@ -231,9 +231,12 @@ pub async fn commit_batch(
                 attempt += 1;
                 let txn = db.begin().await?;
                 match attempt_commit(&txn, &units, order).await {
-                    Ok(outcome) => {
+                    Ok(attempt) => {
                         txn.commit().await?;
-                        return Ok(outcome);
+                        return Ok(BatchOutcome {
+                            units: outcomes(units, attempt.decided),
+                            balances: attempt.balances,
+                        });
                     }
                     Err(error) => {
                         txn.rollback().await.ok();
@@ -262,21 +265,46 @@ pub async fn commit_batch(
         .await
 }
 
+/// What an attempt decided for an item. An item stored as it is names no record: its own is
+/// moved into the [`ItemOutcome`] once the batch has committed (a retry starts over from the
+/// same items), so a bulk batch does not copy a thousand rows.
+#[allow(clippy::large_enum_variant)]
+enum Decision {
+    /// Stored as the item's record.
+    Stored,
+    /// Stored as this record instead (REJECTED, or the item's record in a rewritten copy of
+    /// the units).
+    StoredAs(TransactionRecord),
+    Refused(LedgerError),
+}
+
 /// Per unit, per item: `None` while undecided.
-type Decisions = Vec<Vec<Option<ItemOutcome>>>;
+type Decisions = Vec<Vec<Option<Decision>>>;
+
+/// A written attempt, not yet committed.
+struct Attempt {
+    decided: Decisions,
+    /// The new state of every balance the batch changed.
+    balances: Vec<BalanceRow>,
+}
 
 async fn attempt_commit(
     txn: &DatabaseTransaction,
     units: &[BatchUnit],
     order: WriteOrder,
-) -> Result<BatchOutcome, AttemptError> {
-    let mut decided: Decisions = units.iter().map(|u| vec![None; u.items.len()]).collect();
+) -> Result<Attempt, AttemptError> {
+    let mut decided: Decisions = units
+        .iter()
+        .map(|u| u.items.iter().map(|_| None).collect())
+        .collect();
     // Where another writer created a proposed indicator balance first, the items are
     // rewritten to that balance, on a copy (a retry starts over); usually nothing changes.
     let rewritten: Vec<BatchUnit>;
+    let mut copied = false;
     let units = match create_new_indicators(txn, units, &mut decided).await? {
         Some(copy) => {
             rewritten = copy;
+            copied = true;
             rewritten.as_slice()
         }
         None => units,
@@ -309,6 +337,7 @@ async fn attempt_commit(
         let mut copy = units.to_vec();
         let holds = decide_hold_actions(txn, &mut copy, &mut decided).await?;
         with_holds = copy;
+        copied = true;
         (with_holds.as_slice(), holds)
     } else {
         (units, Holds::new())
@@ -328,10 +357,37 @@ async fn attempt_commit(
         pg_arrays::insert_transactions(txn, &undecided).await?;
     }
 
-    if order == WriteOrder::Guarded || (inserted_first.is_some() && !has_hold_actions) {
-        return write_admitting_all(txn, units, decided, order == WriteOrder::Guarded).await;
+    let mut attempt =
+        if order == WriteOrder::Guarded || (inserted_first.is_some() && !has_hold_actions) {
+            write_admitting_all(txn, units, decided, order == WriteOrder::Guarded).await?
+        } else {
+            write_deciding_each(txn, units, decided, holds, locked_early, inserted_first).await?
+        };
+    if copied {
+        // The stored rows are the copy's: the outcome cannot take them from the items.
+        for (unit, decided) in units.iter().zip(attempt.decided.iter_mut()) {
+            for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
+                if matches!(decision, Some(Decision::Stored)) {
+                    *decision = Some(Decision::StoredAs(item.record.clone()));
+                }
+            }
+        }
     }
+    Ok(attempt)
+}
 
+/// The rest of a `BalancesFirst` attempt, or of a `RowsFirst` one with hold actions: locks
+/// the balances (unless `locked_early` holds them), admits item by item, and writes what
+/// was decided. With `inserted_first`, an item inserted already and now refused rolls the
+/// attempt back ([`AttemptError::Reorder`]).
+async fn write_deciding_each(
+    txn: &DatabaseTransaction,
+    units: &[BatchUnit],
+    mut decided: Decisions,
+    holds: Holds,
+    locked_early: Option<HashMap<String, BalanceRow>>,
+    inserted_first: Option<Vec<Vec<bool>>>,
+) -> Result<Attempt, AttemptError> {
     let rows = match locked_early {
         Some(rows) => rows,
         None => lock_balances(txn, sorted_balance_ids(undecided_items(units, &decided))).await?,
@@ -342,7 +398,7 @@ async fn attempt_commit(
                 if let Some((missing, _)) =
                     item.changes.iter().find(|(id, _)| !rows.contains_key(id))
                 {
-                    *decision = Some(ItemOutcome::Refused(LedgerError::BalanceNotFound(
+                    *decision = Some(Decision::Refused(LedgerError::BalanceNotFound(
                         missing.clone(),
                     )));
                 }
@@ -389,7 +445,7 @@ async fn attempt_commit(
                     }
                     to_insert.push(Cow::Borrowed(&item.record));
                     admitted_actions.extend(item.hold_action.as_ref());
-                    *decision = Some(ItemOutcome::Stored(item.record.clone()));
+                    *decision = Some(Decision::Stored);
                     continue;
                 }
                 Admission::Refused { change } => {
@@ -399,14 +455,14 @@ async fn attempt_commit(
                 Admission::RefusedWithUnit => LedgerError::UnitRefused(cause.clone()),
             };
             *decision = Some(match item.refusal {
-                Refusal::Fail => ItemOutcome::Refused(error),
+                Refusal::Fail => Decision::Refused(error),
                 Refusal::StoreRejected => {
                     let rejected = item
                         .record
                         .clone()
                         .with_rejection(&error.rejection_reason());
                     to_insert.push(Cow::Owned(rejected.clone()));
-                    ItemOutcome::Stored(rejected)
+                    Decision::StoredAs(rejected)
                 }
             });
         }
@@ -427,10 +483,7 @@ async fn attempt_commit(
     };
     write_batch(txn, &balances, not_yet_inserted).await?;
     write_holds(txn, units, &to_insert, &admitted_actions, &holds).await?;
-    Ok(BatchOutcome {
-        units: outcomes(decided),
-        balances,
-    })
+    Ok(Attempt { decided, balances })
 }
 
 /// The rest of a `Guarded` attempt, or of a `RowsFirst` one without hold actions (its rows
@@ -444,7 +497,7 @@ async fn write_admitting_all(
     units: &[BatchUnit],
     mut decided: Decisions,
     insert_rows: bool,
-) -> Result<BatchOutcome, AttemptError> {
+) -> Result<Attempt, AttemptError> {
     let (admission_units, excluded) = admission_input(units, &decided);
     let Some(guards) = admission_guards(&admission_units, &excluded) else {
         // Items decided above refuse others of their unit: decide item by item.
@@ -459,18 +512,11 @@ async fn write_admitting_all(
     if balances.len() != guards.len() {
         return Err(AttemptError::Reorder);
     }
-    for (unit, decided) in units.iter().zip(decided.iter_mut()) {
-        for (item, decision) in unit.items.iter().zip(decided.iter_mut()) {
-            if decision.is_none() {
-                *decision = Some(ItemOutcome::Stored(item.record.clone()));
-            }
-        }
+    for decision in decided.iter_mut().flatten() {
+        decision.get_or_insert(Decision::Stored);
     }
     write_holds(txn, units, &stored, &[], &Holds::new()).await?;
-    Ok(BatchOutcome {
-        units: outcomes(decided),
-        balances,
-    })
+    Ok(Attempt { decided, balances })
 }
 
 /// The admission's view of the batch: each unit's changes, and the items already decided.
@@ -492,12 +538,20 @@ fn admission_input<'a>(
     (admission_units, excluded)
 }
 
-fn outcomes(decided: Decisions) -> Vec<Vec<ItemOutcome>> {
-    decided
+/// The committed attempt's outcomes: an item stored as it is gives its record.
+fn outcomes(units: Vec<BatchUnit>, decided: Decisions) -> Vec<Vec<ItemOutcome>> {
+    units
         .into_iter()
-        .map(|unit| {
-            unit.into_iter()
-                .map(|o| o.expect("every item decided"))
+        .zip(decided)
+        .map(|(unit, decided)| {
+            unit.items
+                .into_iter()
+                .zip(decided)
+                .map(|(item, decision)| match decision.expect("every item decided") {
+                    Decision::Stored => ItemOutcome::Stored(item.record),
+                    Decision::StoredAs(record) => ItemOutcome::Stored(record),
+                    Decision::Refused(error) => ItemOutcome::Refused(error),
+                })
                 .collect()
         })
         .collect()
@@ -573,7 +627,7 @@ async fn create_new_indicators(
             for side in [&record.source, &record.destination] {
                 let stored = rows.get(side).and_then(|row| row.precision.as_ref());
                 if let Err(error) = check_precision(side, stored, &record.precision) {
-                    decision.get_or_insert(ItemOutcome::Refused(error));
+                    decision.get_or_insert(Decision::Refused(error));
                 }
             }
         }
@@ -608,11 +662,11 @@ fn undecided_items<'a, 'd>(
 /// Why the other items of a unit were refused: the first refusal in it.
 fn unit_refusal_cause(
     unit: &BatchUnit,
-    decided: &[Option<ItemOutcome>],
+    decided: &[Option<Decision>],
     admission: &[Admission],
 ) -> String {
     for (index, (decision, admitted)) in decided.iter().zip(admission).enumerate() {
-        if let Some(ItemOutcome::Refused(error)) = decision {
+        if let Some(Decision::Refused(error)) = decision {
             return format!(
                 "transaction {} of the batch was refused: {error}",
                 index + 1
@@ -730,7 +784,7 @@ fn refuse_duplicates(
                     None => false,
                 });
             if own_taken || derived_taken {
-                *decision = Some(ItemOutcome::Refused(LedgerError::DuplicateReference(
+                *decision = Some(Decision::Refused(LedgerError::DuplicateReference(
                     reference.clone(),
                 )));
             }
@@ -825,7 +879,7 @@ async fn decide_hold_actions(
                 continue;
             }
             let Some((state, remaining)) = running.get_mut(&request.hold_id) else {
-                *decision = Some(ItemOutcome::Refused(LedgerError::NotInflight(
+                *decision = Some(Decision::Refused(LedgerError::NotInflight(
                     request.hold_id.clone(),
                 )));
                 continue;
@@ -852,7 +906,7 @@ async fn decide_hold_actions(
                 }
                 Err(refusal) => {
                     let error = LedgerError::hold_refused(&request.hold_id, refusal);
-                    *decision = Some(ItemOutcome::Refused(error));
+                    *decision = Some(Decision::Refused(error));
                 }
             }
         }

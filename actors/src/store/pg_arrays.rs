@@ -52,8 +52,16 @@ struct ArrayLiteral {
 
 impl ArrayLiteral {
     fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Room for `bytes` of literal up front: a bulk batch's arrays run to tens of kilobytes,
+    /// and growing them by doubling copied each several times.
+    fn with_capacity(bytes: usize) -> Self {
+        let mut literal = String::with_capacity(bytes.max(2));
+        literal.push('{');
         Self {
-            literal: String::from("{"),
+            literal,
             empty: true,
         }
     }
@@ -68,12 +76,16 @@ impl ArrayLiteral {
             Some(text) => {
                 self.literal.reserve(text.len() + 2);
                 self.literal.push('"');
-                for character in text.chars() {
-                    if character == '"' || character == '\\' {
-                        self.literal.push('\\');
-                    }
-                    self.literal.push(character);
+                // The runs between characters to escape are copied whole (usually the
+                // whole value: ids and amounts never have one).
+                let mut rest = text;
+                while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\') {
+                    self.literal.push_str(&rest[..at]);
+                    self.literal.push('\\');
+                    self.literal.push_str(&rest[at..at + 1]);
+                    rest = &rest[at + 1..];
                 }
+                self.literal.push_str(rest);
                 self.literal.push('"');
             }
         }
@@ -444,6 +456,10 @@ pub async fn write_guarded(
     rows.iter().map(balance_row).collect()
 }
 
+/// Room set aside per element of a formatted column (amounts, timestamps, metadata): a
+/// timestamp with its quotes takes 30 bytes; longer values grow the literal.
+const WRITTEN_ELEMENT_BYTES: usize = 32;
+
 /// The insert of a batch's rows: a column array each, zipped by `unnest`. Parameters start
 /// at `$first`.
 fn transaction_insert(records: &[&TransactionRecord], first: usize) -> (String, Vec<Value>) {
@@ -487,10 +503,22 @@ fn transaction_insert(records: &[&TransactionRecord], first: usize) -> (String, 
     // Text columns are copied straight into their literal; other values are written into one
     // reused buffer (`false`: NULL).
     let text = |f: &dyn Fn(&TransactionRecord) -> Option<&str>| {
-        bind(text_array(records.iter().map(|r| f(r))))
+        // Each element takes its quotes and comma (escapes aside), NULL four bytes.
+        let bytes = records
+            .iter()
+            .map(|r| f(r).map_or(5, |text| text.len() + 3))
+            .sum::<usize>();
+        let mut array = ArrayLiteral::with_capacity(bytes + 2);
+        for record in records {
+            array.push(f(record));
+        }
+        bind(array.finish())
     };
     let written = |f: &dyn Fn(&TransactionRecord, &mut String) -> bool| {
-        let (mut array, mut buffer) = (ArrayLiteral::new(), String::new());
+        let (mut array, mut buffer) = (
+            ArrayLiteral::with_capacity(records.len() * WRITTEN_ELEMENT_BYTES),
+            String::new(),
+        );
         for record in records {
             buffer.clear();
             let present = f(record, &mut buffer);
