@@ -33,6 +33,9 @@ pub struct Settings {
     pub flush_window_ms: u64,
     /// Group commits a committer writes at once on PostgreSQL (SQLite takes one at a time).
     pub commits_in_flight_max: usize,
+    /// Group commits at once when the next batch is large (at least `rows_first_items_min`
+    /// items): its row insert waits for no other batch, so one more overlaps it.
+    pub large_commits_in_flight_max: usize,
     /// Batches of at least this many items insert their rows before locking their balances
     /// on PostgreSQL (see `store::commit::WriteOrder`).
     pub rows_first_items_min: usize,
@@ -88,6 +91,7 @@ impl Default for Settings {
             batch_size_max: 1000,
             flush_window_ms: 0,
             commits_in_flight_max: 2,
+            large_commits_in_flight_max: 3,
             rows_first_items_min: 100,
             balance_actors_max: 100_000,
             balance_idle_ms: 60_000,
@@ -149,6 +153,10 @@ const KEYS: &[(&str, &str)] = &[
     (
         "coffer.commits_in_flight_max",
         "COFFER_COMMITS_IN_FLIGHT_MAX",
+    ),
+    (
+        "coffer.large_commits_in_flight_max",
+        "COFFER_LARGE_COMMITS_IN_FLIGHT_MAX",
     ),
     ("coffer.rows_first_items_min", "COFFER_ROWS_FIRST_ITEMS_MIN"),
     ("coffer.balance_actors_max", "COFFER_BALANCE_ACTORS_MAX"),
@@ -262,6 +270,9 @@ impl Settings {
             "coffer.flush_window_ms" => self.flush_window_ms = number::<u64>(value)?.min(1000),
             "coffer.commits_in_flight_max" => {
                 self.commits_in_flight_max = number::<usize>(value)?.clamp(1, 8)
+            }
+            "coffer.large_commits_in_flight_max" => {
+                self.large_commits_in_flight_max = number::<usize>(value)?.clamp(1, 8)
             }
             "coffer.rows_first_items_min" => {
                 self.rows_first_items_min = number::<usize>(value)?.max(1)
@@ -408,6 +419,11 @@ mod tests {
             .apply("coffer.commits_in_flight_max", &serde_json::json!("0"))
             .unwrap();
         assert_eq!(settings.commits_in_flight_max, 1, "at least one");
+        assert_eq!(settings.large_commits_in_flight_max, 3);
+        settings
+            .apply("coffer.large_commits_in_flight_max", &serde_json::json!(9))
+            .unwrap();
+        assert_eq!(settings.large_commits_in_flight_max, 8, "clamped to 8");
         assert_eq!(settings.rows_first_items_min, 100);
         settings
             .apply("coffer.rows_first_items_min", &serde_json::json!(0))

@@ -136,6 +136,11 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
             } else {
                 settings.commits_in_flight_max
             },
+            large_commits_in_flight_max: if store.has_one_connection() {
+                1
+            } else {
+                settings.large_commits_in_flight_max
+            },
             pending_items_max: settings.batch_size_max * PENDING_BATCHES_MAX,
             rows_first_items_min: settings.rows_first_items_min,
         },

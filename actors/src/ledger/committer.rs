@@ -36,6 +36,11 @@ pub struct CommitterSettings {
     pub mailbox_capacity: usize,
     /// Batches being written at once (1: strictly one after another).
     pub commits_in_flight_max: usize,
+    /// Batches being written at once when the next one is large (at least
+    /// `rows_first_items_min` items). Such a batch spends most of its time inserting rows,
+    /// which waits for no other batch; a third in flight for every batch made small ones
+    /// wait longer for each other's balances (BENCHMARKS.md, round 8, item 5).
+    pub large_commits_in_flight_max: usize,
     /// Items waiting for a batch beyond which new submissions are refused as overloaded.
     pub pending_items_max: usize,
     /// Batches of at least this many items insert their rows before locking their balances
@@ -78,6 +83,7 @@ impl Committer {
     ) -> Self {
         assert!(settings.batch_size_max > 0);
         assert!(settings.commits_in_flight_max > 0);
+        assert!(settings.large_commits_in_flight_max > 0);
         Self {
             store,
             queue,
@@ -106,6 +112,16 @@ impl Committer {
         }
     }
 
+    /// How many batches may be in flight when the first `take` pending submissions start.
+    fn in_flight_max(&self, take: usize) -> usize {
+        let items: usize = self.pending[..take].iter().map(|s| s.unit.items.len()).sum();
+        if items >= self.settings.rows_first_items_min {
+            self.settings.large_commits_in_flight_max
+        } else {
+            self.settings.commits_in_flight_max
+        }
+    }
+
     /// How many pending submissions fit in one batch (at least one).
     fn batch_len(&self) -> usize {
         let mut items = 0;
@@ -122,9 +138,9 @@ impl Committer {
 
     #[tracing::instrument(level = "debug", name = "committer.flush", skip_all, fields(pending = self.pending.len()))]
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        while self.commits_in_flight < self.settings.commits_in_flight_max {
+        loop {
             let take = self.batch_len();
-            if take == 0 {
+            if take == 0 || self.commits_in_flight >= self.in_flight_max(take) {
                 return;
             }
             self.commit(take, ctx);
