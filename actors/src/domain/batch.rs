@@ -124,25 +124,23 @@ pub struct BalanceGuard {
 /// one guarded update per balance, with no read first, and decide item by item only when
 /// a guard fails. `None` when the excluded items alone refuse others (an atomic unit, or a
 /// later item of an until-first-failure unit): then not all can be admitted.
-pub fn admission_guards(
-    units: &[Unit<'_>],
+pub fn admission_guards<'a>(
+    units: &[Unit<'a>],
     excluded: &[Vec<bool>],
-) -> Option<BTreeMap<String, BalanceGuard>> {
+) -> Option<BTreeMap<&'a str, BalanceGuard>> {
     assert_eq!(units.len(), excluded.len());
     for (unit, excluded) in units.iter().zip(excluded) {
         if starting_decisions(unit.mode, excluded).contains(&Admission::RefusedWithUnit) {
             return None;
         }
     }
-    let mut guards: BTreeMap<String, BalanceGuard> = BTreeMap::new();
-    // Per balance: the sum of its changes so far, in `available` terms.
-    let mut moved: HashMap<&str, BigInt> = HashMap::new();
+    // Per balance: its guard, and the sum of its changes so far in `available` terms.
+    let mut guards: BTreeMap<&'a str, (BalanceGuard, BigInt)> = BTreeMap::new();
     for (unit, excluded) in units.iter().zip(excluded) {
         for (changes, _) in unit.items.iter().zip(excluded).filter(|(_, e)| !**e) {
             for (balance_id, change) in changes.iter() {
-                let so_far = moved.entry(balance_id.as_str()).or_default();
+                let (guard, so_far) = guards.entry(balance_id.as_str()).or_default();
                 *so_far += change.delta.available_change();
-                let guard = guards.entry(balance_id.clone()).or_default();
                 guard.net.add(&change.delta);
                 if let Some(Floor::AtLeast(floor)) = &change.floor {
                     let needed = floor - &*so_far;
@@ -153,7 +151,12 @@ pub fn admission_guards(
             }
         }
     }
-    Some(guards)
+    Some(
+        guards
+            .into_iter()
+            .map(|(id, (guard, _))| (id, guard))
+            .collect(),
+    )
 }
 
 /// Applies an item's changes in order; on `Err(i)` (change `i` crosses its floor) the
@@ -414,7 +417,7 @@ mod tests {
             let all_admitted = decided.iter().flatten().all(|d| matches!(d, Admission::Admitted | Admission::Excluded));
             let guards_hold = admission_guards(&units, &excluded).is_some_and(|guards| {
                 guards.iter().all(|(id, guard)| {
-                    guard.available_min.as_ref().is_none_or(|min| &available[id] >= min)
+                    guard.available_min.as_ref().is_none_or(|min| &available[*id] >= min)
                 })
             });
             prop_assert_eq!(all_admitted, guards_hold);

@@ -78,7 +78,7 @@ impl RegistryMap {
     /// See [`BalanceRegistry::check_live`].
     fn check_live(
         &self,
-        balances: &mut HashMap<String, Precision>,
+        balances: &mut HashMap<&str, &Precision>,
     ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         let mut map = self.lock();
         let mut live_actors = Vec::new();
@@ -88,12 +88,12 @@ impl RegistryMap {
                 return true;
             }
             let checked = map
-                .get_mut(balance_id.as_str())
+                .get_mut(*balance_id)
                 .and_then(|live| live.hand_out_taking(balance_id, precision));
             match checked {
                 None => true,
                 Some(Ok(addr)) => {
-                    live_actors.push((balance_id.clone(), addr));
+                    live_actors.push(((*balance_id).to_owned(), addr));
                     false
                 }
                 Some(Err(error)) => {
@@ -179,7 +179,7 @@ impl BalanceRegistry {
     /// checks them against the database.
     pub fn check_live(
         &self,
-        balances: &mut HashMap<String, Precision>,
+        balances: &mut HashMap<&str, &Precision>,
     ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         self.map.check_live(balances)
     }

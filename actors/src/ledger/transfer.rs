@@ -517,18 +517,18 @@ impl Ledger {
         proposed: &HashSet<&str>,
     ) -> Result<Vec<(String, Addr<BalanceActor>)>, LedgerError> {
         const THROUGH_ACTORS_MAX: usize = 8;
-        let mut balances: HashMap<String, Precision> = HashMap::new();
+        let mut balances: HashMap<&str, &Precision> = HashMap::new();
         for record in records {
             for side in [&record.source, &record.destination] {
                 if !proposed.contains(side.as_str()) {
-                    balances.insert(side.clone(), record.precision.clone());
+                    balances.insert(side, &record.precision);
                 }
             }
         }
         if balances.len() <= THROUGH_ACTORS_MAX {
             let checks = balances.into_iter().map(|(id, precision)| async move {
-                let actor = self.registry().actor_taking(&id, &precision).await?;
-                Ok::<_, LedgerError>((id, actor))
+                let actor = self.registry().actor_taking(id, precision).await?;
+                Ok::<_, LedgerError>((id.to_owned(), actor))
             });
             return futures_util::future::try_join_all(checks).await;
         }
@@ -540,13 +540,13 @@ impl Ledger {
         }
         let rows = self
             .store()
-            .balance_rows(balances.keys().cloned().collect())
+            .balance_rows(balances.keys().map(|id| (*id).to_owned()).collect())
             .await?;
         for (id, precision) in balances {
             let row = rows
-                .get(&id)
-                .ok_or_else(|| LedgerError::BalanceNotFound(id.clone()))?;
-            check_precision(&id, row.precision.as_ref(), &precision)?;
+                .get(id)
+                .ok_or_else(|| LedgerError::BalanceNotFound(id.to_owned()))?;
+            check_precision(id, row.precision.as_ref(), precision)?;
         }
         Ok(live)
     }

@@ -335,12 +335,13 @@ pub async fn references_and_locked_balances(
 fn balance_row(row: &sea_orm::QueryResult) -> Result<BalanceRow, DbErr> {
     let integer = |column: &str| -> Result<BigInt, DbErr> {
         let text: String = row.try_get("", column)?;
-        BigInt::from_str(&text)
-            .map_err(|_| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
+        parse_integer(&text)
+            .ok_or_else(|| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
     };
     let precision: Option<String> = row.try_get("", "precision")?;
     let precision = precision
-        .and_then(|text| BigInt::from_str(&text).ok())
+        .as_deref()
+        .and_then(parse_integer)
         .and_then(|value| Precision::from_bigint(value).ok());
     Ok(BalanceRow {
         balance_id: row.try_get("", "balance_id")?,
@@ -354,6 +355,15 @@ fn balance_row(row: &sea_orm::QueryResult) -> Result<BalanceRow, DbErr> {
         },
         version: row.try_get("", "version")?,
     })
+}
+
+/// An integer read as text, exact: most fit an `i64`, parsed without the general
+/// arbitrary-size conversion (a bulk batch reads back thousands).
+fn parse_integer(text: &str) -> Option<BigInt> {
+    match text.parse::<i64>() {
+        Ok(small) => Some(BigInt::from(small)),
+        Err(_) => BigInt::from_str(text).ok(),
+    }
 }
 
 /// The balance update of a batch: every balance's new amounts, guarded by the version it was
@@ -407,7 +417,7 @@ fn balance_update(rows: &[BalanceRow], first: usize) -> (String, Vec<Value>) {
 /// say, so the caller rolls back when fewer balances than guards come back.
 pub async fn write_guarded(
     txn: &DatabaseTransaction,
-    guards: &BTreeMap<String, BalanceGuard>,
+    guards: &BTreeMap<&str, BalanceGuard>,
     records: &[&TransactionRecord],
 ) -> Result<Vec<BalanceRow>, DbErr> {
     if guards.is_empty() {
@@ -435,7 +445,7 @@ pub async fn write_guarded(
         bind(text_array(values.iter().map(Option::as_deref)))
     };
     let mut values = vec![
-        bind(text_array(guards.keys().map(|id| Some(id.as_str())))),
+        bind(text_array(guards.keys().map(|id| Some(*id)))),
         column(&|g| Some(g.net.credit.to_string())),
         column(&|g| Some(g.net.debit.to_string())),
         column(&|g| Some(g.net.inflight_credit.to_string())),
@@ -611,7 +621,20 @@ pub async fn write_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::text_array;
+    use super::{parse_integer, text_array};
+    use bigdecimal::num_bigint::BigInt;
+    use std::str::FromStr;
+
+    #[test]
+    fn integers_read_as_text_stay_exact_beyond_i64() {
+        assert_eq!(parse_integer("0"), Some(BigInt::from(0)));
+        assert_eq!(parse_integer("-42"), Some(BigInt::from(-42)));
+        assert_eq!(parse_integer("9223372036854775807"), Some(BigInt::from(i64::MAX)));
+        let beyond = "-123456789012345678901234567890123456789012";
+        assert_eq!(parse_integer(beyond), BigInt::from_str(beyond).ok());
+        assert_eq!(parse_integer("12.5"), None);
+        assert_eq!(parse_integer(""), None);
+    }
 
     #[test]
     fn array_literal_quotes_every_element() {
