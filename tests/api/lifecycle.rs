@@ -1840,6 +1840,70 @@ async fn non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend, first
     }
 }
 
+async fn a_large_bulk_reusing_a_stored_reference_stops_there(backend: Backend) {
+    // Arrange: on PostgreSQL a large batch leaves its references to the unique index and
+    // inserts first; the taken one fails that insert, and the batch is written again
+    // checking its references first.
+    let mut settings = test_settings(backend).await;
+    settings.rows_first_items_min = 1;
+    let app = spawn_with(settings).await;
+    let ids = app.balances("USD", 2).await;
+    let (from, to) = (&ids[0], &ids[1]);
+    app.fund(from, "USD", 1_000).await;
+    let taken = transfer(from, to, 10, false);
+    let (reply, _) = record(&app, taken.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let items = vec![
+        transfer(from, to, 100, true),
+        transfer(from, to, 200, true),
+        transfer(from, to, 300, true),
+    ];
+    let mut reusing = items.clone();
+    reusing[1]["reference"] = taken["reference"].clone();
+
+    // Act
+    let reply = app
+        .post(
+            "/transactions/bulk",
+            json!({ "transactions": reusing, "skip_queue": true }),
+        )
+        .await;
+
+    // Assert: the first item applied, the rest not, as with a small batch.
+    assert_error(&reply, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
+    assert_eq!(reply.json["error_detail"]["details"]["index"], json!(1));
+    let rows = children(&app, &text(&reply.json["batch_id"])).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["reference"], items[0]["reference"]);
+    let missing = by_reference(&app, &text(&items[2]["reference"])).await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "TXN_NOT_FOUND");
+    assert_eq!(amounts(&app, from).await, Amounts::new(1_000, 110, 0, 0));
+    assert_eq!(amounts(&app, to).await, Amounts::new(110, 0, 0, 0));
+    if backend == Backend::Postgres {
+        let metrics = app.get("/metrics").await;
+        assert!(
+            metrics.text.contains("coffer_commit_reorders_total 1\n"),
+            "{}",
+            metrics.text
+        );
+    }
+
+    // Act: the whole request again, every reference now taken.
+    let again = app
+        .post(
+            "/transactions/bulk",
+            json!({ "transactions": reusing, "skip_queue": true }),
+        )
+        .await;
+
+    // Assert: refused at its first item, nothing moved.
+    assert_error(&again, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
+    assert_eq!(again.json["error_detail"]["details"]["index"], json!(0));
+    assert_eq!(amounts(&app, from).await, Amounts::new(1_000, 110, 0, 0));
+    assert_all_invariants(&app).await;
+}
+on_both_backends!(a_large_bulk_reusing_a_stored_reference_stops_there);
+
 async fn a_bulk_over_many_balances_checks_every_ones_precision(backend: Backend) {
     // Arrange: ten balances of precision 100 (more than a request checks through actors);
     // the first five have live actors (funded), the last five have none yet.

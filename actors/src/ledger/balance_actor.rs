@@ -5,7 +5,7 @@
 use super::registry::RegistryMap;
 use crate::domain::balance::{check_precision, GuardedChange};
 use crate::domain::Precision;
-use crate::store::{BalanceRow, Store};
+use crate::store::{BalanceRow, BalanceState, Store};
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::{BigInt, Sign};
@@ -66,6 +66,14 @@ impl BalanceActor {
     fn observe(&mut self, row: BalanceRow) {
         if row.version > self.row.version {
             self.row = row;
+        }
+    }
+
+    /// A commit's result: newer amounts than the cached ones replace them.
+    fn observe_state(&mut self, state: BalanceState) {
+        if state.version > self.row.version {
+            self.row.amounts = state.amounts;
+            self.row.version = state.version;
         }
     }
 
@@ -187,7 +195,7 @@ impl Handler<Retire> for BalanceActor {
 #[rtype(result = "()")]
 pub struct Settle {
     pub released: BigInt,
-    pub row: Option<BalanceRow>,
+    pub row: Option<BalanceState>,
 }
 
 impl Handler<Settle> for BalanceActor {
@@ -202,8 +210,8 @@ impl Handler<Settle> for BalanceActor {
             // A restart dropped the reservation this releases.
             self.reserved = BigInt::zero();
         }
-        if let Some(row) = message.row {
-            self.observe(row);
+        if let Some(state) = message.row {
+            self.observe_state(state);
         }
         if self.retiring {
             self.stop_if_free(ctx);

@@ -16,7 +16,7 @@ use crate::domain::ids::shard_of;
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::queue::handoff::QueuedHandoff;
 use crate::queue::TransactionQueue;
-use crate::store::{commit_batch, BalanceRow, BatchUnit, ItemOutcome, Store, GROUP_KEY};
+use crate::store::{commit_batch, BalanceState, BatchUnit, ItemOutcome, Store, GROUP_KEY};
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
@@ -114,7 +114,10 @@ impl Committer {
 
     /// How many batches may be in flight when the first `take` pending submissions start.
     fn in_flight_max(&self, take: usize) -> usize {
-        let items: usize = self.pending[..take].iter().map(|s| s.unit.items.len()).sum();
+        let items: usize = self.pending[..take]
+            .iter()
+            .map(|s| s.unit.items.len())
+            .sum();
         if items >= self.settings.rows_first_items_min {
             self.settings.large_commits_in_flight_max
         } else {
@@ -267,7 +270,7 @@ impl Settlements {
         Self(map)
     }
 
-    fn send(self, committed: Option<Vec<BalanceRow>>) {
+    fn send(self, committed: Option<Vec<BalanceState>>) {
         let mut rows = committed.unwrap_or_default();
         // Both sides in balance-id order: matched in one pass, no map of the rows.
         rows.sort_unstable_by(|a, b| a.balance_id.cmp(&b.balance_id));

@@ -36,6 +36,25 @@ impl BalanceRow {
     }
 }
 
+/// What a commit changes of a balance: its amounts, at a version. Its currency and
+/// precision never change, so a group commit reads back only this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceState {
+    pub balance_id: String,
+    pub amounts: BalanceAmounts,
+    pub version: i64,
+}
+
+impl From<BalanceRow> for BalanceState {
+    fn from(row: BalanceRow) -> Self {
+        Self {
+            balance_id: row.balance_id,
+            amounts: row.amounts,
+            version: row.version,
+        }
+    }
+}
+
 impl From<&balance::Model> for BalanceRow {
     fn from(model: &balance::Model) -> Self {
         Self {

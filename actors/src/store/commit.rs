@@ -22,7 +22,7 @@
 //! A lost race with another process (a version moved, a reference inserted meanwhile) rolls
 //! the attempt back and retries it from the start.
 
-use super::balances::{self, BalanceRow, NewIndicator};
+use super::balances::{self, BalanceRow, BalanceState, NewIndicator};
 use super::transactions::active_model;
 use super::{pg_arrays, Store};
 use crate::domain::balance::{check_precision, BalanceDelta, Floor, GuardedChange};
@@ -37,7 +37,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -129,7 +129,7 @@ pub struct BatchOutcome {
     /// Per unit, per item.
     pub units: Vec<Vec<ItemOutcome>>,
     /// The new state of every balance the batch changed.
-    pub balances: Vec<BalanceRow>,
+    pub balances: Vec<BalanceState>,
 }
 
 enum AttemptError {
@@ -285,7 +285,7 @@ type Decisions = Vec<Vec<Option<Decision>>>;
 struct Attempt {
     decided: Decisions,
     /// The new state of every balance the batch changed.
-    balances: Vec<BalanceRow>,
+    balances: Vec<BalanceState>,
 }
 
 async fn attempt_commit(
@@ -317,7 +317,16 @@ async fn attempt_commit(
     // PostgreSQL: one round trip less while other batches wait for those balances. It locks
     // the balances of items refused as duplicates too (rare; harmless).
     let mut locked_early = None;
-    if order == WriteOrder::BalancesFirst
+    // A large batch whose items claim only their own references, each once, lets the
+    // unique index check them: its insert fails on a taken one, and the batch is made
+    // again `BalancesFirst`, which checks them first. So the usual batch, which has no
+    // duplicate, skips a statement probing the index once an item.
+    let references_left_to_index = order == WriteOrder::RowsFirst
+        && !has_hold_actions
+        && claims_only_own_references_once(units);
+    if references_left_to_index {
+        // Checked by the insert below.
+    } else if order == WriteOrder::BalancesFirst
         && !has_hold_actions
         && txn.get_database_backend() == DbBackend::Postgres
     {
@@ -354,7 +363,15 @@ async fn attempt_commit(
         let undecided: Vec<&TransactionRecord> = undecided_items(units, &decided)
             .map(|item| &item.record)
             .collect();
-        pg_arrays::insert_transactions(txn, &undecided).await?;
+        match pg_arrays::insert_transactions(txn, &undecided).await {
+            Err(error)
+                if references_left_to_index
+                    && matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+            {
+                return Err(AttemptError::Reorder);
+            }
+            result => result?,
+        }
     }
 
     let mut attempt =
@@ -483,6 +500,7 @@ async fn write_deciding_each(
     };
     write_batch(txn, &balances, not_yet_inserted).await?;
     write_holds(txn, units, &to_insert, &admitted_actions, &holds).await?;
+    let balances = balances.into_iter().map(BalanceState::from).collect();
     Ok(Attempt { decided, balances })
 }
 
@@ -547,11 +565,13 @@ fn outcomes(units: Vec<BatchUnit>, decided: Decisions) -> Vec<Vec<ItemOutcome>> 
             unit.items
                 .into_iter()
                 .zip(decided)
-                .map(|(item, decision)| match decision.expect("every item decided") {
-                    Decision::Stored => ItemOutcome::Stored(item.record),
-                    Decision::StoredAs(record) => ItemOutcome::Stored(record),
-                    Decision::Refused(error) => ItemOutcome::Refused(error),
-                })
+                .map(
+                    |(item, decision)| match decision.expect("every item decided") {
+                        Decision::Stored => ItemOutcome::Stored(item.record),
+                        Decision::StoredAs(record) => ItemOutcome::Stored(record),
+                        Decision::Refused(error) => ItemOutcome::Refused(error),
+                    },
+                )
                 .collect()
         })
         .collect()
@@ -750,6 +770,21 @@ fn claims(item: &BatchItem) -> Vec<String> {
         }
     }
     claims
+}
+
+/// Whether every item of the batch claims only its own reference (see [`claims`]) and no
+/// two items claim the same one.
+fn claims_only_own_references_once(units: &[BatchUnit]) -> bool {
+    let mut seen = HashSet::new();
+    units.iter().flat_map(|u| &u.items).all(|item| {
+        let record = &item.record;
+        let own_only = !matches!(
+            record.status,
+            TransactionStatus::Queued | TransactionStatus::Scheduled
+        ) && (!record.reference.ends_with(QUEUED_CHILD_SUFFIX)
+            || is_queued_child(record));
+        own_only && seen.insert(record.reference.as_str())
+    })
 }
 
 fn claimed_references(units: &[BatchUnit]) -> Vec<String> {

@@ -14,7 +14,9 @@ mod pg_arrays;
 pub mod relay;
 mod transactions;
 
-pub use balances::{BalanceRow, IndicatorBalance, NewBalance, NewIndicator, QueuedTotals};
+pub use balances::{
+    BalanceRow, BalanceState, IndicatorBalance, NewBalance, NewIndicator, QueuedTotals,
+};
 pub use commit::{
     commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, HoldActionRequest, ItemOutcome,
     Refusal, GROUP_KEY,

@@ -17,7 +17,7 @@
 //! per element: [`probe`] writes it as a `LATERAL` subquery that cannot be flattened into a
 //! join (`OFFSET 0`), so the only plan is a nested loop over the array.
 
-use super::balances::BalanceRow;
+use super::balances::{BalanceRow, BalanceState};
 use crate::domain::amount::Precision;
 use crate::domain::balance::BalanceAmounts;
 use crate::domain::batch::BalanceGuard;
@@ -331,22 +331,38 @@ pub async fn references_and_locked_balances(
     Ok((stored, balances))
 }
 
+/// What a commit changes of a balance ([`BalanceState`]), amounts as exact text.
+const STATE_COLUMNS: &str = "b.balance_id, CAST(b.credit_balance AS text) AS credit, \
+     CAST(b.debit_balance AS text) AS debit, \
+     CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
+     CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version";
+
 /// A balance read with [`BALANCE_COLUMNS`].
 fn balance_row(row: &sea_orm::QueryResult) -> Result<BalanceRow, DbErr> {
-    let integer = |column: &str| -> Result<BigInt, DbErr> {
-        let text: String = row.try_get("", column)?;
-        parse_integer(&text)
-            .ok_or_else(|| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
-    };
     let precision: Option<String> = row.try_get("", "precision")?;
     let precision = precision
         .as_deref()
         .and_then(parse_integer)
         .and_then(|value| Precision::from_bigint(value).ok());
+    let state = balance_state(row)?;
     Ok(BalanceRow {
-        balance_id: row.try_get("", "balance_id")?,
+        balance_id: state.balance_id,
         currency: row.try_get("", "currency")?,
         precision,
+        amounts: state.amounts,
+        version: state.version,
+    })
+}
+
+/// A balance read with [`STATE_COLUMNS`] (or [`BALANCE_COLUMNS`], which include them).
+fn balance_state(row: &sea_orm::QueryResult) -> Result<BalanceState, DbErr> {
+    let integer = |column: &str| -> Result<BigInt, DbErr> {
+        let text: String = row.try_get("", column)?;
+        parse_integer(&text)
+            .ok_or_else(|| DbErr::Type(format!("balances.{column} is not an integer: {text}")))
+    };
+    Ok(BalanceState {
+        balance_id: row.try_get("", "balance_id")?,
         amounts: BalanceAmounts {
             credit: integer("credit")?,
             debit: integer("debit")?,
@@ -419,7 +435,7 @@ pub async fn write_guarded(
     txn: &DatabaseTransaction,
     guards: &BTreeMap<&str, BalanceGuard>,
     records: &[&TransactionRecord],
-) -> Result<Vec<BalanceRow>, DbErr> {
+) -> Result<Vec<BalanceState>, DbErr> {
     if guards.is_empty() {
         // Rows that move no balance (QUEUED and SCHEDULED intake).
         insert_transactions(txn, records).await?;
@@ -438,7 +454,7 @@ pub async fn write_guarded(
          AS v(id, credit, debit, inflight_credit, inflight_debit, available_min) \
          WHERE b.balance_id = v.id AND (v.available_min IS NULL OR \
          b.credit_balance - b.debit_balance - b.inflight_debit_balance >= v.available_min) \
-         RETURNING {BALANCE_COLUMNS}"
+         RETURNING {STATE_COLUMNS}"
     );
     let column = |f: &dyn Fn(&BalanceGuard) -> Option<String>| {
         let values: Vec<Option<String>> = guards.values().map(f).collect();
@@ -463,7 +479,7 @@ pub async fn write_guarded(
         )
     };
     let rows = txn.query_all_raw(statement(&sql, values)).await?;
-    rows.iter().map(balance_row).collect()
+    rows.iter().map(balance_state).collect()
 }
 
 /// Room set aside per element of a formatted column (amounts, timestamps, metadata): a
@@ -629,7 +645,10 @@ mod tests {
     fn integers_read_as_text_stay_exact_beyond_i64() {
         assert_eq!(parse_integer("0"), Some(BigInt::from(0)));
         assert_eq!(parse_integer("-42"), Some(BigInt::from(-42)));
-        assert_eq!(parse_integer("9223372036854775807"), Some(BigInt::from(i64::MAX)));
+        assert_eq!(
+            parse_integer("9223372036854775807"),
+            Some(BigInt::from(i64::MAX))
+        );
         let beyond = "-123456789012345678901234567890123456789012";
         assert_eq!(parse_integer(beyond), BigInt::from_str(beyond).ok());
         assert_eq!(parse_integer("12.5"), None);
