@@ -527,30 +527,44 @@ fn transaction_insert(records: &[&TransactionRecord], first: usize) -> (String, 
         arrays.join(", ")
     );
     // Text columns are copied straight into their literal; other values are written into one
-    // reused buffer (`false`: NULL).
+    // reused buffer (`false`: NULL). A column no row has a value in is bound as NULL, not as
+    // an array of NULLs: `unnest` of several arrays pads the shorter ones with NULLs (the ids
+    // give the row count), so PostgreSQL parses and unnests one array less (a bulk batch's
+    // limits and four optional timestamps: ~4% of its insert).
     let text = |f: &dyn Fn(&TransactionRecord) -> Option<&str>| {
         // Each element takes its quotes and comma (escapes aside), NULL four bytes.
-        let bytes = records
-            .iter()
-            .map(|r| f(r).map_or(5, |text| text.len() + 3))
-            .sum::<usize>();
-        let mut array = ArrayLiteral::with_capacity(bytes + 2);
+        let (mut bytes, mut present) = (2, false);
+        for record in records {
+            let value = f(record);
+            present |= value.is_some();
+            bytes += value.map_or(5, |text| text.len() + 3);
+        }
+        if !present {
+            return Value::String(None);
+        }
+        let mut array = ArrayLiteral::with_capacity(bytes);
         for record in records {
             array.push(f(record));
         }
         bind(array.finish())
     };
     let written = |f: &dyn Fn(&TransactionRecord, &mut String) -> bool| {
-        let (mut array, mut buffer) = (
+        let (mut array, mut buffer, mut any) = (
             ArrayLiteral::with_capacity(records.len() * WRITTEN_ELEMENT_BYTES),
             String::new(),
+            false,
         );
         for record in records {
             buffer.clear();
             let present = f(record, &mut buffer);
+            any |= present;
             array.push(present.then_some(buffer.as_str()));
         }
-        bind(array.finish())
+        if any {
+            bind(array.finish())
+        } else {
+            Value::String(None)
+        }
     };
     let flag = |value: bool| Some(if value { "t" } else { "f" });
     let time = |value: &Option<DateTime<Utc>>, out: &mut String| match value {
