@@ -24,6 +24,7 @@ use crate::domain::batch::BalanceGuard;
 use crate::domain::TransactionRecord;
 use crate::entity::transaction;
 use bigdecimal::num_bigint::BigInt;
+use bigdecimal::Zero;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, Value,
@@ -441,32 +442,39 @@ pub async fn write_guarded(
         insert_transactions(txn, records).await?;
         return Ok(Vec::new());
     }
+    // A change a balance does not have is NULL (read as 0), and a column no balance has a
+    // change in is one NULL: a bulk batch moves no inflight amounts, and PostgreSQL then
+    // parses and unnests two arrays of zeros less (see `transaction_insert`).
     let update = format!(
-        "UPDATE balances AS b SET credit_balance = b.credit_balance + v.credit, \
-         debit_balance = b.debit_balance + v.debit, \
-         balance = (b.credit_balance + v.credit) - (b.debit_balance + v.debit), \
-         inflight_credit_balance = b.inflight_credit_balance + v.inflight_credit, \
-         inflight_debit_balance = b.inflight_debit_balance + v.inflight_debit, \
-         inflight_balance = (b.inflight_credit_balance + v.inflight_credit) \
-         - (b.inflight_debit_balance + v.inflight_debit), version = b.version + 1 \
+        "UPDATE balances AS b SET credit_balance = b.credit_balance + {credit}, \
+         debit_balance = b.debit_balance + {debit}, \
+         balance = (b.credit_balance + {credit}) - (b.debit_balance + {debit}), \
+         inflight_credit_balance = b.inflight_credit_balance + {inflight_credit}, \
+         inflight_debit_balance = b.inflight_debit_balance + {inflight_debit}, \
+         inflight_balance = (b.inflight_credit_balance + {inflight_credit}) \
+         - (b.inflight_debit_balance + {inflight_debit}), version = b.version + 1 \
          FROM unnest(CAST($1 AS text[]), CAST($2 AS numeric[]), CAST($3 AS numeric[]), \
          CAST($4 AS numeric[]), CAST($5 AS numeric[]), CAST($6 AS numeric[])) \
          AS v(id, credit, debit, inflight_credit, inflight_debit, available_min) \
          WHERE b.balance_id = v.id AND (v.available_min IS NULL OR \
          b.credit_balance - b.debit_balance - b.inflight_debit_balance >= v.available_min) \
-         RETURNING {STATE_COLUMNS}"
+         RETURNING {STATE_COLUMNS}",
+        credit = "COALESCE(v.credit, 0)",
+        debit = "COALESCE(v.debit, 0)",
+        inflight_credit = "COALESCE(v.inflight_credit, 0)",
+        inflight_debit = "COALESCE(v.inflight_debit, 0)",
     );
-    let column = |f: &dyn Fn(&BalanceGuard) -> Option<String>| {
-        let values: Vec<Option<String>> = guards.values().map(f).collect();
-        bind(text_array(values.iter().map(Option::as_deref)))
+    // Zero changes go as NULL; a zero minimum does not (NULL: no minimum).
+    let change = |f: &dyn Fn(&BalanceGuard) -> &BigInt| {
+        numbers_array(guards.values().map(|g| Some(f(g)).filter(|n| !n.is_zero())))
     };
     let mut values = vec![
         bind(text_array(guards.keys().map(|id| Some(*id)))),
-        column(&|g| Some(g.net.credit.to_string())),
-        column(&|g| Some(g.net.debit.to_string())),
-        column(&|g| Some(g.net.inflight_credit.to_string())),
-        column(&|g| Some(g.net.inflight_debit.to_string())),
-        column(&|g| g.available_min.as_ref().map(BigInt::to_string)),
+        change(&|g| &g.net.credit),
+        change(&|g| &g.net.debit),
+        change(&|g| &g.net.inflight_credit),
+        change(&|g| &g.net.inflight_debit),
+        numbers_array(guards.values().map(|g| g.available_min.as_ref())),
     ];
     let sql = if records.is_empty() {
         update
@@ -485,6 +493,29 @@ pub async fn write_guarded(
 /// Room set aside per element of a formatted column (amounts, timestamps, metadata): a
 /// timestamp with its quotes takes 30 bytes; longer values grow the literal.
 const WRITTEN_ELEMENT_BYTES: usize = 32;
+
+/// An array parameter of integers (`None`: a NULL element), or one NULL when every element is
+/// `None` (a multi-argument `unnest` pads it; see [`transaction_insert`]).
+fn numbers_array<'a>(numbers: impl ExactSizeIterator<Item = Option<&'a BigInt>>) -> Value {
+    let (mut array, mut buffer, mut any) = (
+        ArrayLiteral::with_capacity(numbers.len() * 8),
+        String::new(),
+        false,
+    );
+    for number in numbers {
+        buffer.clear();
+        if let Some(number) = number {
+            any = true;
+            let _ = write!(buffer, "{number}");
+        }
+        array.push(number.is_some().then_some(buffer.as_str()));
+    }
+    if any {
+        bind(array.finish())
+    } else {
+        Value::String(None)
+    }
+}
 
 /// The insert of a batch's rows: a column array each, zipped by `unnest`. Parameters start
 /// at `$first`.
