@@ -3,7 +3,9 @@
 //! 0. the `@indicator` balances that queued requests proposed are inserted (one statement);
 //!    where one existed already, its items are written against it (see `NewIndicator`);
 //! 1. duplicate references (inside the batch and already stored) are refused (when the
-//!    balances are locked first on PostgreSQL, in step 4's statement);
+//!    balances are locked first on PostgreSQL, in step 4's statement; a large batch whose
+//!    items each claim only their own reference, once, leaves stored ones to the unique
+//!    index: a taken one fails its insert in step 3, and the batch is redone checking first);
 //! 2. inflight commits and voids are decided against their locked hold rows;
 //! 3. on PostgreSQL, without hold actions, the batch is written in one go: the rows of the
 //!    items still undecided are inserted, and each touched balance gets one update guarded
