@@ -1771,6 +1771,15 @@ enum FirstWrite {
     Guarded,
 }
 
+/// On PostgreSQL: how many group commits were rolled back and redone deciding first.
+async fn assert_reorders(app: &TestApp, backend: Backend, count: u32) {
+    if backend == Backend::Postgres {
+        let metrics = app.get("/metrics").await;
+        let line = format!("coffer_commit_reorders_total {count}\n");
+        assert!(metrics.text.contains(&line), "{}", metrics.text);
+    }
+}
+
 async fn a_non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend) {
     non_atomic_bulk_stops_at_its_first_refused_item(backend, FirstWrite::RowsFirst).await;
 }
@@ -1828,16 +1837,9 @@ async fn non_atomic_bulk_stops_at_its_first_refused_item(backend: Backend, first
     assert_eq!(amounts(&app, poor).await, Amounts::new(100, 0, 0, 0));
     assert_eq!(amounts(&app, to).await, Amounts::new(100, 0, 0, 0));
     assert_all_invariants(&app).await;
-    if backend == Backend::Postgres {
-        // The group commit wrote all three rows and failed a balance's guard; the refusal
-        // made it start over, deciding first, which is what the rows above show.
-        let metrics = app.get("/metrics").await;
-        assert!(
-            metrics.text.contains("coffer_commit_reorders_total 1\n"),
-            "{}",
-            metrics.text
-        );
-    }
+    // On PostgreSQL the group commit wrote all three rows and failed a balance's guard; the
+    // refusal made it start over, deciding first, which is what the rows above show.
+    assert_reorders(&app, backend, 1).await;
 }
 
 async fn a_large_bulk_reusing_a_stored_reference_stops_there(backend: Backend) {
@@ -1860,14 +1862,10 @@ async fn a_large_bulk_reusing_a_stored_reference_stops_there(backend: Backend) {
     ];
     let mut reusing = items.clone();
     reusing[1]["reference"] = taken["reference"].clone();
+    let bulk = json!({ "transactions": reusing, "skip_queue": true });
 
     // Act
-    let reply = app
-        .post(
-            "/transactions/bulk",
-            json!({ "transactions": reusing, "skip_queue": true }),
-        )
-        .await;
+    let reply = app.post("/transactions/bulk", bulk.clone()).await;
 
     // Assert: the first item applied, the rest not, as with a small batch.
     assert_error(&reply, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
@@ -1879,22 +1877,10 @@ async fn a_large_bulk_reusing_a_stored_reference_stops_there(backend: Backend) {
     assert_error(&missing, StatusCode::NOT_FOUND, "TXN_NOT_FOUND");
     assert_eq!(amounts(&app, from).await, Amounts::new(1_000, 110, 0, 0));
     assert_eq!(amounts(&app, to).await, Amounts::new(110, 0, 0, 0));
-    if backend == Backend::Postgres {
-        let metrics = app.get("/metrics").await;
-        assert!(
-            metrics.text.contains("coffer_commit_reorders_total 1\n"),
-            "{}",
-            metrics.text
-        );
-    }
+    assert_reorders(&app, backend, 1).await;
 
     // Act: the whole request again, every reference now taken.
-    let again = app
-        .post(
-            "/transactions/bulk",
-            json!({ "transactions": reusing, "skip_queue": true }),
-        )
-        .await;
+    let again = app.post("/transactions/bulk", bulk).await;
 
     // Assert: refused at its first item, nothing moved.
     assert_error(&again, StatusCode::CONFLICT, "TXN_DUPLICATE_REFERENCE");
