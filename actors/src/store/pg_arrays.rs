@@ -259,11 +259,25 @@ pub async fn balance_rows<C: ConnectionTrait>(
     read_balances(db, ids, "").await
 }
 
-/// The columns a balance is read with: amounts as exact text.
-const BALANCE_COLUMNS: &str = "b.balance_id, b.currency, CAST(b.precision AS text) AS precision, \
-     CAST(b.credit_balance AS text) AS credit, CAST(b.debit_balance AS text) AS debit, \
-     CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
-     CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version";
+/// The columns of [`STATE_COLUMNS`] (a macro, so both are one literal): what a commit
+/// changes of a balance, amounts as exact text.
+macro_rules! state_columns {
+    () => {
+        "b.balance_id, CAST(b.credit_balance AS text) AS credit, \
+         CAST(b.debit_balance AS text) AS debit, \
+         CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
+         CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version"
+    };
+}
+
+/// What a commit changes of a balance ([`BalanceState`]), amounts as exact text.
+const STATE_COLUMNS: &str = state_columns!();
+
+/// The columns a balance is read with: [`STATE_COLUMNS`], its currency and its precision.
+const BALANCE_COLUMNS: &str = concat!(
+    state_columns!(),
+    ", b.currency, CAST(b.precision AS text) AS precision"
+);
 
 /// Balances of the ids in array parameter `$n`, in its order; `tail` may lock them.
 fn balances_probe(n: usize, tail: &str) -> String {
@@ -331,12 +345,6 @@ pub async fn references_and_locked_balances(
     }
     Ok((stored, balances))
 }
-
-/// What a commit changes of a balance ([`BalanceState`]), amounts as exact text.
-const STATE_COLUMNS: &str = "b.balance_id, CAST(b.credit_balance AS text) AS credit, \
-     CAST(b.debit_balance AS text) AS debit, \
-     CAST(b.inflight_credit_balance AS text) AS inflight_credit, \
-     CAST(b.inflight_debit_balance AS text) AS inflight_debit, b.version";
 
 /// A balance read with [`BALANCE_COLUMNS`].
 fn balance_row(row: &sea_orm::QueryResult) -> Result<BalanceRow, DbErr> {
@@ -494,27 +502,37 @@ pub async fn write_guarded(
 /// timestamp with its quotes takes 30 bytes; longer values grow the literal.
 const WRITTEN_ELEMENT_BYTES: usize = 32;
 
-/// An array parameter of integers (`None`: a NULL element), or one NULL when every element is
-/// `None` (a multi-argument `unnest` pads it; see [`transaction_insert`]).
-fn numbers_array<'a>(numbers: impl ExactSizeIterator<Item = Option<&'a BigInt>>) -> Value {
+/// An array parameter of values each written by `write` into one reused buffer (`false`: a
+/// NULL element), or one NULL when no value is present: a multi-argument `unnest` pads a
+/// missing array with NULLs, so PostgreSQL parses and unnests one array less.
+fn written_array<T>(
+    values: impl ExactSizeIterator<Item = T>,
+    element_bytes: usize,
+    write: impl Fn(T, &mut String) -> bool,
+) -> Value {
     let (mut array, mut buffer, mut any) = (
-        ArrayLiteral::with_capacity(numbers.len() * 8),
+        ArrayLiteral::with_capacity(values.len() * element_bytes),
         String::new(),
         false,
     );
-    for number in numbers {
+    for value in values {
         buffer.clear();
-        if let Some(number) = number {
-            any = true;
-            let _ = write!(buffer, "{number}");
-        }
-        array.push(number.is_some().then_some(buffer.as_str()));
+        let present = write(value, &mut buffer);
+        any |= present;
+        array.push(present.then_some(buffer.as_str()));
     }
     if any {
         bind(array.finish())
     } else {
         Value::String(None)
     }
+}
+
+/// An array parameter of integers (`None`: a NULL element; see [`written_array`]).
+fn numbers_array<'a>(numbers: impl ExactSizeIterator<Item = Option<&'a BigInt>>) -> Value {
+    written_array(numbers, 8, |number, out| {
+        number.is_some_and(|number| write!(out, "{number}").is_ok())
+    })
 }
 
 /// The insert of a batch's rows: a column array each, zipped by `unnest`. Parameters start
@@ -580,22 +598,9 @@ fn transaction_insert(records: &[&TransactionRecord], first: usize) -> (String, 
         bind(array.finish())
     };
     let written = |f: &dyn Fn(&TransactionRecord, &mut String) -> bool| {
-        let (mut array, mut buffer, mut any) = (
-            ArrayLiteral::with_capacity(records.len() * WRITTEN_ELEMENT_BYTES),
-            String::new(),
-            false,
-        );
-        for record in records {
-            buffer.clear();
-            let present = f(record, &mut buffer);
-            any |= present;
-            array.push(present.then_some(buffer.as_str()));
-        }
-        if any {
-            bind(array.finish())
-        } else {
-            Value::String(None)
-        }
+        written_array(records.iter(), WRITTEN_ELEMENT_BYTES, |record, out| {
+            f(record, out)
+        })
     };
     let flag = |value: bool| Some(if value { "t" } else { "f" });
     let time = |value: &Option<DateTime<Utc>>, out: &mut String| match value {
