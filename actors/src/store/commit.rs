@@ -761,17 +761,23 @@ async fn refuse_duplicate_references(
 fn claims(item: &BatchItem) -> Vec<String> {
     let record = &item.record;
     let mut claims = vec![record.reference.clone()];
+    claims.extend(derived_claim(record).map(Cow::into_owned));
+    claims
+}
+
+/// The reference a record claims besides its own (see [`claims`]), if any.
+fn derived_claim(record: &TransactionRecord) -> Option<Cow<'_, str>> {
     if matches!(
         record.status,
         TransactionStatus::Queued | TransactionStatus::Scheduled
     ) {
-        claims.push(format!("{}{QUEUED_CHILD_SUFFIX}", record.reference));
-    } else if let Some(prefix) = record.reference.strip_suffix(QUEUED_CHILD_SUFFIX) {
-        if !is_queued_child(record) {
-            claims.push(prefix.to_owned());
-        }
+        return Some(Cow::Owned(format!(
+            "{}{QUEUED_CHILD_SUFFIX}",
+            record.reference
+        )));
     }
-    claims
+    let prefix = record.reference.strip_suffix(QUEUED_CHILD_SUFFIX)?;
+    (!is_queued_child(record)).then_some(Cow::Borrowed(prefix))
 }
 
 /// Whether every item of the batch claims only its own reference (see [`claims`]) and no
@@ -779,13 +785,7 @@ fn claims(item: &BatchItem) -> Vec<String> {
 fn claims_only_own_references_once(units: &[BatchUnit]) -> bool {
     let mut seen = HashSet::new();
     units.iter().flat_map(|u| &u.items).all(|item| {
-        let record = &item.record;
-        let own_only = !matches!(
-            record.status,
-            TransactionStatus::Queued | TransactionStatus::Scheduled
-        ) && (!record.reference.ends_with(QUEUED_CHILD_SUFFIX)
-            || is_queued_child(record));
-        own_only && seen.insert(record.reference.as_str())
+        derived_claim(&item.record).is_none() && seen.insert(item.record.reference.as_str())
     })
 }
 
