@@ -3,6 +3,7 @@
 //! `COFFER_*` for Coffer's keys). Unknown keys in the file are warned about.
 
 use anyhow::Context;
+pub use secrecy::SecretString;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,41 @@ pub struct Settings {
     pub pg_dump: String,
     /// On SIGTERM/SIGINT: how long in-flight requests and queue batches may take to finish.
     pub shutdown_timeout_ms: u64,
+    /// The key of PII tokenization (exactly 32 bytes; `None`: tokenization is off). Read from
+    /// the file or `BLNK_TOKENIZATION_SECRET`, never logged.
+    pub tokenization_secret: Option<SecretString>,
+    /// `account_number_generation.enable_auto_generation`.
+    pub account_number_generation: bool,
+    /// `account_number_generation.http_service`: where numbers come from.
+    pub account_number_service: AccountNumberService,
+    /// How often the snapshotter looks for balances due a snapshot.
+    pub snapshot_interval_ms: u64,
+    /// Transactions between two snapshots of a balance.
+    pub snapshot_every_transactions: usize,
+    /// The snapshotter's work per tick (it yields the rest to the next tick).
+    pub snapshot_tick_budget_ms: u64,
+    /// Run the daily snapshot pass over every balance (default: where queue workers run).
+    pub snapshot_daily_full_pass: Option<bool>,
+}
+
+/// The account-number service (Blnk's `account_number_generation.http_service`).
+#[derive(Debug, Clone)]
+pub struct AccountNumberService {
+    pub url: Option<String>,
+    /// Blnk's `timeout`, in seconds; 0 means 10 s.
+    pub timeout_secs: u64,
+    /// Sent as the `Authorization` header (a secret: never logged).
+    pub authorization: Option<SecretString>,
+}
+
+impl Default for AccountNumberService {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_secs: 10,
+            authorization: None,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -111,6 +147,13 @@ impl Default for Settings {
             backup_dir: PathBuf::from("backups"),
             pg_dump: "pg_dump".into(),
             shutdown_timeout_ms: 30_000,
+            tokenization_secret: None,
+            account_number_generation: false,
+            account_number_service: AccountNumberService::default(),
+            snapshot_interval_ms: 1_000,
+            snapshot_every_transactions: 64,
+            snapshot_tick_budget_ms: 200,
+            snapshot_daily_full_pass: None,
         }
     }
 }
@@ -174,6 +217,36 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.trace_filter", "COFFER_TRACE_FILTER"),
     ("coffer.pg_dump", "COFFER_PG_DUMP"),
     ("coffer.shutdown_timeout_ms", "COFFER_SHUTDOWN_TIMEOUT_MS"),
+    ("tokenization_secret", "BLNK_TOKENIZATION_SECRET"),
+    (
+        "account_number_generation.enable_auto_generation",
+        "BLNK_ACCOUNT_NUMBER_GENERATION_ENABLE_AUTO_GENERATION",
+    ),
+    (
+        "account_number_generation.http_service.url",
+        "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_URL",
+    ),
+    (
+        "account_number_generation.http_service.timeout",
+        "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_TIMEOUT",
+    ),
+    (
+        "account_number_generation.http_service.headers.Authorization",
+        "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION",
+    ),
+    ("coffer.snapshot_interval_ms", "COFFER_SNAPSHOT_INTERVAL_MS"),
+    (
+        "coffer.snapshot_every_transactions",
+        "COFFER_SNAPSHOT_EVERY_TRANSACTIONS",
+    ),
+    (
+        "coffer.snapshot_tick_budget_ms",
+        "COFFER_SNAPSHOT_TICK_BUDGET_MS",
+    ),
+    (
+        "coffer.snapshot_daily_full_pass",
+        "COFFER_SNAPSHOT_DAILY_FULL_PASS",
+    ),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -301,6 +374,51 @@ impl Settings {
             "coffer.shutdown_timeout_ms" => {
                 self.shutdown_timeout_ms = number::<u64>(value)?.clamp(100, 3_600_000)
             }
+            "tokenization_secret" => {
+                self.tokenization_secret = match text(value).filter(|v| !v.is_empty()) {
+                    None => None,
+                    Some(secret) => {
+                        // Checked here, so a wrong key stops the start instead of silently
+                        // turning tokenization off (Blnk only warns). The length only.
+                        let length = secret.len();
+                        anyhow::ensure!(
+                            length == coffer_actors::domain::pii::SECRET_BYTES,
+                            "tokenization_secret must be exactly {} bytes, not {length}",
+                            coffer_actors::domain::pii::SECRET_BYTES
+                        );
+                        Some(SecretString::from(secret))
+                    }
+                }
+            }
+            "account_number_generation.enable_auto_generation" => {
+                self.account_number_generation = boolean(value)?
+            }
+            "account_number_generation.http_service.url" => {
+                self.account_number_service.url = text(value).filter(|v| !v.trim().is_empty())
+            }
+            "account_number_generation.http_service.timeout" => {
+                self.account_number_service.timeout_secs = match number::<u64>(value)? {
+                    0 => 10,
+                    seconds => seconds.min(300),
+                }
+            }
+            "account_number_generation.http_service.headers.Authorization" => {
+                self.account_number_service.authorization = text(value)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from)
+            }
+            "coffer.snapshot_interval_ms" => {
+                self.snapshot_interval_ms = number::<u64>(value)?.clamp(10, 3_600_000)
+            }
+            "coffer.snapshot_every_transactions" => {
+                self.snapshot_every_transactions = number::<usize>(value)?.clamp(1, 100_000)
+            }
+            "coffer.snapshot_tick_budget_ms" => {
+                self.snapshot_tick_budget_ms = number::<u64>(value)?.clamp(1, 60_000)
+            }
+            "coffer.snapshot_daily_full_pass" => {
+                self.snapshot_daily_full_pass = Some(boolean(value)?)
+            }
             other => anyhow::bail!("no such setting {other}"),
         }
         Ok(())
@@ -404,6 +522,28 @@ mod tests {
             Some("redis://localhost:6379")
         );
         assert_eq!(settings.port, 5005);
+    }
+
+    #[test]
+    fn a_tokenization_secret_must_be_32_bytes_and_is_never_shown() {
+        let mut settings = Settings::default();
+        let error = settings
+            .apply("tokenization_secret", &serde_json::json!("short"))
+            .unwrap_err();
+        assert!(!format!("{error:#}").contains("short"), "{error:#}");
+        let secret = "0123456789abcdef0123456789abcdef";
+        settings
+            .apply("tokenization_secret", &serde_json::json!(secret))
+            .unwrap();
+        assert!(settings.tokenization_secret.is_some());
+        assert!(!format!("{settings:?}").contains(secret));
+        settings
+            .apply(
+                "account_number_generation.http_service.headers.Authorization",
+                &serde_json::json!("Bearer hunter2"),
+            )
+            .unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 
     #[test]

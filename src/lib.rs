@@ -8,9 +8,11 @@
 //! - [`http`]: errors in Blnk's shape (one exhaustive table), JSON shapes, bodies, queries.
 //! - [`telemetry`]: the tracing subscriber and OTLP trace export.
 //! - [`shutdown`]: graceful stop on SIGTERM/SIGINT; [`backup`]: `GET /backup`'s dumps.
+//! - [`account_numbers`]: the HTTP client of the account-number service.
 //! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
 
+pub mod account_numbers;
 pub mod backup;
 pub mod bench;
 pub mod configuration;

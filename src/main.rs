@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => coffer::bench::run(args).await?,
         Command::Migrate { action } => {
             settings.auto_migrate = false;
-            let ledger = build_ledger(&settings).await?;
+            let ledger = build_ledger(&settings, false).await?;
             let store = ledger.store();
             match action {
                 MigrateAction::Up => store.migrate_up().await?,

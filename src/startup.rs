@@ -2,6 +2,7 @@
 //! the queue, starts the ledger's actors (and the queue workers where configured), and binds
 //! the HTTP listener.
 
+use crate::account_numbers::AccountNumberClient;
 use crate::configuration::Settings;
 use crate::http::error::ApiError;
 use crate::http::request_metrics::RequestMetrics;
@@ -12,8 +13,10 @@ use actix_web::dev::Server;
 use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
+use coffer_actors::domain::pii::Tokenizer;
 use coffer_actors::ledger::committer::CommitterSettings;
 use coffer_actors::ledger::registry::RegistrySettings;
+use coffer_actors::ledger::snapshotter::SnapshotSettings;
 use coffer_actors::ledger::{Ledger, LedgerSettings};
 use coffer_actors::queue::memory::MemoryQueue;
 use coffer_actors::queue::redis::{RedisQueue, RedisSettings};
@@ -91,8 +94,9 @@ impl Workers {
 /// Full batches that may wait for a committer before submissions are refused as overloaded.
 const PENDING_BATCHES_MAX: usize = 16;
 
-/// Opens the store, the queue and the ledger core.
-pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+/// Opens the store, the queue and the ledger core. `runs_workers`: this process runs the
+/// queue workers (it then also takes the daily snapshot pass, unless configured otherwise).
+pub async fn build_ledger(settings: &Settings, runs_workers: bool) -> anyhow::Result<Ledger> {
     let url = match &settings.database_url {
         Some(url) => url.clone(),
         None => {
@@ -150,6 +154,13 @@ pub async fn build_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
             mailbox_capacity: settings.balance_mailbox_capacity,
             idle_ms: settings.balance_idle_ms,
         },
+        snapshots: SnapshotSettings {
+            interval_ms: settings.snapshot_interval_ms,
+            every: settings.snapshot_every_transactions,
+            tick_budget_ms: settings.snapshot_tick_budget_ms,
+            daily_full_pass: settings.snapshot_daily_full_pass.unwrap_or(runs_workers),
+            ..SnapshotSettings::default()
+        },
     };
     Ok(Ledger::start(store, queue, ledger_settings))
 }
@@ -165,9 +176,22 @@ pub struct Application {
 impl Application {
     /// Builds everything and binds `host:port` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let ledger = build_ledger(&settings).await?;
-        let workers = (settings.start_workers || settings.is_embedded_queue())
-            .then(|| Workers::start(&ledger, &settings));
+        let runs_workers = settings.start_workers || settings.is_embedded_queue();
+        let ledger = build_ledger(&settings, runs_workers).await?;
+        let workers = runs_workers.then(|| Workers::start(&ledger, &settings));
+        let tokenizer = settings
+            .tokenization_secret
+            .as_ref()
+            .map(|secret| {
+                use secrecy::ExposeSecret;
+                Tokenizer::new(secret.expose_secret().as_bytes()).map(Arc::new)
+            })
+            .transpose()
+            .context("tokenization_secret")?;
+        let (numbers_enabled, numbers) = (
+            settings.account_number_generation,
+            settings.account_number_service.clone(),
+        );
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
@@ -180,6 +204,7 @@ impl Application {
             ledger: ledger.clone(),
             body_bytes_max: settings.body_bytes_max,
             health_timeout_ms: settings.health_timeout_ms,
+            tokenizer,
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -205,6 +230,11 @@ impl Application {
                     )
                 })
                 .app_data(web::Data::new(state.clone()))
+                // One client per HTTP worker: an `awc` client belongs to its thread.
+                .app_data(web::Data::new(AccountNumberClient::new(
+                    numbers_enabled,
+                    &numbers,
+                )))
                 .app_data(operations.clone())
                 .app_data(web::PathConfig::default().error_handler(|error, _| {
                     ApiError::BadQuery(format!("bad path: {error}")).into()
@@ -261,7 +291,7 @@ impl Application {
 
 /// `coffer workers`: the queue workers and a `/health` endpoint on the monitoring port.
 pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
-    let ledger = build_ledger(&settings).await?;
+    let ledger = build_ledger(&settings, true).await?;
     let workers = Workers::start(&ledger, &settings);
     let operations = web::Data::new(routes::observability::Operations::for_worker(
         ledger.clone(),

@@ -15,7 +15,25 @@ pub enum LedgerError {
     #[error("{0}")]
     TransactionValidation(String),
     #[error("{0}")]
+    IdentityValidation(String),
+    #[error("{0}")]
+    AccountValidation(String),
+    #[error("{0}")]
+    MonitorValidation(String),
+    #[error("{0}")]
     InvalidFilter(FilterError),
+    #[error("invalid timestamp format. Please use ISO 8601 format (e.g., 2024-01-01T15:04:05Z)")]
+    InvalidTimestamp,
+    #[error("invalid entity ID format: {0}")]
+    InvalidEntityId(String),
+    #[error("field {0} is not tokenizable")]
+    FieldNotTokenizable(String),
+    #[error("field {0} is not tokenized")]
+    FieldNotTokenized(String),
+    #[error(
+        "tokenization is disabled: BLNK_TOKENIZATION_SECRET or tokenization_secret in your blnk.json file must be set to a 32-byte value"
+    )]
+    TokenizationDisabled,
     #[error("{0}")]
     InvalidAmount(AmountError),
     #[error("{0}")]
@@ -36,6 +54,14 @@ pub enum LedgerError {
     BalanceNotFound(String),
     #[error("transaction with ID '{0}' not found")]
     TransactionNotFound(String),
+    #[error("Identity with ID '{0}' not found")]
+    IdentityNotFound(String),
+    #[error("account with ID '{0}' not found")]
+    AccountNotFound(String),
+    #[error("balance monitor with ID '{0}' not found")]
+    MonitorNotFound(String),
+    #[error("entity not found: {0}")]
+    EntityNotFound(String),
     #[error(
         "precision {given} does not match balance '{balance_id}', which was created with precision {expected}"
     )]
@@ -62,6 +88,18 @@ pub enum LedgerError {
     DuplicateReference(String),
     #[error("balance with indicator '{indicator}' and currency '{currency}' already exists")]
     DuplicateBalance { indicator: String, currency: String },
+    #[error("Identity already exists: {0}")]
+    DuplicateIdentity(String),
+    #[error("account with number '{0}' already exists")]
+    DuplicateAccount(String),
+    #[error("field {0} is already tokenized")]
+    FieldAlreadyTokenized(String),
+    #[error("identity {id} is still linked to {balances} balance(s) and {accounts} account(s)")]
+    IdentityInUse {
+        id: String,
+        balances: u64,
+        accounts: u64,
+    },
     #[error("insufficient funds in source balance '{0}'")]
     InsufficientFunds(String),
     #[error("transaction exceeds overdraft limit of source balance '{0}'")]
@@ -77,6 +115,9 @@ pub enum LedgerError {
     },
     #[error("the ledger is overloaded; retry shortly")]
     Overloaded,
+    /// The configured account-number service failed (its words, never its URL).
+    #[error("account number generation failed: {0}")]
+    AccountNumberGeneration(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("queue error: {0}")]

@@ -11,11 +11,14 @@
 //!   group-commits validated transfers, and the [`ledger::Ledger`] handle the HTTP shell calls.
 //! - [`queue`]: the transaction queue (Redis Streams or in-process), its workers and the
 //!   recovery sweep.
+//! - [`accounts`]: opening accounts (a balance, a name and a number, the number possibly from
+//!   the configured account-number service).
 //! - [`error`]: [`LedgerError`], in precedence order.
 //! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, trace-context hooks for
 //!   the queue, and the graceful stop of the workers.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod domain;
 pub mod entity;
 pub mod error;

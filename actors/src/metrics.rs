@@ -205,6 +205,11 @@ pub struct Metrics {
     /// QUEUED rows workers took from this process's handoff / read from the database.
     queue_rows_handed_off: Counter,
     queue_rows_read_back: Counter,
+    snapshots_written: Counter,
+    snapshot_entries_read: Counter,
+    snapshot_full_passes: Counter,
+    /// Balances the snapshotter knows have entries not covered by a snapshot yet.
+    snapshot_pending_balances: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -228,6 +233,10 @@ impl Default for Metrics {
             queue_retries: Counter::default(),
             queue_rows_handed_off: Counter::default(),
             queue_rows_read_back: Counter::default(),
+            snapshots_written: Counter::default(),
+            snapshot_entries_read: Counter::default(),
+            snapshot_full_passes: Counter::default(),
+            snapshot_pending_balances: AtomicI64::new(0),
         }
     }
 }
@@ -329,8 +338,29 @@ impl Metrics {
         self.http_requests.read().get(&key).map_or(0, |c| c.get())
     }
 
+    /// One pass of the snapshotter over some balances.
+    pub fn observe_snapshot_pass(&self, entries_read: u64, snapshots_written: u64) {
+        self.snapshot_entries_read.add(entries_read);
+        self.snapshots_written.add(snapshots_written);
+    }
+
+    /// A pass over every balance finished (`POST /balances-snapshots`, or the daily one).
+    pub fn observe_snapshot_full_pass(&self) {
+        self.snapshot_full_passes.inc();
+    }
+
+    pub fn set_snapshot_pending_balances(&self, count: usize) {
+        self.snapshot_pending_balances
+            .store(count as i64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_full_passes(&self) -> u64 {
+        self.snapshot_full_passes.get()
+    }
+
     /// Everything recorded so far, in the text exposition format.
     pub fn render(&self, out: &mut String) {
+        self.render_snapshots(out);
         header(
             out,
             "coffer_http_requests_total",
@@ -549,6 +579,41 @@ pub async fn exposition(ledger: &Ledger) -> String {
     out
 }
 
+impl Metrics {
+    fn render_snapshots(&self, out: &mut String) {
+        let values = [
+            (
+                "coffer_snapshots_written_total",
+                "counter",
+                "Balance snapshots written.",
+                self.snapshots_written.get() as i64,
+            ),
+            (
+                "coffer_snapshot_entries_read_total",
+                "counter",
+                "Transactions the snapshotter read to take snapshots.",
+                self.snapshot_entries_read.get() as i64,
+            ),
+            (
+                "coffer_snapshot_full_passes_total",
+                "counter",
+                "Snapshot passes over every balance that finished.",
+                self.snapshot_full_passes.get() as i64,
+            ),
+            (
+                "coffer_snapshot_pending_balances",
+                "gauge",
+                "Balances with transactions not covered by a snapshot yet, as this process knows.",
+                self.snapshot_pending_balances.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in values {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
 /// A short, stable reason for a refusal: the label of `coffer_transactions_rejected_total`.
 pub fn reason_label(error: &LedgerError) -> &'static str {
     match error {
@@ -580,6 +645,24 @@ pub fn reason_label(error: &LedgerError) -> &'static str {
         LedgerError::OverdraftLimitExceeded(_) => "overdraft_limit_exceeded",
         LedgerError::BatchRefused { cause, .. } => reason_label(cause),
         LedgerError::Overloaded => "overloaded",
+        // Not refusals of transfers; labelled for completeness.
+        LedgerError::IdentityValidation(_)
+        | LedgerError::AccountValidation(_)
+        | LedgerError::MonitorValidation(_)
+        | LedgerError::InvalidTimestamp
+        | LedgerError::InvalidEntityId(_)
+        | LedgerError::FieldNotTokenizable(_)
+        | LedgerError::FieldNotTokenized(_) => "validation",
+        LedgerError::IdentityNotFound(_)
+        | LedgerError::AccountNotFound(_)
+        | LedgerError::MonitorNotFound(_)
+        | LedgerError::EntityNotFound(_) => "not_found",
+        LedgerError::TokenizationDisabled
+        | LedgerError::DuplicateIdentity(_)
+        | LedgerError::DuplicateAccount(_)
+        | LedgerError::FieldAlreadyTokenized(_)
+        | LedgerError::IdentityInUse { .. }
+        | LedgerError::AccountNumberGeneration(_) => "other",
         LedgerError::Storage(_) | LedgerError::Queue(_) | LedgerError::Internal(_) => "internal",
     }
 }

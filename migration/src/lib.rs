@@ -14,6 +14,11 @@
 //!   (pending actions; due holds still inflight), not every hold ever made.
 //! - `m20261126_000007_balances_without_ledger_fkey`: no per-row foreign-key check on
 //!   balance inserts (PostgreSQL only; the code checks the ledger, ledgers are never deleted).
+//! - `m20261202_000008_identities_accounts_monitors`: identities, accounts, balance monitors.
+//! - `m20261202_000009_balance_history`: balance snapshots; the source and destination
+//!   indexes of `transactions` ordered by effective time.
+//! - `m20261202_000010_immutable_transactions`: transaction rows refuse updates (but of
+//!   `meta_data`) and deletes.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -28,6 +33,9 @@ mod m20261126_000004_partial_transaction_indexes;
 mod m20261126_000005_byte_order_keys;
 mod m20261126_000006_hold_sweep_indexes;
 mod m20261126_000007_balances_without_ledger_fkey;
+mod m20261202_000008_identities_accounts_monitors;
+mod m20261202_000009_balance_history;
+mod m20261202_000010_immutable_transactions;
 
 pub struct Migrator;
 
@@ -48,6 +56,40 @@ async fn execute_statements(
     Ok(())
 }
 
+fn on_postgres(manager: &SchemaManager<'_>) -> bool {
+    manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres
+}
+
+/// Runs SQL templates whose column types differ by backend: `{id}` (a key: byte-ordered
+/// text on PostgreSQL, see migration 5), `{money}` (exact integers: `NUMERIC`, or `TEXT` on
+/// SQLite), `{time}` and `{json}` (the types sea-query gives the existing tables).
+async fn execute_templates(manager: &SchemaManager<'_>, templates: &[&str]) -> Result<(), DbErr> {
+    let types: [(&str, &str); 4] = if on_postgres(manager) {
+        [
+            ("{id}", "TEXT COLLATE \"C\""),
+            ("{money}", "NUMERIC"),
+            ("{time}", "TIMESTAMPTZ"),
+            ("{json}", "JSONB"),
+        ]
+    } else {
+        [
+            ("{id}", "TEXT"),
+            ("{money}", "TEXT"),
+            ("{time}", "timestamp_with_timezone_text"),
+            ("{json}", "jsonb_text"),
+        ]
+    };
+    for template in templates {
+        let sql = types
+            .iter()
+            .fold((*template).to_owned(), |sql, (name, ty)| {
+                sql.replace(name, ty)
+            });
+        manager.get_connection().execute_unprepared(&sql).await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -59,6 +101,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_byte_order_keys::Migration),
             Box::new(m20261126_000006_hold_sweep_indexes::Migration),
             Box::new(m20261126_000007_balances_without_ledger_fkey::Migration),
+            Box::new(m20261202_000008_identities_accounts_monitors::Migration),
+            Box::new(m20261202_000009_balance_history::Migration),
+            Box::new(m20261202_000010_immutable_transactions::Migration),
         ]
     }
 }

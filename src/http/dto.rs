@@ -3,7 +3,7 @@
 use super::json::{decimal, integer};
 use chrono::{DateTime, SecondsFormat, Utc};
 use coffer_actors::domain::TransactionRecord;
-use coffer_actors::entity::{balance, ledger};
+use coffer_actors::entity::{account, balance, balance_monitor, identity, ledger};
 use coffer_actors::store::QueuedTotals;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -70,6 +70,8 @@ pub struct BalanceJson {
     pub allocation_strategy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityJson>,
 }
 
 impl BalanceJson {
@@ -96,6 +98,7 @@ impl BalanceJson {
             track_fund_lineage: model.track_fund_lineage,
             allocation_strategy: model.allocation_strategy.clone(),
             ledger: None,
+            identity: None,
         }
     }
 
@@ -340,4 +343,169 @@ impl From<&coffer_actors::ledger::Preview> for PreviewJson {
             notes: preview.notes.clone(),
         }
     }
+}
+
+/// Blnk's identity: every text field (`""` when unset), `dob` (Go's zero time when unset).
+#[derive(Serialize)]
+pub struct IdentityJson {
+    pub identity_id: String,
+    pub identity_type: String,
+    pub organization_name: String,
+    pub category: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub other_names: String,
+    pub gender: String,
+    pub email_address: String,
+    pub phone_number: String,
+    pub nationality: String,
+    pub street: String,
+    pub country: String,
+    pub state: String,
+    pub post_code: String,
+    pub city: String,
+    pub dob: String,
+    pub created_at: String,
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl From<&identity::Model> for IdentityJson {
+    fn from(model: &identity::Model) -> Self {
+        Self {
+            identity_id: model.identity_id.clone(),
+            identity_type: model.identity_type.clone(),
+            organization_name: model.organization_name.clone(),
+            category: model.category.clone(),
+            first_name: model.first_name.clone(),
+            last_name: model.last_name.clone(),
+            other_names: model.other_names.clone(),
+            gender: model.gender.clone(),
+            email_address: model.email_address.clone(),
+            phone_number: model.phone_number.clone(),
+            nationality: model.nationality.clone(),
+            street: model.street.clone(),
+            country: model.country.clone(),
+            state: model.state.clone(),
+            post_code: model.post_code.clone(),
+            city: model.city.clone(),
+            dob: time_or_zero(&model.dob),
+            created_at: time(&model.created_at),
+            meta_data: model.meta_data.clone(),
+        }
+    }
+}
+
+/// Blnk's account: `ledger`, `balance` and `identity` are `null` unless included.
+#[derive(Serialize)]
+pub struct AccountJson {
+    pub account_id: String,
+    pub name: String,
+    pub number: String,
+    pub bank_name: String,
+    pub currency: String,
+    pub balance_id: String,
+    pub identity_id: String,
+    pub ledger_id: String,
+    pub ledger: Option<LedgerJson>,
+    pub balance: Option<BalanceJson>,
+    pub identity: Option<IdentityJson>,
+    pub created_at: String,
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl From<&account::Model> for AccountJson {
+    fn from(model: &account::Model) -> Self {
+        Self {
+            account_id: model.account_id.clone(),
+            name: model.name.clone(),
+            number: model.number.clone(),
+            bank_name: model.bank_name.clone(),
+            currency: model.currency.clone(),
+            balance_id: model.balance_id.clone(),
+            identity_id: model.identity_id.clone(),
+            ledger_id: model.ledger_id.clone(),
+            ledger: None,
+            balance: None,
+            identity: None,
+            created_at: time(&model.created_at),
+            meta_data: model.meta_data.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ConditionJson {
+    /// The threshold as given, in major units (an exact JSON number).
+    pub value: Box<RawValue>,
+    pub precision: Box<RawValue>,
+    /// `value × precision`, exact, in minor units.
+    pub precise_value: Box<RawValue>,
+    pub field: String,
+    pub operator: String,
+}
+
+/// Blnk's balance monitor (`call_back_url` is stored, never served, as in Blnk).
+#[derive(Serialize)]
+pub struct MonitorJson {
+    pub monitor_id: String,
+    pub balance_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+    pub condition: ConditionJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl From<&balance_monitor::Model> for MonitorJson {
+    fn from(model: &balance_monitor::Model) -> Self {
+        Self {
+            monitor_id: model.monitor_id.clone(),
+            balance_id: model.balance_id.clone(),
+            description: model.description.clone().filter(|d| !d.is_empty()),
+            created_at: time(&model.created_at),
+            condition: ConditionJson {
+                value: decimal(&model.value),
+                precision: integer(&model.precision.0),
+                precise_value: integer(&model.precise_value.0),
+                field: model.field.clone(),
+                operator: model.operator.clone(),
+            },
+            meta_data: model.meta_data.clone(),
+        }
+    }
+}
+
+/// `GET /balances/{id}/at`: Blnk's `{balance: {…}, timestamp, from_source}`.
+#[derive(Serialize)]
+pub struct BalanceAtJson {
+    pub balance: PastBalanceJson,
+    pub timestamp: String,
+    pub from_source: bool,
+}
+
+#[derive(Serialize)]
+pub struct PastBalanceJson {
+    pub balance: Box<RawValue>,
+    pub debit_balance: Box<RawValue>,
+    pub credit_balance: Box<RawValue>,
+    pub currency: String,
+    pub balance_id: String,
+}
+
+impl From<&coffer_actors::store::HistoricalBalance> for PastBalanceJson {
+    fn from(past: &coffer_actors::store::HistoricalBalance) -> Self {
+        Self {
+            balance: integer(&past.totals.balance()),
+            debit_balance: integer(&past.totals.debit),
+            credit_balance: integer(&past.totals.credit),
+            currency: past.currency.clone(),
+            balance_id: past.balance_id.clone(),
+        }
+    }
+}
+
+/// `{"message": …}`, Blnk's answer to updates and deletes.
+pub fn message(text: &str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(serde_json::json!({ "message": text }))
 }

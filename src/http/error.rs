@@ -42,7 +42,15 @@ fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
         LedgerError::LedgerValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::BalanceValidation(_) => ("BAL_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::TransactionValidation(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::IdentityValidation(_) => ("IDT_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::AccountValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::MonitorValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::InvalidFilter(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::InvalidTimestamp => ("BAL_INVALID_TIMESTAMP", S::BAD_REQUEST),
+        LedgerError::InvalidEntityId(_) => ("META_INVALID_ENTITY_ID", S::BAD_REQUEST),
+        LedgerError::FieldNotTokenizable(_) => ("IDT_FIELD_NOT_TOKENIZABLE", S::BAD_REQUEST),
+        LedgerError::FieldNotTokenized(_) => ("IDT_FIELD_NOT_TOKENIZED", S::BAD_REQUEST),
+        LedgerError::TokenizationDisabled => ("IDT_TOKENIZATION_DISABLED", S::FORBIDDEN),
         LedgerError::InvalidAmount(amount) => match amount {
             AmountError::PrecisionNotInteger
             | AmountError::PrecisionNegative
@@ -61,6 +69,10 @@ fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
         LedgerError::LedgerNotFound(_) => ("LGR_NOT_FOUND", S::NOT_FOUND),
         LedgerError::BalanceNotFound(_) => ("BAL_NOT_FOUND", S::NOT_FOUND),
         LedgerError::TransactionNotFound(_) => ("TXN_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::IdentityNotFound(_) => ("IDT_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::AccountNotFound(_) => ("ACC_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::MonitorNotFound(_) => ("BAL_MONITOR_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::EntityNotFound(_) => ("META_ENTITY_NOT_FOUND", S::NOT_FOUND),
         LedgerError::PrecisionMismatch { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::NotInflight(_) => ("TXN_NOT_INFLIGHT", S::BAD_REQUEST),
         LedgerError::AlreadyCommitted(_) => ("TXN_ALREADY_COMMITTED", S::CONFLICT),
@@ -71,11 +83,19 @@ fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
         LedgerError::AlreadyRefunded(_) => ("GEN_CONFLICT", S::CONFLICT),
         LedgerError::DuplicateReference(_) => ("TXN_DUPLICATE_REFERENCE", S::CONFLICT),
         LedgerError::DuplicateBalance { .. } => ("GEN_CONFLICT", S::CONFLICT),
+        // Blnk answers a taken identity id as a validation error (its upgrade of GEN_CONFLICT).
+        LedgerError::DuplicateIdentity(_) => ("IDT_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::DuplicateAccount(_) => ("ACC_DUPLICATE", S::CONFLICT),
+        LedgerError::FieldAlreadyTokenized(_) => ("IDT_FIELD_ALREADY_TOKENIZED", S::CONFLICT),
+        LedgerError::IdentityInUse { .. } => ("GEN_CONFLICT", S::CONFLICT),
         LedgerError::InsufficientFunds(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
         LedgerError::OverdraftLimitExceeded(_) => ("TXN_INSUFFICIENT_FUNDS", S::BAD_REQUEST),
         LedgerError::UnitRefused(_) => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::BatchRefused { cause, .. } => ledger_code_and_status(cause),
         LedgerError::Overloaded => ("QUEUE_BACKPRESSURE", S::SERVICE_UNAVAILABLE),
+        LedgerError::AccountNumberGeneration(_) => {
+            ("ACC_GENERATION_FAILED", S::INTERNAL_SERVER_ERROR)
+        }
         LedgerError::Storage(_) | LedgerError::Queue(_) | LedgerError::Internal(_) => {
             ("GEN_INTERNAL", S::INTERNAL_SERVER_ERROR)
         }
@@ -90,6 +110,8 @@ fn is_validation(error: &ApiError) -> bool {
             LedgerError::LedgerValidation(_)
                 | LedgerError::BalanceValidation(_)
                 | LedgerError::TransactionValidation(_)
+                | LedgerError::AccountValidation(_)
+                | LedgerError::MonitorValidation(_)
                 | LedgerError::InvalidFilter(_)
         )
     )
@@ -111,7 +133,14 @@ pub fn error_body(error: &ApiError) -> (StatusCode, serde_json::Value) {
     {
         let this = error;
         let (code, status) = code_and_status(this);
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        // A failed account-number service is named (its own words, never its URL): the
+        // caller can act on it, and nothing internal is in it.
+        let shown = status == StatusCode::SERVICE_UNAVAILABLE
+            || matches!(
+                this,
+                ApiError::Ledger(LedgerError::AccountNumberGeneration(_))
+            );
+        let message = if status.is_server_error() && !shown {
             // The cause is logged, never sent.
             tracing::error!(error = %this, "request failed");
             "internal server error".to_owned()

@@ -16,6 +16,19 @@ pub struct AppState {
     pub ledger: coffer_actors::ledger::Ledger,
     pub body_bytes_max: usize,
     pub health_timeout_ms: u64,
+    /// PII tokenization, when `tokenization_secret` is set.
+    pub tokenizer: Option<std::sync::Arc<coffer_actors::domain::pii::Tokenizer>>,
+}
+
+impl AppState {
+    /// The tokenizer, or Blnk's 403 `IDT_TOKENIZATION_DISABLED`.
+    pub fn tokenizer(
+        &self,
+    ) -> Result<std::sync::Arc<coffer_actors::domain::pii::Tokenizer>, ApiError> {
+        self.tokenizer.clone().ok_or(ApiError::Ledger(
+            coffer_actors::LedgerError::TokenizationDisabled,
+        ))
+    }
 }
 
 /// Reads a request body, refusing more than `limit` bytes with Blnk's 413.

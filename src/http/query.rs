@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use coffer_actors::store::filter::{
     parse_body_filters, parse_query_filters, BodyFilter, FILTER_PAGE_SIZE_MAX, LIST_PAGE_SIZE_MAX,
-    OFFSET_MAX,
+    OFFSET_MAX, UNPAGED_ROWS_MAX,
 };
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
@@ -92,6 +92,20 @@ pub fn list_query(query_string: &str, default_limit: u64) -> Result<ListQuery, A
         .iter()
         .any(|(n, v)| n == "logical_operator" && v.eq_ignore_ascii_case("or"));
     Ok(query)
+}
+
+/// Blnk's lists that answer everything when asked with neither paging nor filters
+/// (identities, accounts, monitors): at most [`UNPAGED_ROWS_MAX`] rows then. With a
+/// `limit`, an `offset` or a filter, a page as [`list_query`] reads it.
+pub fn whole_or_page(query_string: &str, default_limit: u64) -> Result<ListQuery, ApiError> {
+    let query = list_query(query_string, default_limit)?;
+    let paged = pairs(query_string)
+        .iter()
+        .any(|(name, _)| name == "limit" || name == "offset");
+    if paged || !query.filters.is_empty() {
+        return Ok(query);
+    }
+    Ok(ListQuery::page(UNPAGED_ROWS_MAX, 0))
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-use crate::http::dto::{page, BalanceJson, LedgerJson};
+use crate::http::dto::{message, page, BalanceJson, IdentityJson, LedgerJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body, raw_text};
 use crate::http::query::{flag, list_query, pairs, values, FilterBody};
@@ -110,7 +110,8 @@ pub async fn create(
     Ok(HttpResponse::Created().json(BalanceJson::new(&balance)))
 }
 
-/// `include=ledger` embeds the ledger; `with_queued=true` adds the QUEUED totals.
+/// `include=ledger` and `include=identity` embed those; `with_queued=true` adds the QUEUED
+/// totals.
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -129,7 +130,34 @@ pub async fn get(
     if includes.contains(&"ledger") {
         json.ledger = Some(LedgerJson::from(&store.ledger(&balance.ledger_id).await?));
     }
+    if let (true, Some(identity_id)) = (includes.contains(&"identity"), &balance.identity_id) {
+        json.identity = Some(IdentityJson::from(&store.identity(identity_id).await?));
+    }
     Ok(HttpResponse::Ok().json(json))
+}
+
+#[derive(Deserialize)]
+struct IdentityLink {
+    identity_id: Option<String>,
+}
+
+/// `PUT /balances/{id}/identity`: links the balance to another identity.
+pub async fn relink_identity(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: IdentityLink = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
+    let identity_id = body.identity_id.unwrap_or_default().trim().to_owned();
+    if identity_id.is_empty() {
+        return Err(LedgerError::LedgerValidation("identity_id is required".into()).into());
+    }
+    state
+        .ledger
+        .store()
+        .relink_balance_identity(&id, &identity_id)
+        .await?;
+    Ok(message("Balance identity updated successfully"))
 }
 
 pub async fn by_indicator(

@@ -1,10 +1,15 @@
 //! One module per resource. Handlers parse, make one call into the ledger core, and map the
 //! reply; no SQL and no business rules here.
 
+pub mod accounts;
 pub mod backup;
 pub mod balances;
+pub mod history;
+pub mod identities;
 pub mod ledgers;
 pub mod lifecycle;
+pub mod metadata;
+pub mod monitors;
 pub mod observability;
 pub mod system;
 pub mod transactions;
@@ -30,6 +35,55 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::get().to(balances::by_indicator),
         )
         .route("/balances/{id}", web::get().to(balances::get))
+        .route("/balances/{id}/at", web::get().to(history::balance_at))
+        .route(
+            "/balances/{id}/identity",
+            web::put().to(balances::relink_identity),
+        )
+        .route(
+            "/balances-snapshots",
+            web::post().to(history::take_snapshots),
+        )
+        .route("/balance-monitors", web::post().to(monitors::create))
+        .route("/balance-monitors", web::get().to(monitors::list))
+        .route(
+            "/balance-monitors/balances/{balance_id}",
+            web::get().to(monitors::by_balance),
+        )
+        .route("/balance-monitors/{id}", web::get().to(monitors::get))
+        .route("/balance-monitors/{id}", web::put().to(monitors::replace))
+        .route("/balance-monitors/{id}", web::delete().to(monitors::delete))
+        .route("/identities", web::post().to(identities::create))
+        .route("/identities", web::get().to(identities::list))
+        .route("/identities/filter", web::post().to(identities::filter))
+        .route("/identities/{id}", web::get().to(identities::get))
+        .route("/identities/{id}", web::put().to(identities::replace))
+        .route("/identities/{id}", web::delete().to(identities::delete))
+        .route(
+            "/identities/{id}/tokenized-fields",
+            web::get().to(identities::tokenized),
+        )
+        .route(
+            "/identities/{id}/tokenize/{field}",
+            web::post().to(identities::tokenize_field),
+        )
+        .route(
+            "/identities/{id}/tokenize",
+            web::post().to(identities::tokenize),
+        )
+        .route(
+            "/identities/{id}/detokenize/{field}",
+            web::get().to(identities::detokenize_field),
+        )
+        .route(
+            "/identities/{id}/detokenize",
+            web::post().to(identities::detokenize),
+        )
+        .route("/accounts", web::post().to(accounts::create))
+        .route("/accounts", web::get().to(accounts::list))
+        .route("/accounts/filter", web::post().to(accounts::filter))
+        .route("/accounts/{id}", web::get().to(accounts::get))
+        .route("/mocked-account", web::get().to(accounts::mocked))
         .route("/transactions", web::post().to(transactions::create))
         .route("/transactions", web::get().to(transactions::list))
         .route("/transactions/filter", web::post().to(transactions::filter))
@@ -55,5 +109,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/transactions/reference/{reference}",
             web::get().to(transactions::by_reference),
         )
-        .route("/transactions/{id}", web::get().to(transactions::get));
+        .route("/transactions/{id}", web::get().to(transactions::get))
+        // Last: any first segment (`ldg_…`, `bln_…`, `idt_…`, `txn_…`, `bulk_…`).
+        .route("/{id}/metadata", web::post().to(metadata::update));
 }

@@ -189,6 +189,17 @@ impl Precision {
     }
 }
 
+/// A signed decimal (a monitor's threshold), exactly: its normalized text and, scaled by
+/// `precision`, its value in minor units rounded half away from zero.
+pub fn scaled_decimal(raw: &str, precision: &Precision) -> Result<(String, BigInt), AmountError> {
+    let value = parse_decimal(raw)?;
+    let minor = round_to_integer(value.clone() * BigDecimal::from(precision.0.clone()));
+    if digits(&minor) > AMOUNT_DIGITS_MAX {
+        return Err(AmountError::TooLarge);
+    }
+    Ok((value.normalized().to_plain_string(), minor))
+}
+
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -274,6 +285,19 @@ mod tests {
             Precision::parse(Some("-1")),
             Err(AmountError::PrecisionNegative)
         );
+    }
+
+    #[test]
+    fn signed_decimals_scale_exactly() {
+        assert_eq!(
+            scaled_decimal("-12.345", &p("100")).unwrap(),
+            ("-12.345".to_owned(), BigInt::from(-1235))
+        );
+        assert_eq!(
+            scaled_decimal("1e3", &p("100")).unwrap(),
+            ("1000".to_owned(), BigInt::from(100_000))
+        );
+        assert_eq!(scaled_decimal("x", &p("1")), Err(AmountError::NotANumber));
     }
 
     #[test]

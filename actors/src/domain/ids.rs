@@ -6,6 +6,9 @@ pub const LEDGER_PREFIX: &str = "ldg";
 pub const BALANCE_PREFIX: &str = "bln";
 pub const TRANSACTION_PREFIX: &str = "txn";
 pub const BULK_PREFIX: &str = "bulk";
+pub const IDENTITY_PREFIX: &str = "idt";
+pub const ACCOUNT_PREFIX: &str = "acc";
+pub const MONITOR_PREFIX: &str = "mon";
 
 /// The seeded ledger that holds every `@indicator` balance.
 pub const GENERAL_LEDGER_ID: &str = "general_ledger_id";
@@ -18,6 +21,42 @@ pub const GENERAL_LEDGER_ID: &str = "general_ledger_id";
 /// with increasing ones).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", Uuid::now_v7())
+}
+
+/// Longest id accepted where a client names an entity.
+pub const ENTITY_ID_CHARS_MAX: usize = 256;
+
+/// What `POST /{entity-id}/metadata` updates, told by the id's prefix (Blnk's routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataTarget {
+    Ledger,
+    Balance,
+    Identity,
+    /// A transaction row and every row whose parent it is (`txn_`), or the legs of a bulk
+    /// batch (`bulk_`).
+    Transactions,
+}
+
+/// The kind of entity an id names, or `None` for an id that is not one (a wrong prefix,
+/// nothing after it, white space, or too long). The General Ledger's id has no prefix.
+pub fn metadata_target(id: &str) -> Option<MetadataTarget> {
+    if id == GENERAL_LEDGER_ID {
+        return Some(MetadataTarget::Ledger);
+    }
+    if id.chars().count() > ENTITY_ID_CHARS_MAX || id.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let (prefix, rest) = id.split_once('_')?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(match prefix {
+        LEDGER_PREFIX => MetadataTarget::Ledger,
+        BALANCE_PREFIX => MetadataTarget::Balance,
+        IDENTITY_PREFIX => MetadataTarget::Identity,
+        TRANSACTION_PREFIX | BULK_PREFIX => MetadataTarget::Transactions,
+        _ => return None,
+    })
 }
 
 /// An indicator names a General Ledger balance (`@World`): `@` then no white space.
@@ -62,6 +101,26 @@ mod tests {
         assert!(!is_indicator("@"));
         assert!(!is_indicator("@Wor ld"));
         assert!(!is_indicator("bln_123"));
+    }
+
+    #[test]
+    fn metadata_targets_follow_the_prefix() {
+        assert_eq!(metadata_target("ldg_1"), Some(MetadataTarget::Ledger));
+        assert_eq!(
+            metadata_target("general_ledger_id"),
+            Some(MetadataTarget::Ledger)
+        );
+        assert_eq!(metadata_target("bln_1"), Some(MetadataTarget::Balance));
+        assert_eq!(metadata_target("idt_1"), Some(MetadataTarget::Identity));
+        assert_eq!(metadata_target("txn_1"), Some(MetadataTarget::Transactions));
+        assert_eq!(
+            metadata_target("bulk_1"),
+            Some(MetadataTarget::Transactions)
+        );
+        for bad in ["acc_1", "txn_", "txn", "1234", "txn_a b", ""] {
+            assert_eq!(metadata_target(bad), None, "{bad:?}");
+        }
+        assert_eq!(metadata_target(&format!("txn_{}", "x".repeat(300))), None);
     }
 
     #[test]

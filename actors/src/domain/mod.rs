@@ -4,8 +4,12 @@ pub mod amount;
 pub mod balance;
 pub mod batch;
 pub mod distribution;
+pub mod history;
+pub mod identity;
 pub mod ids;
 pub mod inflight;
+pub mod monitor;
+pub mod pii;
 pub mod transaction;
 
 pub use amount::{Amount, AmountError, Precision};

@@ -175,6 +175,33 @@ impl Handler<Reserve> for BalanceActor {
     }
 }
 
+/// Reconstructs the balance from its transactions (see `ledger::metadata`): the mailbox
+/// waits until the database is done, then the actor takes the new state.
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::Reconstruction, LedgerError>")]
+pub struct Reconstruct {
+    pub update: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Handler<Reconstruct> for BalanceActor {
+    type Result = AtomicResponse<Self, Result<crate::store::Reconstruction, LedgerError>>;
+
+    fn handle(&mut self, message: Reconstruct, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        let store = self.store.clone();
+        let id = self.row.balance_id.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.reconstruct_balance(&id, message.update).await }
+                .into_actor(self)
+                .map(|result, actor, _ctx| {
+                    let reconstruction = result?;
+                    actor.observe_state(reconstruction.state.clone());
+                    Ok(reconstruction)
+                }),
+        ))
+    }
+}
+
 /// The registry is full and took this actor out of its map (least recently used): stop
 /// now, or once the reservations held are settled.
 #[derive(Message)]

@@ -12,6 +12,7 @@
 //! the order in which two batches' settlements arrive does not matter).
 
 use super::balance_actor::{BalanceActor, Settle};
+use super::snapshotter::SnapshotFeed;
 use crate::domain::ids::shard_of;
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::queue::handoff::QueuedHandoff;
@@ -20,7 +21,7 @@ use crate::store::{commit_batch, BalanceState, BatchUnit, ItemOutcome, Store, GR
 use crate::LedgerError;
 use actix::prelude::*;
 use bigdecimal::num_bigint::BigInt;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -50,6 +51,8 @@ pub struct CommitterSettings {
 
 pub struct Committer {
     store: Store,
+    /// Told which balances each commit gave APPLIED rows, for their snapshots.
+    snapshots: SnapshotFeed,
     /// QUEUED rows are enqueued here right after their commit, one pipeline per batch.
     queue: Arc<dyn TransactionQueue>,
     /// Committed QUEUED rows are kept here for this process's workers (when it runs any).
@@ -79,6 +82,7 @@ impl Committer {
         store: Store,
         queue: Arc<dyn TransactionQueue>,
         handoff: Arc<QueuedHandoff>,
+        snapshots: SnapshotFeed,
         settings: CommitterSettings,
     ) -> Self {
         assert!(settings.batch_size_max > 0);
@@ -86,6 +90,7 @@ impl Committer {
         assert!(settings.large_commits_in_flight_max > 0);
         Self {
             store,
+            snapshots,
             queue,
             handoff,
             settings,
@@ -156,8 +161,12 @@ impl Committer {
         let settlements = Settlements::of(&mut batch);
         let (units, replies): (Vec<BatchUnit>, Vec<oneshot::Sender<CommitReply>>) =
             batch.into_iter().map(|s| (s.unit, s.reply)).unzip();
-        let (store, queue, handoff) =
-            (self.store.clone(), self.queue.clone(), self.handoff.clone());
+        let (store, queue, handoff, snapshots) = (
+            self.store.clone(),
+            self.queue.clone(),
+            self.handoff.clone(),
+            self.snapshots.clone(),
+        );
         let size: usize = units.iter().map(|u| u.items.len()).sum();
         let rows_first_items_min = self.settings.rows_first_items_min;
         self.commits_in_flight += 1;
@@ -167,6 +176,7 @@ impl Committer {
                 let result = commit_batch(&store, units, rows_first_items_min).await;
                 store.metrics().observe_commit(size, started.elapsed(), result.is_ok());
                 if let Ok(outcome) = &result {
+                    snapshots.note(applied_counts(&outcome.units));
                     let entered = entered_rows(&outcome.units);
                     // Kept before the entries exist, so this process's worker finds each.
                     handoff.keep(entered.iter().copied());
@@ -244,6 +254,20 @@ fn entered_rows(units: &[Vec<ItemOutcome>]) -> Vec<&TransactionRecord> {
         entered.push(record);
     }
     entered
+}
+
+/// Per balance, the APPLIED rows of a committed batch that name it.
+fn applied_counts(units: &[Vec<ItemOutcome>]) -> HashMap<&str, u64> {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for outcome in units.iter().flatten() {
+        if let ItemOutcome::Stored(record) = outcome {
+            if record.status == TransactionStatus::Applied {
+                *counts.entry(record.source.as_str()).or_default() += 1;
+                *counts.entry(record.destination.as_str()).or_default() += 1;
+            }
+        }
+    }
+    counts
 }
 
 /// Per balance of a batch: its actor and the reserved debits the batch releases.

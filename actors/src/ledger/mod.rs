@@ -14,14 +14,18 @@
 //! - `holds`: inflight commits and voids.
 //! - `refund`: refunds.
 //! - `preview`: dry runs.
+//! - `metadata`: metadata updates, and balance reconstruction through the balance's actor.
+//! - [`snapshotter`]: the background actor that takes balance snapshots.
 
 pub mod balance_actor;
 mod batcher;
 pub mod committer;
 mod holds;
+mod metadata;
 mod preview;
 mod refund;
 pub mod registry;
+pub mod snapshotter;
 mod transfer;
 
 pub use holds::{HoldCommand, HoldReply, ACTION_ENTRY_PREFIX};
@@ -37,6 +41,7 @@ use actix::{Actor, Addr, Arbiter};
 use balance_actor::BalanceActor;
 use committer::{Committer, CommitterSettings, Submit};
 use registry::{BalanceRegistry, RegistrySettings};
+use snapshotter::{SnapshotAll, SnapshotFeed, SnapshotSettings, Snapshotter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -45,6 +50,7 @@ use tokio::sync::oneshot;
 pub struct LedgerSettings {
     pub committer: CommitterSettings,
     pub registry: RegistrySettings,
+    pub snapshots: SnapshotSettings,
 }
 
 struct Inner {
@@ -61,6 +67,7 @@ struct Inner {
     indicators: Mutex<HashMap<(String, String), String>>,
     /// Creates the indicator balances missing from `indicators`, in batches.
     indicator_resolver: batcher::Batcher<(String, String), IndicatorBalance>,
+    snapshotter: Addr<Snapshotter>,
     committer_arbiter: Arbiter,
     intake_arbiter: Arbiter,
 }
@@ -121,20 +128,29 @@ impl Ledger {
     /// Starts the committer and the balance arbiters. Call inside an actix `System`.
     pub fn start(store: Store, queue: Arc<dyn TransactionQueue>, settings: LedgerSettings) -> Self {
         let handoff = Arc::new(QueuedHandoff::default());
+        let feed = SnapshotFeed::new(settings.snapshots.pending_balances_max);
         let start_committer = |arbiter: &Arbiter| {
-            let (store, queue, handoff, settings) = (
+            let (store, queue, handoff, feed, settings) = (
                 store.clone(),
                 queue.clone(),
                 handoff.clone(),
+                feed.clone(),
                 settings.committer.clone(),
             );
             Committer::start_in_arbiter(&arbiter.handle(), move |_| {
-                Committer::new(store, queue, handoff, settings)
+                Committer::new(store, queue, handoff, feed, settings)
             })
         };
         let (committer_arbiter, intake_arbiter) = (Arbiter::new(), Arbiter::new());
         let committer = start_committer(&committer_arbiter);
         let intake = start_committer(&intake_arbiter);
+        // Beside the intake committer: it only waits on the database.
+        let snapshotter = {
+            let (store, settings) = (store.clone(), settings.snapshots.clone());
+            Snapshotter::start_in_arbiter(&intake_arbiter.handle(), move |_| {
+                Snapshotter::new(store, feed, settings)
+            })
+        };
         let registry = BalanceRegistry::new(store.clone(), settings.registry);
         let indicator_resolver = {
             let store = store.clone();
@@ -153,6 +169,7 @@ impl Ledger {
                 handoff,
                 indicators: Mutex::new(HashMap::new()),
                 indicator_resolver,
+                snapshotter,
                 committer_arbiter,
                 intake_arbiter,
             }),
@@ -161,6 +178,13 @@ impl Ledger {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Starts a snapshot pass over every balance, `page_size` balances a page (Blnk's
+    /// `POST /balances-snapshots?batch_size=`); it runs in the background.
+    pub fn snapshot_all_balances(&self, page_size: u64) {
+        // A full mailbox already holds a request for the same pass.
+        let _ = self.inner.snapshotter.try_send(SnapshotAll { page_size });
     }
 
     pub fn queue(&self) -> &Arc<dyn TransactionQueue> {

@@ -299,6 +299,29 @@ async fn find_by_indicator(
         .await?)
 }
 
+/// Inserts a new balance and returns its id. A concurrent creation of the same indicator
+/// balance may win between a caller's check and this insert: the unique index decides, and
+/// the loser gets the 409.
+pub(crate) async fn insert_balance<C: ConnectionTrait>(
+    db: &C,
+    new: NewBalance,
+) -> Result<String, LedgerError> {
+    let (indicator, currency) = (new.indicator.clone(), new.currency.clone());
+    let model = new_model(new);
+    let id = model.balance_id.clone().unwrap();
+    let inserted = balance::Entity::insert(model)
+        .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
+        .exec_without_returning(db)
+        .await?;
+    if !matches!(inserted, sea_orm::TryInsertResult::Inserted(rows) if rows > 0) {
+        return Err(LedgerError::DuplicateBalance {
+            indicator: indicator.unwrap_or_default(),
+            currency,
+        });
+    }
+    Ok(id)
+}
+
 impl Store {
     pub async fn create_balance(&self, new: NewBalance) -> Result<balance::Model, LedgerError> {
         self.run(|db| async move {
@@ -312,6 +335,13 @@ impl Store {
                     "Invalid ledger ID: ledger '{ledger_id}' does not exist"
                 )));
             }
+            if let Some(identity_id) = &new.identity_id {
+                if !super::identities::identity_exists(&db, identity_id).await? {
+                    return Err(LedgerError::BalanceValidation(format!(
+                        "Invalid identity ID: identity '{identity_id}' does not exist"
+                    )));
+                }
+            }
             let duplicate = match &new.indicator {
                 Some(indicator) => find_by_indicator(&db, indicator, &new.currency).await?,
                 None => None,
@@ -322,22 +352,35 @@ impl Store {
                     currency: existing.currency,
                 });
             }
-            let (indicator, currency) = (new.indicator.clone(), new.currency.clone());
-            let model = new_model(new);
-            let id = model.balance_id.clone().unwrap();
-            // A concurrent creation of the same indicator balance may win between the check
-            // above and this insert: the unique index decides, and the loser gets the 409.
-            let inserted = balance::Entity::insert(model)
-                .on_conflict_do_nothing_on([balance::Column::Indicator, balance::Column::Currency])
-                .exec_without_returning(&db)
-                .await?;
-            if !matches!(inserted, sea_orm::TryInsertResult::Inserted(rows) if rows > 0) {
-                return Err(LedgerError::DuplicateBalance {
-                    indicator: indicator.unwrap_or_default(),
-                    currency,
-                });
-            }
+            let id = insert_balance(&db, new).await?;
             find_balance(&db, &id).await
+        })
+        .await
+    }
+
+    /// Links a balance to another identity (`PUT /balances/{id}/identity`).
+    pub async fn relink_balance_identity(
+        &self,
+        balance_id: &str,
+        identity_id: &str,
+    ) -> Result<(), LedgerError> {
+        let (balance_id, identity_id) = (balance_id.to_owned(), identity_id.to_owned());
+        self.run(|db| async move {
+            if !super::identities::identity_exists(&db, &identity_id).await? {
+                return Err(LedgerError::IdentityNotFound(identity_id));
+            }
+            let updated = balance::Entity::update_many()
+                .col_expr(
+                    balance::Column::IdentityId,
+                    sea_orm::sea_query::Expr::val(identity_id),
+                )
+                .filter(balance::Column::BalanceId.eq(balance_id.clone()))
+                .exec(&db)
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(LedgerError::BalanceNotFound(balance_id));
+            }
+            Ok(())
         })
         .await
     }

@@ -234,6 +234,10 @@ pub async fn commit_batch(
                 let txn = db.begin().await?;
                 match attempt_commit(&txn, &units, order).await {
                     Ok(attempt) => {
+                        // After the balance updates (their rows locked): see `store::history`.
+                        let horizon = Utc::now() - super::history::SNAPSHOT_SETTLE / 2;
+                        let late = late_entries(&units, &attempt.decided, horizon);
+                        super::history::invalidate_snapshots(&txn, &late).await?;
                         txn.commit().await?;
                         return Ok(BatchOutcome {
                             units: outcomes(units, attempt.decided),
@@ -265,6 +269,41 @@ pub async fn commit_batch(
             }
         })
         .await
+}
+
+/// Per balance, the earliest effective time among the batch's APPLIED rows that are older
+/// than `horizon` (back-dated, or stamped long before this commit): the snapshots from that
+/// time on may miss them (see `store::history`). Usually none.
+fn late_entries(
+    units: &[BatchUnit],
+    decided: &Decisions,
+    horizon: chrono::DateTime<Utc>,
+) -> Vec<(String, chrono::DateTime<Utc>)> {
+    let mut earliest: BTreeMap<&str, chrono::DateTime<Utc>> = BTreeMap::new();
+    for (unit, decided) in units.iter().zip(decided) {
+        for (item, decision) in unit.items.iter().zip(decided) {
+            let record = match decision {
+                Some(Decision::Stored) => &item.record,
+                Some(Decision::StoredAs(record)) => record,
+                Some(Decision::Refused(_)) | None => continue,
+            };
+            if record.status != TransactionStatus::Applied {
+                continue;
+            }
+            let at = record.effective_date.unwrap_or(record.created_at);
+            if at >= horizon {
+                continue;
+            }
+            for balance in [record.source.as_str(), record.destination.as_str()] {
+                let entry = earliest.entry(balance).or_insert(at);
+                *entry = Ord::min(*entry, at);
+            }
+        }
+    }
+    earliest
+        .into_iter()
+        .map(|(balance, at)| (balance.to_owned(), at))
+        .collect()
 }
 
 /// What an attempt decided for an item. An item stored as it is names no record: its own is

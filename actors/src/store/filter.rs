@@ -21,6 +21,9 @@ pub const IN_VALUES_MAX: usize = 100;
 pub const FILTER_PAGE_SIZE_MAX: u64 = 100;
 /// Largest page of a `GET` list.
 pub const LIST_PAGE_SIZE_MAX: u64 = 1000;
+/// Most rows of a list Blnk serves whole when asked without paging or filters (identities,
+/// accounts, monitors); past it, page with `limit` and `offset`.
+pub const UNPAGED_ROWS_MAX: u64 = 10_000;
 /// Largest `offset` of a list.
 pub const OFFSET_MAX: u64 = 1_000_000_000;
 

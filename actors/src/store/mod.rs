@@ -4,25 +4,36 @@
 //! connections stay bound to the runtime that opened them, and actix arbiters and HTTP
 //! workers come and go, so no connection is ever opened on (and orphaned by) one of them.
 
+mod accounts;
 mod backup;
 mod balances;
+pub(crate) mod changes;
 mod commit;
 pub mod filter;
+pub mod history;
 mod holds;
+mod identities;
 mod ledgers;
+mod metadata;
+mod monitors;
 mod pg_arrays;
 pub mod relay;
 mod transactions;
 
+pub use accounts::{AccountBalance, AccountContext, NewAccount};
 pub use balances::{
     BalanceRow, BalanceState, IndicatorBalance, NewBalance, NewIndicator, QueuedTotals,
 };
+pub use changes::Change;
 pub use commit::{
     commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, HoldActionRequest, ItemOutcome,
     Refusal, GROUP_KEY,
 };
 pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
+pub use history::{BalancePass, HistoricalBalance, Reconstruction, SnapshotLimits, SnapshotPass};
+pub use identities::fields_of as identity_fields;
 pub use ledgers::NewLedger;
+pub use monitors::MonitorSpec;
 
 use crate::LedgerError;
 use migration::MigratorTrait;

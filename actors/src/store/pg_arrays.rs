@@ -98,11 +98,11 @@ impl ArrayLiteral {
     }
 }
 
-fn bind(literal: String) -> Value {
+pub(super) fn bind(literal: String) -> Value {
     Value::String(Some(literal))
 }
 
-fn statement(sql: &str, values: Vec<Value>) -> Statement {
+pub(super) fn statement(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
@@ -110,7 +110,7 @@ fn statement(sql: &str, values: Vec<Value>) -> Statement {
 /// <alias>`: one index probe a key, in the keys' order; `tail` may lock the rows (`FOR
 /// UPDATE`). `OFFSET 0` keeps the planner from flattening the subquery into a join it
 /// would run as a scan of the whole table.
-fn probe(keys: &str, columns: &str, table: &str, condition: &str, tail: &str) -> String {
+pub(super) fn probe(keys: &str, columns: &str, table: &str, condition: &str, tail: &str) -> String {
     let alias = table.rsplit(' ').next().unwrap_or(table);
     format!(
         "FROM {keys} CROSS JOIN LATERAL (SELECT {columns} FROM {table} WHERE {condition} \
@@ -384,7 +384,7 @@ fn balance_state(row: &sea_orm::QueryResult) -> Result<BalanceState, DbErr> {
 
 /// An integer read as text, exact: most fit an `i64`, parsed without the general
 /// arbitrary-size conversion (a bulk batch reads back thousands).
-fn parse_integer(text: &str) -> Option<BigInt> {
+pub(super) fn parse_integer(text: &str) -> Option<BigInt> {
     match text.parse::<i64>() {
         Ok(small) => Some(BigInt::from(small)),
         Err(_) => BigInt::from_str(text).ok(),

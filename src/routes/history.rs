@@ -1,0 +1,67 @@
+//! Balance history (Blnk 1.3): a balance as it was at a time, and daily snapshots.
+
+use crate::http::dto::{BalanceAtJson, PastBalanceJson};
+use crate::http::error::ApiError;
+use crate::http::query::{flag, pairs};
+use crate::http::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use coffer_actors::LedgerError;
+use serde_json::json;
+
+/// Largest page of `POST /balances-snapshots?batch_size=`.
+const SNAPSHOT_PAGE_MAX: u64 = 10_000;
+
+/// `GET /balances/{id}/at?timestamp=<RFC 3339>&from_source=true`: the balance's credit,
+/// debit and balance at that time (now when absent), exact, back-dated entries included.
+pub async fn balance_at(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = pairs(request.query_string());
+    let asked = query
+        .iter()
+        .find(|(name, _)| name == "timestamp")
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty());
+    let timestamp = match asked {
+        None => Utc::now().fixed_offset(),
+        Some(text) => {
+            DateTime::parse_from_rfc3339(text).map_err(|_| LedgerError::InvalidTimestamp)?
+        }
+    };
+    let from_source = flag(&query, "from_source");
+    let past = state
+        .ledger
+        .store()
+        .balance_at(&id, timestamp.with_timezone(&Utc), from_source)
+        .await?;
+    Ok(HttpResponse::Ok().json(BalanceAtJson {
+        balance: PastBalanceJson::from(&past),
+        // Blnk's `time.RFC3339`: whole seconds, in the offset asked.
+        timestamp: timestamp.to_rfc3339_opts(SecondsFormat::Secs, true),
+        from_source,
+    }))
+}
+
+/// `POST /balances-snapshots?batch_size=1000`: a pass over every balance, in the background.
+pub async fn take_snapshots(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = pairs(request.query_string());
+    let page_size = match query.iter().find(|(name, _)| name == "batch_size") {
+        None => 1000,
+        Some((_, value)) => value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|size| *size > 0)
+            .ok_or_else(|| LedgerError::LedgerValidation("invalid batch_size value".into()))?
+            .min(SNAPSHOT_PAGE_MAX),
+    };
+    state.ledger.snapshot_all_balances(page_size);
+    Ok(HttpResponse::Ok()
+        .json(json!({ "message": "Snapshotting in progress. should be completed shortly" })))
+}
