@@ -55,6 +55,7 @@ async fn a_created_balance_starts_at_zero_with_blnk_defaults(backend: Backend) {
     // Arrange
     let app = spawn_app(backend).await;
     let ledger = app.create_ledger("Customers").await;
+    let identity = app.create_identity("Ada").await;
 
     // Act
     let plain = app
@@ -68,7 +69,7 @@ async fn a_created_balance_starts_at_zero_with_blnk_defaults(backend: Backend) {
             "/balances",
             json!({
                 "ledger_id": ledger, "currency": "EUR", "precision": 100,
-                "identity_id": "idt_1", "allocation_strategy": "lifo",
+                "identity_id": identity, "allocation_strategy": "lifo",
                 "meta_data": { "customer": "c1" },
             }),
         )
@@ -94,7 +95,7 @@ async fn a_created_balance_starts_at_zero_with_blnk_defaults(backend: Backend) {
 
     assert_eq!(detailed.status, StatusCode::CREATED, "{}", detailed.text);
     assert_eq!(detailed.json["precision"], json!(100));
-    assert_eq!(detailed.json["identity_id"], "idt_1");
+    assert_eq!(detailed.json["identity_id"], identity.as_str());
     assert_eq!(detailed.json["allocation_strategy"], "LIFO");
     assert_eq!(detailed.json["meta_data"], json!({ "customer": "c1" }));
 

@@ -214,6 +214,18 @@ impl TestApp {
         reply.json["balance_id"].as_str().unwrap().to_owned()
     }
 
+    /// A new individual identity; returns its id.
+    pub async fn create_identity(&self, first_name: &str) -> String {
+        let reply = self
+            .post(
+                "/identities",
+                json!({ "identity_type": "individual", "first_name": first_name, "last_name": "Test" }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.json["identity_id"].as_str().unwrap().to_owned()
+    }
+
     /// A new ledger and `count` balances in it.
     pub async fn balances(&self, currency: &str, count: usize) -> Vec<String> {
         let ledger = self.create_ledger("test").await;
