@@ -98,6 +98,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The PostgreSQL database of this server, if it has one.
     pub database_url: Option<String>,
+    /// The SQLite file of an embedded server, if it is one.
+    pub sqlite_path: Option<PathBuf>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -109,6 +111,9 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         coffer::telemetry::init("info");
     }
     let database_url = settings.database_url.clone();
+    let sqlite_path = database_url
+        .is_none()
+        .then(|| settings.data_dir.join("coffer.db"));
     let application = Application::build(settings)
         .await
         .expect("application builds");
@@ -118,6 +123,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         address,
         client: client(),
         database_url,
+        sqlite_path,
     }
 }
 
@@ -152,6 +158,16 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// A client of a server started some other way (a `coffer` process).
+    pub fn at(address: String) -> Self {
+        Self {
+            address,
+            client: client(),
+            database_url: None,
+            sqlite_path: None,
+        }
+    }
+
     pub fn database_url(&self) -> &str {
         self.database_url
             .as_deref()
@@ -176,6 +192,23 @@ impl TestApp {
         let text = response.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply { status, json, text }
+    }
+
+    /// A connection of the test's own to this server's database (PostgreSQL, or the SQLite
+    /// file), for changing rows behind the server's back.
+    pub async fn direct_db(&self) -> sea_orm::DatabaseConnection {
+        let url = match (&self.database_url, &self.sqlite_path) {
+            (Some(url), _) => url.clone(),
+            (None, Some(path)) => format!("sqlite://{}", path.display()),
+            (None, None) => panic!("a server started outside spawn_with has no database here"),
+        };
+        Database::connect(url)
+            .await
+            .expect("the test database answers")
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::DELETE, path, None).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

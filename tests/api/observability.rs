@@ -4,8 +4,8 @@
 //! shutdown of the server and the workers on SIGTERM.
 
 use crate::helpers::{
-    client, fresh_postgres_database, redis_url, spawn_app, spawn_with, temp_dir, test_settings,
-    wait_for, Backend, TestApp,
+    fresh_postgres_database, redis_url, spawn_app, spawn_with, temp_dir, test_settings, wait_for,
+    Backend, TestApp,
 };
 use crate::on_both_backends;
 use actix_web::{web, HttpResponse};
@@ -604,11 +604,7 @@ impl Process {
     }
 
     fn app(&self) -> TestApp {
-        TestApp {
-            address: format!("http://127.0.0.1:{}", self.port),
-            client: client(),
-            database_url: None,
-        }
+        TestApp::at(format!("http://127.0.0.1:{}", self.port))
     }
 
     fn logged(&self, text: &str) -> bool {
@@ -946,11 +942,7 @@ async fn the_server_stops_gracefully_on_sigterm_and_keeps_what_it_acknowledged()
     let senders: Vec<_> = (0..6)
         .map(|sender| {
             let (acknowledged, balances) = (acknowledged.clone(), balances.clone());
-            let app = TestApp {
-                address: app.address.clone(),
-                client: client(),
-                database_url: None,
-            };
+            let app = TestApp::at(app.address.clone());
             actix_web::rt::spawn(async move {
                 for i in 0..5_000 {
                     let skip_queue = (sender + i) % 2 == 0;

@@ -2,7 +2,7 @@
 //! or lose an update, and a server killed with SIGKILL mid-traffic loses nothing it
 //! acknowledged.
 
-use crate::helpers::{client, fresh_postgres_database, redis_url, wait_for, Reply, TestApp};
+use crate::helpers::{fresh_postgres_database, redis_url, wait_for, Reply, TestApp};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -74,11 +74,7 @@ fn start(environment: &[(&'static str, String)]) -> ServerProcess {
     let port = port_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server reports its port");
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        client: client(),
-        database_url: None,
-    };
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
     ServerProcess { child, app }
 }
 
@@ -192,11 +188,7 @@ async fn a_server_killed_mid_traffic_keeps_every_acknowledged_transfer_exactly_o
             let acknowledged = acknowledged.clone();
             let (address, balances) = (address.clone(), balances.clone());
             actix_web::rt::spawn(async move {
-                let app = TestApp {
-                    address,
-                    client: client(),
-                    database_url: None,
-                };
+                let app = TestApp::at(address);
                 for i in 0..2_000 {
                     let skip_queue = i % 2 == 0;
                     let destination = &balances[1 + (sender + i) % 5];
