@@ -23,6 +23,9 @@
 #   BENCH_SCENARIOS ("uniform:skip uniform:queued hot-source hot-destination hot-pair
 #                     fresh:queued bulk inflight")   scenario[:skip|:queued] each
 #   BENCH_SQLITE_SCENARIOS ("uniform:skip"; empty: no SQLite server)
+#   BENCH_HISTORY (1; 0: no history row)   BENCH_HISTORY_BALANCES (16)
+#   BENCH_HISTORY_TRANSACTIONS (10000: transactions each balance is one side of)
+#   BENCH_HISTORY_DAYS (30: the days they are dated over)
 #   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432, a base URL without database)
 #   BENCH_REDIS_URL (redis://127.0.0.1:6379)   BENCH_OUT (BENCHMARKS.md)
 #   BENCH_KEEP_DATABASE=1 keeps the databases; BENCH_LOG_DIR keeps logs and raw JSON there;
@@ -59,6 +62,10 @@ FRESH_WIDE_CONCURRENCY=${BENCH_FRESH_WIDE_CONCURRENCY:-256}
 FRESH_WIDE_DURATION=${BENCH_FRESH_WIDE_DURATION_SECS:-30}
 SCENARIOS=${BENCH_SCENARIOS:-"uniform:skip uniform:queued hot-source hot-destination hot-pair fresh:queued bulk inflight"}
 SQLITE_SCENARIOS=${BENCH_SQLITE_SCENARIOS-"uniform:skip"}
+HISTORY=${BENCH_HISTORY:-1}
+HISTORY_BALANCES=${BENCH_HISTORY_BALANCES:-16}
+HISTORY_TRANSACTIONS=${BENCH_HISTORY_TRANSACTIONS:-10000}
+HISTORY_DAYS=${BENCH_HISTORY_DAYS:-30}
 PG_BASE=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
@@ -216,6 +223,10 @@ flags_of() {
             concurrency=$BULK_CONCURRENCY
             ;;
         fresh) ;;
+        history)
+            printf '%s\n' --balances "$HISTORY_BALANCES" \
+                --history-transactions "$HISTORY_TRANSACTIONS" --history-days "$HISTORY_DAYS"
+            ;;
         *) printf '%s\n' --balances "$BALANCES" ;;
     esac
     printf '%s\n' --duration-secs "$duration" --concurrency "$concurrency" --drain-secs "$DRAIN"
@@ -260,7 +271,8 @@ summarize() {
     # set), or the first run that did not pass, so a failure is never hidden; every run's
     # figure is kept beside it.
     jq -sc --arg b "$backend" --arg l "$label" '
-        def measure: if .settings.rate then .latency.p99_ms else .transfers_applied_per_sec end;
+        def measure: if .settings.rate or .scenario == "history" then .latency.p99_ms
+            else .transfers_applied_per_sec end;
         [.[].scenarios[]] as $runs
         | ($runs | sort_by(measure)) as $sorted
         | ([$runs[] | select(.status != "passed")] | first) as $failed
@@ -295,6 +307,10 @@ fi
 for spec in $SQLITE_SCENARIOS; do
     PLAN+=("sqlite $spec $spec $CONCURRENCY")
 done
+# Reads of past balances (the history issue's target is on PostgreSQL).
+if [[ $HISTORY -gt 0 ]]; then
+    PLAN+=("postgres history history $CONCURRENCY")
+fi
 for run in $(seq 1 "$REPEAT"); do
     for entry in "${PLAN[@]}"; do
         read -r backend label spec concurrency duration <<<"$entry"
@@ -340,7 +356,8 @@ TARGETS='{
   "hot-pair": "no slower than uniform",
   "fresh:queued": "≥ 5,000 applied/s; applied keeps pace (bounded backlog)",
   "fresh:wide": "≥ 5,000 applied/s; applied keeps pace (bounded backlog)",
-  "uniform:half-peak": "p99 ≤ 25 ms"
+  "uniform:half-peak": "p99 ≤ 25 ms",
+  "history": "p99 ≤ 10 ms (64 clients)"
 }'
 
 {
@@ -368,29 +385,32 @@ TARGETS='{
     echo "| Coffer | release build, \`coffer start\` with \`COFFER_START_WORKERS=true\`, default settings |"
     echo "| toolchain | $RUSTC |"
     echo "| load average (1/5/15 min) | $LOAD_BEFORE before, $LOAD_AFTER after (anything else running shares the cores) |"
-    echo "| load | $DURATION s a scenario, $CONCURRENCY clients, $BALANCES balances (bulk: $BULK_BALANCES balances, $BATCH_SIZE transfers a request, $BULK_CONCURRENCY clients; the second fresh row: $FRESH_WIDE_CONCURRENCY clients for $FRESH_WIDE_DURATION s) |"
+    echo "| load | $DURATION s a scenario, $CONCURRENCY clients, $BALANCES balances (bulk: $BULK_BALANCES balances, $BATCH_SIZE transfers a request, $BULK_CONCURRENCY clients; the second fresh row: $FRESH_WIDE_CONCURRENCY clients for $FRESH_WIDE_DURATION s; history: $HISTORY_BALANCES balances of $HISTORY_TRANSACTIONS transactions each, dated over $HISTORY_DAYS days) |"
     echo
     echo "## Figures"
     echo
     echo "Each row is the median of $REPEAT runs (all of that run's figures): by applied rate, and by p99"
     echo "for the paced row. The last column has that figure of every run, in the order they ran. Every"
     echo "run had a new server and a new database, and the runs went round by round (every row once, then"
-    echo "again), so the rows saw the same machine."
+    echo "again), so the rows saw the same machine. *CPU µs/op* is what the server and every PostgreSQL"
+    echo "process on the machine spent (\`/proc\`, from the start of the load until the server had applied"
+    echo "it) per transfer applied, or per read in the history row; *RSS* is the server's peak."
     echo
-    echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | backlog max / end | errors | check | target | runs (applied/s; paced: p99 ms) |"
-    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"
+    echo "| backend | scenario | queue | req/s accepted | transfers/s accepted | transfers/s applied | p50 ms | p99 ms | max ms | CPU µs/op server / PostgreSQL | RSS MiB | backlog max / end | errors | check | target | runs (applied/s; paced, history: p99 ms) |"
+    echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"
     jq -r --argjson targets "$TARGETS" '
         def n: if . == null then "–" else (. * 10 | round / 10 | tostring) end;
         def i: if . == null then "–" else (. | round | tostring) end;
         def row_name: if .label == "uniform:half-peak" then "uniform, paced at \(.settings.rate | i) req/s (half peak)"
             elif .label == "fresh:wide" then "fresh, \(.settings.concurrency) clients, \(.settings.duration_secs | i) s"
+            elif .scenario == "history" then "history: past-balance reads"
                    else .scenario end;
         if .status == "error" and .scenario == null then
-            "| \(.backend) | \(.label) | | | | | | | | | | error: \(.error | gsub("\n"; " ") | .[0:120]) | | |"
+            "| \(.backend) | \(.label) | | | | | | | | | | | | error: \(.error | gsub("\n"; " ") | .[0:120]) | | |"
         elif .status == "unavailable" or (.status == "error" and .requests_sent == 0) then
-            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | – | – | – | – | – | – | – | – | \(.status): \(.error // "" | gsub("\\|"; "/") | .[0:200]) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate then n else i end) | join(" / ")) |"
+            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | – | – | – | – | – | – | – | – | – | – | \(.status): \(.error // "" | gsub("\\|"; "/") | .[0:200]) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate then n else i end) | join(" / ")) |"
         else
-            "| \(.backend) | \(row_name) | \(if .skip_queue then "skip" else "queued" end) | \(.requests_per_sec | i) | \(.transfers_accepted_per_sec | i) | \(.transfers_applied_per_sec | i) | \(.latency.p50_ms | n) | \(.latency.p99_ms | n) | \(.latency.max_ms | n) | \(if .backlog then "\(.backlog.max) / \(.backlog.at_end)" else "–" end) | \(if (.errors | length) == 0 then "none" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end) | \(if .check.passed then "pass" else "FAIL" end) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate then n else i end) | join(" / ")) |"
+            "| \(.backend) | \(row_name) | \(if .scenario == "history" then "–" elif .skip_queue then "skip" else "queued" end) | \(.requests_per_sec | i) | \(.transfers_accepted_per_sec | i) | \(.transfers_applied_per_sec | i) | \(.latency.p50_ms | n) | \(.latency.p99_ms | n) | \(.latency.max_ms | n) | \(if .cost then "\(.cost.server_us_per_op | n) / \(.cost.postgres_us_per_op | n)" else "–" end) | \(if .cost then (.cost.server_rss_peak_mib | i) else "–" end) | \(if .backlog then "\(.backlog.max) / \(.backlog.at_end)" else "–" end) | \(if (.errors | length) == 0 then "none" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end) | \(if .check.passed then "pass" else "FAIL" end) | \($targets[.label] // $targets[.scenario] // "") | \(. as $row | .runs // [] | map(if $row.settings.rate or $row.scenario == "history" then n else i end) | join(" / ")) |"
         end' "$ROWS"
     echo
     echo "## Command lines"

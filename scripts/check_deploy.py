@@ -354,7 +354,8 @@ def check_chart_rules(docs, label, coffer, known_env):
             for e in env.values():
                 check(not re.search(r"://[^/@\s]*:[^/@\s]*@", str(e.get("value", ""))),
                       f"{name}: {e['name']} has credentials in a literal value")
-            for secret_env in ("BLNK_DATA_SOURCE_DNS", "BLNK_REDIS_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN"):
+            for secret_env in ("BLNK_DATA_SOURCE_DNS", "BLNK_REDIS_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN",
+                               "BLNK_TOKENIZATION_SECRET", "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION"):
                 if secret_env in env:
                     check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
                           f"{name}: {secret_env} is not from a Secret")
@@ -396,7 +397,8 @@ def check_helm(helm, coffer, known_env):
                "Secrets by reference, hook Job, coffer commands and settings")
     # The schema must refuse secrets in values.
     for bad in ("database.url=postgres://u:p@db/coffer", "config.data_source.dns=postgres://u:p@db/coffer",
-                "redis.password=x", "config.tokenization_secret=x", "database.existingSecret="):
+                "redis.password=x", "config.tokenization_secret=x", "database.existingSecret=",
+                "config.account_number_generation.http_service.headers.Authorization=x"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
     proc = subprocess.run([helm, "template", "x", str(CHART), "--kube-version", "1.22.0"], capture_output=True, text=True)

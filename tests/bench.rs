@@ -376,3 +376,28 @@ fn only_local_servers_are_driven() {
     assert!(Http::new("http://192.168.1.10:5001", 4).is_err());
     assert!(Http::new("http://example.com:5001", 4).is_err());
 }
+
+/// The history scenario reads past balances and checks every answer; a short run passes on
+/// both backends, and its cost is measured (the server is this process, listening on the port).
+#[actix_web::test]
+async fn history_reads_pass_their_check_on_both_backends() {
+    let shape = bench::history::HistoryShape {
+        transactions_per_balance: 300,
+        days: 3,
+    };
+    for url in [spawn_sqlite().await, spawn_postgres().await] {
+        let http = Http::new(&url, 16).unwrap();
+        let options = Options {
+            balances: Some(4),
+            ..quick()
+        };
+        let report = bench::history::run(&http, &options, shape).await;
+        assert_eq!(report.status, Status::Passed, "{}", report.to_text());
+        let check = report.check.as_ref().expect("a check");
+        assert_eq!(check.mismatch_count, 0);
+        assert_eq!(check.balances_checked, report.requests_ok);
+        assert!(report.requests_ok > 0, "{}", report.to_text());
+        let cost = report.cost.as_ref().expect("the cost of a local server");
+        assert!(cost.server_pids.contains(&std::process::id()));
+    }
+}

@@ -121,12 +121,32 @@ impl Http {
         &self.base
     }
 
+    /// The server's port (the URL's, or 80).
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(80)
+    }
+
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
     ) -> Result<Reply, TransportError> {
+        let (status, bytes) = self.send_raw(method, path, body).await?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, json })
+    }
+
+    /// One request: its status and body bytes.
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Vec<u8>), TransportError> {
         use awc::error::SendRequestError;
         let request = self
             .client
@@ -156,8 +176,17 @@ impl Http {
                 code: "CLIENT_BODY",
                 message: e.to_string(),
             })?;
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, json })
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// The text of a 2xx `GET` (`/metrics`), or why there is none.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let (status, bytes) = self
+            .send_raw(Method::GET, path, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {path}: {}", e.message))?;
+        anyhow::ensure!((200..300).contains(&status), "GET {path} answered {status}");
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A GET, sent again after a transport error (reading changes nothing, so a retry is

@@ -18,6 +18,8 @@
 //! Only servers on this machine are driven (`127.0.0.1`, `localhost`, `[::1]`).
 
 pub mod check;
+pub mod cpu;
+pub mod history;
 pub mod http;
 pub mod report;
 pub mod scenario;
@@ -29,10 +31,12 @@ pub use scenario::{prepare, run_scenario, Options, Plan, Prepared, Scenario};
 
 use std::time::Duration;
 
-/// Which scenarios to run: one of [`Scenario`] (same names), or `all`.
+/// Which scenarios to run: one of [`Scenario`] (same names), `history` (past-balance reads,
+/// [`history`]), or `all` (every transfer scenario, then `history`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScenarioArg {
     One(Scenario),
+    History,
     All,
 }
 
@@ -40,20 +44,26 @@ impl ScenarioArg {
     fn scenarios(self) -> Vec<Scenario> {
         match self {
             ScenarioArg::One(scenario) => vec![scenario],
+            ScenarioArg::History => Vec::new(),
             ScenarioArg::All => Scenario::ALL.to_vec(),
         }
+    }
+
+    fn runs_history(self) -> bool {
+        matches!(self, ScenarioArg::History | ScenarioArg::All)
     }
 }
 
 impl clap::ValueEnum for ScenarioArg {
     fn value_variants<'a>() -> &'a [Self] {
-        const VARIANTS: [ScenarioArg; Scenario::ALL.len() + 1] = {
-            let mut variants = [ScenarioArg::All; Scenario::ALL.len() + 1];
+        const VARIANTS: [ScenarioArg; Scenario::ALL.len() + 2] = {
+            let mut variants = [ScenarioArg::All; Scenario::ALL.len() + 2];
             let mut index = 0;
             while index < Scenario::ALL.len() {
                 variants[index] = ScenarioArg::One(Scenario::ALL[index]);
                 index += 1;
             }
+            variants[index] = ScenarioArg::History;
             variants
         };
         &VARIANTS
@@ -62,6 +72,7 @@ impl clap::ValueEnum for ScenarioArg {
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         match self {
             ScenarioArg::One(scenario) => scenario.to_possible_value(),
+            ScenarioArg::History => Some(clap::builder::PossibleValue::new("history")),
             ScenarioArg::All => Some(clap::builder::PossibleValue::new("all")),
         }
     }
@@ -117,6 +128,12 @@ pub struct BenchArgs {
     /// Seed of the balance and amount choices.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// history: transactions each balance is one side of.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_transactions: usize,
+    /// history: the days the transactions are dated over (0: undated, all now).
+    #[arg(long, default_value_t = 30)]
+    pub history_days: u32,
 }
 
 impl BenchArgs {
@@ -187,6 +204,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for plan in args.plans() {
         let report = run_scenario(&http, plan, options.clone()).await;
+        if !args.json {
+            println!("{}", report.to_text());
+        }
+        reports.push(report);
+    }
+    if args.scenario.runs_history() {
+        let shape = history::HistoryShape {
+            transactions_per_balance: args.history_transactions.clamp(1, 1_000_000),
+            days: args.history_days.min(36_500),
+        };
+        let report = history::run(&http, &options, shape).await;
         if !args.json {
             println!("{}", report.to_text());
         }

@@ -1,6 +1,7 @@
 //! What a scenario run reports, as text and as JSON.
 
 use super::check::BalanceCheck;
+use super::cpu::Cost;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -108,12 +109,18 @@ pub struct ScenarioReport {
     /// requests that got no answer).
     pub errors: BTreeMap<String, u64>,
     pub check: Option<BalanceCheck>,
+    /// CPU of the server and of PostgreSQL from the start of the load until the server
+    /// had applied it, per operation; `None` when `/proc` shows no process on the port.
+    pub cost: Option<Cost>,
     pub notes: Vec<String>,
 }
 
 impl ScenarioReport {
     /// The scenario's name with its queue mode, e.g. `uniform (skip_queue)`.
     pub fn title(&self) -> String {
+        if self.scenario == "history" {
+            return "history (reads)".to_owned();
+        }
         format!(
             "{} ({})",
             self.scenario,
@@ -173,6 +180,21 @@ impl ScenarioReport {
             self.requests_per_sec,
             self.setup_secs
         );
+        let reads = self.scenario == "history";
+        if !reads {
+            self.transfers_text(&mut out);
+        }
+        let l = &self.latency;
+        let _ = writeln!(
+            out,
+            "  latency    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            l.p50_ms, l.p99_ms, l.max_ms
+        );
+        self.details_text(&mut out, reads);
+        out
+    }
+
+    fn transfers_text(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "  transfers  {} accepted ({:.0}/s); {} applied, read back ({:.0}/s){}",
@@ -186,17 +208,25 @@ impl ScenarioReport {
                 String::new()
             }
         );
-        let l = &self.latency;
-        let _ = writeln!(
-            out,
-            "  latency    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            l.p50_ms, l.p99_ms, l.max_ms
-        );
+    }
+
+    fn details_text(&self, out: &mut String, reads: bool) {
         if let Some(b) = &self.backlog {
             let _ = writeln!(
                 out,
                 "  backlog    max {} while loading, {} at the end, drained in {:.2} s",
                 b.max, b.at_end, b.drain_secs
+            );
+        }
+        if let Some(cost) = &self.cost {
+            let _ = writeln!(
+                out,
+                "  cost       server {} ms CPU ({} µs an operation), PostgreSQL {} ms ({} µs); server RSS peak {} MiB",
+                cost.server_cpu_ms,
+                cost.server_us_per_op,
+                cost.postgres_cpu_ms,
+                cost.postgres_us_per_op,
+                cost.server_rss_peak_mib
             );
         }
         if self.errors.is_empty() {
@@ -210,6 +240,13 @@ impl ScenarioReport {
             let _ = writeln!(out, "  errors     {}", list.join(", "));
         }
         match &self.check {
+            Some(check) if check.passed && reads => {
+                let _ = writeln!(
+                    out,
+                    "  check      PASS: {} past balances read, each equal to the replay of the transfers written",
+                    check.balances_checked
+                );
+            }
             Some(check) if check.passed => {
                 let _ = writeln!(
                     out,
@@ -247,7 +284,6 @@ impl ScenarioReport {
         for note in &self.notes {
             let _ = writeln!(out, "  note       {note}");
         }
-        out
     }
 }
 

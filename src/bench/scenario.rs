@@ -2,6 +2,7 @@
 //! outcome back, and the balance check.
 
 use super::check::{compare, Amounts, BalanceCheck, Counts, Expectation};
+use super::cpu::CpuSample;
 use super::http::{encode, Http, Reply, TransportError};
 use super::report::{Backlog, Latency, RunSettings, ScenarioReport, Status};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -271,6 +272,8 @@ pub struct Prepared {
     notes: Vec<String>,
     /// Setup requests retried after a 5xx or no answer.
     setup_retries: Rc<Cell<u64>>,
+    /// CPU counters when the load started and when the server had applied it.
+    cpu: (Option<CpuSample>, Option<CpuSample>),
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -399,6 +402,7 @@ pub async fn prepare(http: &Http, plan: Plan, opts: Options) -> Result<Prepared,
         settled: None,
         notes: Vec::new(),
         setup_retries: Rc::new(Cell::new(0)),
+        cpu: (None, None),
     };
     if scenario == Scenario::Fresh {
         // uuid-shaped indicators that share the run's first 24 characters, so the check can
@@ -693,6 +697,7 @@ impl Prepared {
     /// previous one is answered (or at the paced time), until the duration or the request
     /// bound is reached.
     pub async fn drive(&mut self) -> anyhow::Result<()> {
+        self.cpu.0 = CpuSample::take(self.http.port());
         let shared = Rc::new(Shared::default());
         let start = Instant::now();
         let deadline = start + self.opts.duration;
@@ -973,6 +978,7 @@ impl Prepared {
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
         progress.finish_and_clear();
+        self.cpu.1 = CpuSample::take(self.http.port());
         if settled.rejected_count > 0 {
             settled.rejected = self.rejected_seqs(settled.rejected_count).await?;
         }
@@ -1178,6 +1184,10 @@ impl Prepared {
             latency: Latency::from_micros(&mut latencies),
             errors: load.errors.clone(),
             check,
+            cost: match &self.cpu {
+                (Some(start), Some(end)) => Some(start.cost_until(end, settled.applied)),
+                _ => None,
+            },
             notes,
         }
     }
@@ -1512,6 +1522,7 @@ fn unavailable_report(
         latency: Latency::default(),
         errors: BTreeMap::new(),
         check: None,
+        cost: None,
         notes: Vec::new(),
     }
 }

@@ -106,7 +106,8 @@ enum Base {
 }
 
 impl Bases {
-    /// The base closest to `t` in time (a proxy for the fewest entries in between).
+    /// The base closest to `t` in time (a proxy for the fewest entries in between); on
+    /// PostgreSQL the same rule is [`BALANCE_AT_SQL`]'s.
     fn nearest(self, t: DateTime<Utc>, now: DateTime<Utc>) -> Base {
         let gap = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).max(chrono::Duration::zero());
         let mut best = match self.before {
@@ -290,6 +291,11 @@ impl Store {
     ) -> Result<HistoricalBalance, LedgerError> {
         let balance_id = balance_id.to_owned();
         self.run(move |db| async move {
+            if db.get_database_backend() == DbBackend::Postgres {
+                return balance_at_postgres(&db, &balance_id, t, from_source)
+                    .await?
+                    .ok_or(LedgerError::BalanceNotFound(balance_id));
+            }
             let txn = begin_read(&db).await?;
             let bases = read_bases(&txn, &balance_id, t)
                 .await?
@@ -405,6 +411,76 @@ impl Store {
         })
         .await
     }
+}
+
+/// [`Store::balance_at`] on PostgreSQL in one statement (one snapshot of the database, one
+/// round trip): the bases, the nearest of them by [`Bases::nearest`]'s rule (ties: the snapshot
+/// before, then the one after, then the balance row), and the sums between it and `t`.
+const BALANCE_AT_SQL: &str = "WITH b AS (\
+        SELECT currency, created_at, credit_balance, debit_balance FROM balances \
+        WHERE balance_id = $1), \
+    before AS (SELECT snapshot_time, credit_balance, debit_balance FROM balance_snapshots \
+        WHERE balance_id = $1 AND snapshot_time <= $2 ORDER BY snapshot_time DESC LIMIT 1), \
+    after AS (SELECT snapshot_time, credit_balance, debit_balance FROM balance_snapshots \
+        WHERE balance_id = $1 AND snapshot_time > $2 ORDER BY snapshot_time LIMIT 1), \
+    base AS (SELECT forward, lo, hi, credit, debit FROM (\
+        SELECT true AS forward, snapshot_time AS lo, $2 AS hi, credit_balance AS credit, \
+            debit_balance AS debit, $2 - snapshot_time AS gap, 0 AS rank FROM before WHERE NOT $3 \
+        UNION ALL SELECT true, CAST('-infinity' AS timestamptz), $2, 0, 0, \
+            CASE WHEN $3 THEN interval '0' ELSE GREATEST($2 - b.created_at, interval '0') END, 0 \
+            FROM b WHERE $3 OR NOT EXISTS (SELECT 1 FROM before) \
+        UNION ALL SELECT false, $2, snapshot_time, credit_balance, debit_balance, \
+            snapshot_time - $2, 1 FROM after WHERE NOT $3 \
+        UNION ALL SELECT false, $2, CAST('infinity' AS timestamptz), b.credit_balance, \
+            b.debit_balance, GREATEST(now() - $2, interval '0'), 2 FROM b WHERE NOT $3\
+        ) AS candidates ORDER BY gap, rank LIMIT 1) \
+    SELECT b.currency, base.forward, CAST(base.credit AS text) AS base_credit, \
+        CAST(base.debit AS text) AS base_debit, \
+        CAST((SELECT COALESCE(SUM(t.precise_amount), 0) FROM transactions AS t \
+            WHERE t.destination = $1 AND t.status = 'APPLIED' \
+            AND COALESCE(t.effective_date, t.created_at) > base.lo \
+            AND COALESCE(t.effective_date, t.created_at) <= base.hi) AS text) AS credit, \
+        CAST((SELECT COALESCE(SUM(t.precise_amount), 0) FROM transactions AS t \
+            WHERE t.source = $1 AND t.status = 'APPLIED' \
+            AND COALESCE(t.effective_date, t.created_at) > base.lo \
+            AND COALESCE(t.effective_date, t.created_at) <= base.hi) AS text) AS debit \
+    FROM b CROSS JOIN base";
+
+async fn balance_at_postgres(
+    db: &sea_orm::DatabaseConnection,
+    balance_id: &str,
+    t: DateTime<Utc>,
+    from_source: bool,
+) -> Result<Option<HistoricalBalance>, DbErr> {
+    let values: Vec<Value> = vec![balance_id.into(), t.into(), from_source.into()];
+    let Some(row) = db
+        .query_one_raw(statement(BALANCE_AT_SQL, values))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let base = Totals {
+        credit: integer(&row, "base_credit")?,
+        debit: integer(&row, "base_debit")?,
+    };
+    let between = Totals {
+        credit: integer(&row, "credit")?,
+        debit: integer(&row, "debit")?,
+    };
+    let forward: bool = row.try_get("", "forward")?;
+    let totals = if forward {
+        Totals {
+            credit: base.credit + between.credit,
+            debit: base.debit + between.debit,
+        }
+    } else {
+        less(base, between)
+    };
+    Ok(Some(HistoricalBalance {
+        balance_id: balance_id.to_owned(),
+        currency: row.try_get("", "currency")?,
+        totals,
+    }))
 }
 
 fn less(mut totals: Totals, later: Totals) -> Totals {

@@ -81,6 +81,20 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       name: {{ . }}
       key: {{ $v.metrics.bearerToken.key }}
 {{- end }}
+{{- with $v.tokenization.secret.existingSecret }}
+- name: BLNK_TOKENIZATION_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.tokenization.secret.key }}
+{{- end }}
+{{- with $v.accountNumbers.authorization.existingSecret }}
+- name: BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.accountNumbers.authorization.key }}
+{{- end }}
 {{- with $v.tracing.otlpEndpoint }}
 # Service names (coffer, coffer-worker) are set by the binary.
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
