@@ -453,10 +453,7 @@ async fn balance_at_postgres(
     from_source: bool,
 ) -> Result<Option<HistoricalBalance>, DbErr> {
     let values: Vec<Value> = vec![balance_id.into(), t.into(), from_source.into()];
-    let Some(row) = db
-        .query_one_raw(statement(BALANCE_AT_SQL, values))
-        .await?
-    else {
+    let Some(row) = db.query_one_raw(statement(BALANCE_AT_SQL, values)).await? else {
         return Ok(None);
     };
     let base = Totals {
