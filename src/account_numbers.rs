@@ -19,22 +19,43 @@ use std::time::Duration;
 const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// The configured service, or none (`enable_auto_generation` off).
-pub struct AccountNumberClient(Option<HttpAccountNumbers>);
+pub struct AccountNumberClient(Option<AccountNumberSource>);
+
+/// Where generated numbers come from.
+pub enum AccountNumberSource {
+    Http(HttpAccountNumbers),
+    /// Generation is on but `http_service.url` is not set: every request is told so.
+    Unconfigured,
+}
 
 impl AccountNumberClient {
     pub fn new(enabled: bool, service: &AccountNumberService) -> Self {
         match (&service.url, enabled) {
-            (Some(url), true) => Self(Some(HttpAccountNumbers::new(
+            (Some(url), true) => Self(Some(AccountNumberSource::Http(HttpAccountNumbers::new(
                 url.clone(),
                 service.authorization.clone(),
                 Duration::from_secs(service.timeout_secs),
-            ))),
-            _ => Self(None),
+            )))),
+            (None, true) => Self(Some(AccountNumberSource::Unconfigured)),
+            (_, false) => Self(None),
         }
     }
 
-    pub fn service(&self) -> Option<&HttpAccountNumbers> {
+    pub fn service(&self) -> Option<&AccountNumberSource> {
         self.0.as_ref()
+    }
+}
+
+impl AccountNumbers for AccountNumberSource {
+    fn generate(&self) -> LocalBoxFuture<'_, Result<GeneratedAccount, LedgerError>> {
+        match self {
+            AccountNumberSource::Http(http) => http.generate(),
+            AccountNumberSource::Unconfigured => Box::pin(async {
+                Err(LedgerError::AccountNumberGeneration(
+                    "account_number_generation is on but its http_service.url is not set".into(),
+                ))
+            }),
+        }
     }
 }
 

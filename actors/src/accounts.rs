@@ -18,6 +18,9 @@ use crate::store::{NewAccount, Store};
 use crate::LedgerError;
 use futures_util::future::LocalBoxFuture;
 
+/// Longest account number, given or generated.
+pub const NUMBER_CHARS_MAX: usize = 64;
+
 /// A number and bank from the account-number service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedAccount {
@@ -62,10 +65,15 @@ pub async fn open(
         (Some(number), _) => (number, request.bank_name.unwrap_or_default()),
         (None, Some(numbers)) => {
             let generated = numbers.generate().await?;
-            (
-                generated.number,
-                request.bank_name.unwrap_or(generated.bank_name),
-            )
+            let number = generated.number.trim().to_owned();
+            if number.is_empty() || number.chars().count() > NUMBER_CHARS_MAX {
+                return Err(LedgerError::AccountNumberGeneration(format!(
+                    "the account number service answered an account_number that is blank or \
+                     longer than {NUMBER_CHARS_MAX} characters"
+                )));
+            }
+            let bank_name = generated.bank_name.trim().to_owned();
+            (number, request.bank_name.unwrap_or(bank_name))
         }
         (None, None) => {
             return Err(LedgerError::AccountValidation(

@@ -130,9 +130,13 @@ async fn set_up(
 ) -> anyhow::Result<Setup> {
     let started = Instant::now();
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let ledger = post_ok(http, "/ledgers", &json!({ "name": format!("bench-history-{run}") }))
-        .await?
-        .json["ledger_id"]
+    let ledger = post_ok(
+        http,
+        "/ledgers",
+        &json!({ "name": format!("bench-history-{run}") }),
+    )
+    .await?
+    .json["ledger_id"]
         .as_str()
         .context("ledger_id")?
         .to_owned();
@@ -145,7 +149,12 @@ async fn set_up(
             &json!({ "ledger_id": ledger, "currency": "USD" }),
         )
         .await?;
-        balances.push(reply.json["balance_id"].as_str().context("balance_id")?.to_owned());
+        balances.push(
+            reply.json["balance_id"]
+                .as_str()
+                .context("balance_id")?
+                .to_owned(),
+        );
     }
     let now = Utc::now();
     let undated = shape.days == 0;
@@ -208,7 +217,10 @@ async fn set_up(
     post_ok(http, "/balances-snapshots?batch_size=1000", &json!({})).await?;
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     while snapshot_passes(http).await? <= before {
-        anyhow::ensure!(Instant::now() < deadline, "the snapshot pass did not finish");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the snapshot pass did not finish"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(Setup {
@@ -265,7 +277,13 @@ struct Reads {
     mismatches: Vec<Mismatch>,
 }
 
-async fn reader(http: Http, setup: Rc<Setup>, reads: Rc<RefCell<Reads>>, deadline: Instant, seed: u64) {
+async fn reader(
+    http: Http,
+    setup: Rc<Setup>,
+    reads: Rc<RefCell<Reads>>,
+    deadline: Instant,
+    seed: u64,
+) {
     let mut rng = Rng(seed | 1);
     let (from, to) = setup.window;
     let span = (to - from).num_microseconds().unwrap_or(1).max(1) as u64;

@@ -9,13 +9,12 @@ use crate::http::query::{pairs, values, whole_or_page, FilterBody};
 use crate::http::{read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
-use coffer_actors::accounts::{self, AccountNumbers, AccountRequest};
+use coffer_actors::accounts::{self, AccountNumbers, AccountRequest, NUMBER_CHARS_MAX};
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
 use serde::Deserialize;
 
-/// Longest account number and bank name.
-const NUMBER_CHARS_MAX: usize = 64;
+/// Longest bank name (an account number: `accounts::NUMBER_CHARS_MAX`).
 const BANK_NAME_CHARS_MAX: usize = 256;
 
 #[derive(Deserialize)]

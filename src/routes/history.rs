@@ -6,6 +6,7 @@ use crate::http::query::{flag, pairs};
 use crate::http::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
+use coffer_actors::domain::history::storable_times;
 use coffer_actors::LedgerError;
 use serde_json::json;
 
@@ -32,10 +33,16 @@ pub async fn balance_at(
         }
     };
     let from_source = flag(&query, "from_source");
+    // No stored time lies outside these (see `storable_times`): the answer there is the
+    // answer at their edge, which every backend compares right.
+    let times = storable_times();
+    let at = timestamp
+        .with_timezone(&Utc)
+        .clamp(*times.start(), *times.end());
     let past = state
         .ledger
         .store()
-        .balance_at(&id, timestamp.with_timezone(&Utc), from_source)
+        .balance_at(&id, at, from_source)
         .await?;
     Ok(HttpResponse::Ok().json(BalanceAtJson {
         balance: PastBalanceJson::from(&past),

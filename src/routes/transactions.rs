@@ -7,6 +7,7 @@ use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use coffer_actors::domain::distribution::parse_share;
+use coffer_actors::domain::history::storable_times;
 use coffer_actors::domain::{Amount, Precision};
 use coffer_actors::ledger::{LegSpec, Legs, Side, TransferRequest};
 use coffer_actors::store::filter::parse_time;
@@ -78,6 +79,7 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErr
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(text) => parse_time(text)
+            .filter(|time| storable_times().contains(time))
             .map(Some)
             .ok_or_else(|| invalid(format!("{name}: must be an RFC3339 time."))),
     }

@@ -3,14 +3,20 @@
 
 mod helpers;
 
+mod accounts;
 mod balances;
 mod concurrency;
 mod database;
 mod errors_and_limits;
 mod hardening;
 mod health_and_ledgers;
+mod history;
+mod identities;
 mod lifecycle;
+mod metadata;
+mod monitors;
 mod observability;
 mod processes;
 mod property;
+mod tokenization;
 mod transactions;

@@ -353,3 +353,188 @@ async fn random_operation_sequences_match_the_model_and_keep_the_invariants(back
     app.assert_invariants().await;
 }
 on_both_backends!(random_operation_sequences_match_the_model_and_keep_the_invariants);
+
+// ---------------------------------------------------------------------------------------
+// Balance history
+// ---------------------------------------------------------------------------------------
+//
+// Random histories: transfers between a few balances and @World with random amounts, some
+// back-dated to random times of a fixed window, some without an effective date, some queued
+// and some skipping the queue, with snapshot passes (waited for) interleaved, while the
+// snapshotter also takes snapshots by itself every 2 entries. Then, at many random times in
+// and around the window, `GET /balances/{id}/at` (from snapshots and from the source)
+// equals a model's replay of the APPLIED transfers up to that time, and every stored
+// snapshot equals the replay at its time.
+
+use crate::helpers::{spawn_with, test_settings};
+use crate::history::{
+    applied, assert_exact_at, assert_snapshots_agree, effective_time, snapshot_everything,
+    snapshots, transfer_body, window_start, world_id, Book,
+};
+use chrono::{DateTime, Duration as Span, Utc};
+
+const HISTORY_CASES: u32 = 6;
+const HISTORY_BALANCES: usize = 3;
+/// The back-dating window: 36 hours from `window_start()` (two days ago, whole hours).
+const WINDOW_MICROS: i64 = 36 * 3_600 * 1_000_000;
+/// Reads range from an hour before the window to past now (now is 48 to 49 hours in).
+const READS_FROM_MICROS: i64 = -3_600 * 1_000_000;
+const READS_TO_MICROS: i64 = 50 * 3_600 * 1_000_000;
+
+#[derive(Debug, Clone)]
+enum HistoryOp {
+    /// `source` None: from @World (overdraft allowed). `when`: micros into the window.
+    Transfer {
+        source: Option<usize>,
+        destination: usize,
+        amount: i64,
+        when: Option<i64>,
+        skip_queue: bool,
+    },
+    /// Snapshots of every balance; waits until the pass has finished.
+    Snapshot,
+}
+
+fn history_ops() -> impl Strategy<Value = Vec<HistoryOp>> {
+    let balance = || 0..HISTORY_BALANCES;
+    // On a coarse grid (ties between entries are likely) or anywhere, to the microsecond.
+    let when = prop_oneof![
+        (0i64..40).prop_map(|slot| slot * (WINDOW_MICROS / 40)),
+        0i64..WINDOW_MICROS,
+    ];
+    let op = prop_oneof![
+        8 => (
+            proptest::option::weighted(0.65, balance()),
+            balance(),
+            1i64..500,
+            proptest::option::weighted(0.7, when),
+            any::<bool>(),
+        )
+            .prop_map(|(source, destination, amount, when, skip_queue)| HistoryOp::Transfer {
+                source,
+                destination: if source == Some(destination) {
+                    (destination + 1) % HISTORY_BALANCES
+                } else {
+                    destination
+                },
+                amount,
+                when,
+                skip_queue,
+            }),
+        1 => Just(HistoryOp::Snapshot),
+    ];
+    proptest::collection::vec(op, 1..22)
+}
+
+fn reads() -> impl Strategy<Value = Vec<(usize, i64)>> {
+    proptest::collection::vec(
+        (0..=HISTORY_BALANCES, READS_FROM_MICROS..READS_TO_MICROS),
+        40,
+    )
+}
+
+async fn random_histories_read_back_exactly_at_any_time(backend: Backend) {
+    let mut settings = test_settings(backend).await;
+    settings.snapshot_every_transactions = 2;
+    settings.snapshot_interval_ms = 50;
+    let app = spawn_with(settings).await;
+    let db = app.direct_db().await;
+    let mut runner = TestRunner::new(Config {
+        cases: HISTORY_CASES,
+        ..Config::default()
+    });
+    let start = window_start();
+    let at = |micros: i64| start + Span::microseconds(micros);
+    // One book for every case: @World is shared by them (and exists once first used).
+    let mut book = Book::default();
+    let seed = app.balances("USD", 1).await.remove(0);
+    book.record(&applied(&app, transfer_body("@World", &seed, 1, Some(at(0)), true)).await);
+    let world = world_id(&app).await;
+    for case in 0..HISTORY_CASES {
+        let steps = history_ops()
+            .new_tree(&mut runner)
+            .expect("a case")
+            .current();
+        let checks = reads().new_tree(&mut runner).expect("reads").current();
+        eprintln!("history case {case}: {steps:?}");
+        let mut ids = app.balances("USD", HISTORY_BALANCES).await;
+        let mut current = [0i64; HISTORY_BALANCES];
+        for step in &steps {
+            let HistoryOp::Transfer {
+                source,
+                destination,
+                amount,
+                when,
+                skip_queue,
+            } = step.clone()
+            else {
+                snapshot_everything(&app).await;
+                continue;
+            };
+            let from = source.map_or("@World", |s| ids[s].as_str());
+            let effective = when.map(at);
+            let body = transfer_body(from, &ids[destination], amount, effective, skip_queue);
+            let allowed = source.is_none_or(|s| current[s] >= amount);
+            let row = if allowed {
+                Some(applied(&app, body).await)
+            } else {
+                let reply = app.post("/transactions", body.clone()).await;
+                if skip_queue {
+                    assert_eq!(
+                        reply.status,
+                        StatusCode::BAD_REQUEST,
+                        "{step:?}: {}",
+                        reply.text
+                    );
+                    assert_eq!(reply.json["error_detail"]["code"], "TXN_INSUFFICIENT_FUNDS");
+                } else {
+                    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+                    let outcome = app
+                        .queued_outcome(body["reference"].as_str().unwrap())
+                        .await;
+                    assert_eq!(outcome["status"], "REJECTED", "{step:?}: {outcome}");
+                }
+                None
+            };
+            if let Some(row) = row {
+                if let Some(effective) = effective {
+                    assert_eq!(effective_time(&row), effective, "{row}");
+                }
+                book.record(&row);
+                if let Some(s) = source {
+                    current[s] -= amount;
+                }
+                current[destination] += amount;
+            }
+        }
+        ids.push(world.clone());
+        // Reads at random times, at every entry's time (and a microsecond either side),
+        // and at every snapshot's time.
+        let stored = snapshots(&db).await;
+        assert_snapshots_agree(&book, &stored);
+        let mut times: Vec<(usize, DateTime<Utc>)> =
+            checks.iter().map(|(i, micros)| (*i, at(*micros))).collect();
+        for t in book.interesting_times() {
+            if t >= at(READS_FROM_MICROS) {
+                times.push((times.len() % ids.len(), t));
+            }
+        }
+        for snapshot in stored.iter().filter(|s| ids.contains(&s.balance_id)) {
+            let index = ids
+                .iter()
+                .position(|id| id == &snapshot.balance_id)
+                .unwrap();
+            times.push((index, snapshot.at));
+            times.push((index, snapshot.at + Span::microseconds(1)));
+        }
+        for (index, t) in times {
+            assert_exact_at(&app, &book, &ids[index], t).await;
+        }
+        for (index, id) in ids.iter().take(HISTORY_BALANCES).enumerate() {
+            assert_eq!(app.amount(id).await, current[index], "{id}");
+        }
+    }
+    db.close().await.ok();
+    app.assert_invariants().await;
+}
+on_both_backends!(random_histories_read_back_exactly_at_any_time);

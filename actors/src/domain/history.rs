@@ -11,6 +11,17 @@
 use bigdecimal::num_bigint::BigInt;
 use chrono::{DateTime, Utc};
 
+/// The times a ledger stores and compares: RFC 3339's years 0001 to 9999, in UTC (an offset
+/// can move a valid text out of them). PostgreSQL has no year 0, and SQLite compares times
+/// as text, which a fifth year digit would put before every other time.
+pub fn storable_times() -> std::ops::RangeInclusive<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let earliest = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+    let latest = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+        + chrono::Duration::nanoseconds(999_999_999);
+    earliest..=latest
+}
+
 /// Which side of the balance an entry moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntrySide {

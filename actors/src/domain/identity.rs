@@ -90,7 +90,7 @@ impl IdentityFields {
             ));
         }
         for (name, value) in self.texts() {
-            if value.chars().count() > FIELD_CHARS_MAX {
+            if too_long(value) {
                 problems.push(format!(
                     "{name}: the length must be no more than {FIELD_CHARS_MAX}"
                 ));
@@ -112,6 +112,20 @@ impl IdentityFields {
         } else {
             format!("{} {}", shown(&self.first_name), shown(&self.last_name))
         }
+    }
+}
+
+/// Whether a field's value is over [`FIELD_CHARS_MAX`] characters. A token (a client sending
+/// back what it read after tokenization) is measured by the value it stands for: its display
+/// part is as long as that value, and the whole is at most the token of the longest value.
+fn too_long(value: &str) -> bool {
+    let chars = value.chars().count();
+    match super::pii::display_part(value) {
+        Some(display) => {
+            display.chars().count() > FIELD_CHARS_MAX
+                || chars > super::pii::token_chars_max(FIELD_CHARS_MAX)
+        }
+        None => chars > FIELD_CHARS_MAX,
     }
 }
 
@@ -241,11 +255,12 @@ pub fn tokenized_fields(meta_data: Option<&Value>) -> Vec<TokenField> {
     fields
 }
 
-/// `meta_data` with exactly `marked` as its tokenized fields (the key is removed when none).
+/// `meta_data` with exactly `marked` as its tokenized fields (the key is removed when none);
+/// no `meta_data` and no marks stays none, an object stays an object (`{}` too).
 pub fn with_marks(meta_data: Option<Value>, marked: &[TokenField]) -> Option<Value> {
-    let mut map = match meta_data {
-        Some(Value::Object(map)) => map,
-        _ => Map::new(),
+    let (mut map, given) = match meta_data {
+        Some(Value::Object(map)) => (map, true),
+        _ => (Map::new(), false),
     };
     map.remove(TOKENIZED_FIELDS_KEY);
     if !marked.is_empty() {
@@ -255,7 +270,7 @@ pub fn with_marks(meta_data: Option<Value>, marked: &[TokenField]) -> Option<Val
             .collect();
         map.insert(TOKENIZED_FIELDS_KEY.to_owned(), Value::Object(marks));
     }
-    (!map.is_empty()).then_some(Value::Object(map))
+    (given || !map.is_empty()).then_some(Value::Object(map))
 }
 
 /// Shallow merge of `update` into `current` (Blnk's metadata update): `update`'s keys win.
@@ -329,6 +344,31 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_measured_by_the_value_it_stands_for() {
+        let tokenizer = super::super::pii::Tokenizer::new(&[7u8; 32]).unwrap();
+        let now = Utc::now();
+        let mut longest = person();
+        longest.street = tokenizer.tokenize(&"é".repeat(FIELD_CHARS_MAX)).unwrap();
+        assert!(longest.street.chars().count() > FIELD_CHARS_MAX);
+        assert!(
+            longest.problems(now).is_empty(),
+            "the token of a valid value"
+        );
+        let mut over = person();
+        over.street = tokenizer
+            .tokenize(&"é".repeat(FIELD_CHARS_MAX + 1))
+            .unwrap();
+        assert_eq!(
+            over.problems(now).len(),
+            1,
+            "it stands for a value too long"
+        );
+        let mut padded = person();
+        padded.street = format!("FPT:x:{}", "A".repeat(8 * FIELD_CHARS_MAX));
+        assert_eq!(padded.problems(now).len(), 1, "longer than any token");
+    }
+
+    #[test]
     fn account_names_follow_the_identity_type() {
         assert_eq!(person().account_name(), "Ada Lovelace");
         let org = IdentityFields {
@@ -372,7 +412,8 @@ mod tests {
             merged,
             json!({"tier": "silver", "tokenized_fields": {"LastName": true}})
         );
-        assert_eq!(with_marks(Some(json!({})), &[]), None);
+        assert_eq!(with_marks(Some(json!({})), &[]), Some(json!({})));
+        assert_eq!(with_marks(None, &[]), None);
     }
 
     #[test]

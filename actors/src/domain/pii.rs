@@ -28,6 +28,15 @@ pub const SECRET_BYTES: usize = 32;
 pub const TOKEN_PREFIX: &str = "FPT:";
 /// AES-GCM's nonce length, in bytes.
 const NONCE_BYTES: usize = 12;
+/// AES-GCM's tag length, in bytes.
+const TAG_BYTES: usize = 16;
+
+/// The longest token of a value of `chars` characters (each at most 4 UTF-8 bytes), in
+/// characters: the prefix, a display token as long as the value, `:`, the base64 ciphertext.
+pub fn token_chars_max(chars: usize) -> usize {
+    let sealed = NONCE_BYTES + 4 * chars + TAG_BYTES;
+    TOKEN_PREFIX.len() + chars + 1 + sealed.div_ceil(3) * 4
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PiiError {
@@ -219,6 +228,21 @@ mod tests {
         assert_eq!(
             tokenizer().detokenize("FPT:x:AAAA").unwrap_err(),
             PiiError::NotAToken
+        );
+    }
+
+    #[test]
+    fn no_token_is_longer_than_the_bound_for_its_value() {
+        let tokenizer = tokenizer();
+        for value in ["", "Ada", &"é".repeat(100), &"\u{1F600}".repeat(50)] {
+            let token = tokenizer.tokenize(value).unwrap();
+            assert!(token.chars().count() <= token_chars_max(value.chars().count()));
+        }
+        let widest = "\u{1F600}".repeat(64);
+        assert_eq!(
+            tokenizer.tokenize(&widest).unwrap().chars().count(),
+            token_chars_max(64),
+            "four-byte characters reach the bound"
         );
     }
 

@@ -6,8 +6,10 @@
 //! balances got APPLIED rows and how many ([`SnapshotFeed::note`]); each tick
 //! (`interval_ms`) it walks the balances that have gathered `every` entries since their last
 //! snapshot, or whose entries are from an earlier UTC day (a day's last entry gets one),
-//! within a time budget per tick so that under a sustained burst it falls behind rather than
-//! compete with the write path (reads stay exact either way, only slower). A pass over every
+//! within a time budget per tick (a quarter of it while transfers wait for a commit), so that
+//! under a sustained burst it falls behind rather than compete with the write path (reads stay
+//! exact either way, only slower): walking costs PostgreSQL about one index entry and one heap
+//! row per transaction side. A pass over every
 //! balance runs on `POST /balances-snapshots` and, in processes that run the queue workers,
 //! once a day after midnight UTC: it also covers balances that changed before a restart or
 //! in another process that stopped.
@@ -212,6 +214,9 @@ impl Snapshotter {
         }
         let due = self.feed.take_due(self.settings.every as u64, settled_day);
         let full_pass = self.full_pass.clone();
+        // Whether this walk carries the pass over every balance: only then does its result
+        // replace `self.full_pass` (one asked for while a walk without it runs is kept).
+        let carries_full_pass = full_pass.is_some();
         if due.is_empty() && full_pass.is_none() {
             self.store
                 .metrics()
@@ -221,7 +226,15 @@ impl Snapshotter {
         self.running = true;
         let (store, feed, limits) = (self.store.clone(), self.feed.clone(), self.limits());
         let chunk = self.settings.balances_per_transaction;
-        let budget = Duration::from_millis(self.settings.tick_budget_ms);
+        // While transfers wait for a commit, the write path comes first: a quarter of the
+        // budget (the snapshots catch up when the load eases).
+        let busy = self.store.metrics().committer_pending() > 0;
+        let budget_ms = if busy {
+            self.settings.tick_budget_ms.div_ceil(4)
+        } else {
+            self.settings.tick_budget_ms
+        };
+        let budget = Duration::from_millis(budget_ms);
         ctx.spawn(
             async move {
                 let started = Instant::now();
@@ -237,14 +250,17 @@ impl Snapshotter {
                 full_pass
             }
             .into_actor(self)
-            .map(|result, actor, _ctx| {
+            .map(move |result, actor, _ctx| {
                 actor.running = false;
-                match result {
-                    Ok(pass) => actor.full_pass = pass,
+                let pass = match result {
+                    Ok(pass) => pass,
                     Err((error, pass)) => {
                         tracing::warn!(%error, "snapshot pass failed; retried next tick");
-                        actor.full_pass = pass;
+                        pass
                     }
+                };
+                if carries_full_pass {
+                    actor.full_pass = pass;
                 }
             }),
         );

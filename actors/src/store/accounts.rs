@@ -6,7 +6,7 @@
 use super::balances::{insert_balance, NewBalance};
 use super::changes::{self, Change};
 use super::filter::{self, FieldKind, ListQuery};
-use super::identities::{fields_of, find_identity};
+use super::identities::{fields_of, find_identity, identity_exists};
 use super::Store;
 use crate::domain::identity::IdentityFields;
 use crate::entity::{account, balance, ledger};
@@ -125,6 +125,10 @@ impl Store {
     pub async fn insert_account(&self, new: NewAccount) -> Result<account::Model, LedgerError> {
         self.run(|db| async move {
             let txn = db.begin().await?;
+            // Read before, checked again here: a delete of the identity meanwhile refuses this.
+            if !identity_exists(&txn, &new.context.identity_id).await? {
+                return Err(LedgerError::IdentityNotFound(new.context.identity_id));
+            }
             let balance_id = match &new.context.balance {
                 AccountBalance::Existing(id) => id.clone(),
                 AccountBalance::New {

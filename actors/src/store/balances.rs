@@ -7,8 +7,8 @@ use crate::LedgerError;
 use bigdecimal::num_bigint::BigInt;
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, Statement, TransactionTrait,
 };
 use std::collections::HashMap;
 
@@ -280,15 +280,15 @@ fn new_model(new: NewBalance) -> balance::ActiveModel {
     }
 }
 
-async fn find_balance(db: &DatabaseConnection, id: &str) -> Result<balance::Model, LedgerError> {
+async fn find_balance<C: ConnectionTrait>(db: &C, id: &str) -> Result<balance::Model, LedgerError> {
     balance::Entity::find_by_id(id.to_owned())
         .one(db)
         .await?
         .ok_or_else(|| LedgerError::BalanceNotFound(id.to_owned()))
 }
 
-async fn find_by_indicator(
-    db: &DatabaseConnection,
+async fn find_by_indicator<C: ConnectionTrait>(
+    db: &C,
     indicator: &str,
     currency: &str,
 ) -> Result<Option<balance::Model>, LedgerError> {
@@ -323,11 +323,15 @@ pub(crate) async fn insert_balance<C: ConnectionTrait>(
 }
 
 impl Store {
+    /// Stores a new balance. Its identity is checked in the transaction that stores it (see
+    /// `identities::identity_exists`): a concurrent delete of that identity never leaves the
+    /// balance linked to nothing.
     pub async fn create_balance(&self, new: NewBalance) -> Result<balance::Model, LedgerError> {
         self.run(|db| async move {
+            let txn = db.begin().await?;
             let ledger_id = new.ledger_id.clone();
             if ledger::Entity::find_by_id(ledger_id.clone())
-                .one(&db)
+                .one(&txn)
                 .await?
                 .is_none()
             {
@@ -336,14 +340,14 @@ impl Store {
                 )));
             }
             if let Some(identity_id) = &new.identity_id {
-                if !super::identities::identity_exists(&db, identity_id).await? {
+                if !super::identities::identity_exists(&txn, identity_id).await? {
                     return Err(LedgerError::BalanceValidation(format!(
                         "Invalid identity ID: identity '{identity_id}' does not exist"
                     )));
                 }
             }
             let duplicate = match &new.indicator {
-                Some(indicator) => find_by_indicator(&db, indicator, &new.currency).await?,
+                Some(indicator) => find_by_indicator(&txn, indicator, &new.currency).await?,
                 None => None,
             };
             if let Some(existing) = duplicate {
@@ -352,8 +356,10 @@ impl Store {
                     currency: existing.currency,
                 });
             }
-            let id = insert_balance(&db, new).await?;
-            find_balance(&db, &id).await
+            let id = insert_balance(&txn, new).await?;
+            let stored = find_balance(&txn, &id).await?;
+            txn.commit().await?;
+            Ok(stored)
         })
         .await
     }
@@ -366,7 +372,8 @@ impl Store {
     ) -> Result<(), LedgerError> {
         let (balance_id, identity_id) = (balance_id.to_owned(), identity_id.to_owned());
         self.run(|db| async move {
-            if !super::identities::identity_exists(&db, &identity_id).await? {
+            let txn = db.begin().await?;
+            if !super::identities::identity_exists(&txn, &identity_id).await? {
                 return Err(LedgerError::IdentityNotFound(identity_id));
             }
             let updated = balance::Entity::update_many()
@@ -375,11 +382,12 @@ impl Store {
                     sea_orm::sea_query::Expr::val(identity_id),
                 )
                 .filter(balance::Column::BalanceId.eq(balance_id.clone()))
-                .exec(&db)
+                .exec(&txn)
                 .await?;
             if updated.rows_affected == 0 {
                 return Err(LedgerError::BalanceNotFound(balance_id));
             }
+            txn.commit().await?;
             Ok(())
         })
         .await

@@ -818,7 +818,9 @@ impl Store {
             let sums = sum_range(&txn, &balance_id, None, None).await?;
             let (previous_credit, previous_debit) =
                 (row.credit_balance.0.clone(), row.debit_balance.0.clone());
-            let previous_balance = &previous_credit - &previous_debit;
+            // What the row held (Blnk's `OLD.balance`), even when it disagrees with its
+            // credit and debit: the report then shows that drift, and this corrects it.
+            let previous_balance = row.balance.0.clone();
             let report = json!({
                 "executed_at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
                 "previous_debit": previous_debit.to_string(),

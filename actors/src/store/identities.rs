@@ -12,8 +12,8 @@ use crate::entity::{account, balance, identity};
 use crate::LedgerError;
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, SqlErr, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, SqlErr, TransactionTrait,
 };
 use std::sync::Arc;
 
@@ -299,16 +299,19 @@ impl Store {
     }
 }
 
-/// Whether an identity exists (for the balance and account writes that link one).
-pub(crate) async fn identity_exists(
-    db: &DatabaseConnection,
+/// Whether an identity exists, for the balance and account writes that link one: called in
+/// the transaction `txn` that stores the link, it holds the identity (`FOR SHARE` on
+/// PostgreSQL; SQLite has one writer) until that commits, so a concurrent delete either waits
+/// and then sees the link (409), or deletes first and the link is refused.
+pub(crate) async fn identity_exists<C: ConnectionTrait>(
+    txn: &C,
     id: &str,
 ) -> Result<bool, LedgerError> {
-    Ok(identity::Entity::find_by_id(id.to_owned())
+    let mut select = identity::Entity::find_by_id(id.to_owned())
         .select_only()
-        .column(identity::Column::IdentityId)
-        .into_tuple::<String>()
-        .one(db)
-        .await?
-        .is_some())
+        .column(identity::Column::IdentityId);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_shared();
+    }
+    Ok(select.into_tuple::<String>().one(txn).await?.is_some())
 }
