@@ -209,7 +209,9 @@ async fn set_up(
     if undated {
         // The server stamped them: times unknown to the tool, so read the rows back.
         entries = read_back_entries(http, &balances).await?;
-        window.0 = Utc::now() - TimeDelta::minutes(10);
+        // Reads over the span the transfers took (and a second before it).
+        let first = entries.iter().flatten().map(|e| e.0).min();
+        window.0 = first.unwrap_or_else(Utc::now) - TimeDelta::seconds(1);
         // Wait out the snapshotter's settle time, so a pass covers them.
         actix_web::rt::time::sleep(Duration::from_secs(11)).await;
     }

@@ -39,11 +39,7 @@ pub async fn balance_at(
     let at = timestamp
         .with_timezone(&Utc)
         .clamp(*times.start(), *times.end());
-    let past = state
-        .ledger
-        .store()
-        .balance_at(&id, at, from_source)
-        .await?;
+    let past = state.ledger.balance_at(&id, at, from_source).await?;
     Ok(HttpResponse::Ok().json(BalanceAtJson {
         balance: PastBalanceJson::from(&past),
         // Blnk's `time.RFC3339`: whole seconds, in the offset asked.

@@ -35,7 +35,10 @@ pub use transfer::{BulkOutcome, BulkRequest, LegSpec, Legs, Recorded, Side, Tran
 
 use crate::queue::handoff::QueuedHandoff;
 use crate::queue::TransactionQueue;
-use crate::store::{BalanceRow, BatchUnit, IndicatorBalance, ItemOutcome, NewIndicator, Store};
+use crate::store::{
+    BalanceRow, BatchUnit, HistoricalBalance, IndicatorBalance, ItemOutcome, NewIndicator,
+    PastRead, Store,
+};
 use crate::LedgerError;
 use actix::{Actor, Addr, Arbiter};
 use balance_actor::BalanceActor;
@@ -67,6 +70,8 @@ struct Inner {
     indicators: Mutex<HashMap<(String, String), String>>,
     /// Creates the indicator balances missing from `indicators`, in batches.
     indicator_resolver: batcher::Batcher<(String, String), IndicatorBalance>,
+    /// Reads past balances, the reads that arrive together in one statement.
+    history: batcher::Batcher<PastRead, HistoricalBalance>,
     snapshotter: Addr<Snapshotter>,
     committer_arbiter: Arbiter,
     intake_arbiter: Arbiter,
@@ -159,6 +164,13 @@ impl Ledger {
                 async move { store.indicator_balances(keys).await }
             })
         };
+        let history = {
+            let store = store.clone();
+            batcher::Batcher::start("history", move |reads| {
+                let store = store.clone();
+                async move { store.balances_at(reads).await }
+            })
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -169,6 +181,7 @@ impl Ledger {
                 handoff,
                 indicators: Mutex::new(HashMap::new()),
                 indicator_resolver,
+                history,
                 snapshotter,
                 committer_arbiter,
                 intake_arbiter,
@@ -178,6 +191,27 @@ impl Ledger {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The balance at time `at` (see `store::history`); reads that arrive together are made
+    /// in one statement.
+    pub async fn balance_at(
+        &self,
+        balance_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        from_source: bool,
+    ) -> Result<HistoricalBalance, LedgerError> {
+        let read = PastRead {
+            balance_id: balance_id.to_owned(),
+            at,
+            from_source,
+        };
+        self.inner
+            .history
+            .get(vec![read.clone()])
+            .await?
+            .remove(&read)
+            .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.to_owned()))
     }
 
     /// Starts a snapshot pass over every balance, `page_size` balances a page (Blnk's

@@ -7,7 +7,9 @@
 //! (`domain::history::replay`). [`Store::balance_at`] starts from the nearest known state
 //! (the snapshot before `t`, the one after it, or the balance row itself, which holds every
 //! APPLIED transaction) and adds or subtracts only the transactions between it and `t`: one
-//! index range per side (migration 9), inside one read-only snapshot of the database.
+//! index range per side (migration 9), inside one read-only snapshot of the database. On
+//! PostgreSQL the reads that arrive together are one statement ([`Store::balances_at`], fed
+//! by the ledger's batcher), as writes are one group commit.
 //!
 //! # Snapshots stay exact
 //! A snapshot at `T` is written by [`Store::take_snapshots`] from the previous one plus the
@@ -107,7 +109,7 @@ enum Base {
 
 impl Bases {
     /// The base closest to `t` in time (a proxy for the fewest entries in between); on
-    /// PostgreSQL the same rule is [`BALANCE_AT_SQL`]'s.
+    /// PostgreSQL the same rule is [`BALANCES_AT_SQL`]'s.
     fn nearest(self, t: DateTime<Utc>, now: DateTime<Utc>) -> Base {
         let gap = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).max(chrono::Duration::zero());
         let mut best = match self.before {
@@ -279,53 +281,38 @@ async fn sum_range<C: ConnectionTrait>(
     Ok(totals)
 }
 
+/// One read of a past balance: a balance at a time, from its snapshots or (`from_source`)
+/// from its transactions only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PastRead {
+    pub balance_id: String,
+    pub at: DateTime<Utc>,
+    pub from_source: bool,
+}
+
 impl Store {
-    /// The balance's totals at `t` (see the module docs); `from_source` replays every entry
-    /// up to `t` and ignores the snapshots. A time before the balance existed answers zero
-    /// (as Blnk), or what back-dated entries put there.
-    pub async fn balance_at(
+    /// The balances' totals at their times (see the module docs), many reads in one
+    /// statement on PostgreSQL (the ledger's history batcher gathers concurrent ones); an
+    /// unknown balance is left out. `from_source` replays every entry up to the time and
+    /// ignores the snapshots. A time before the balance existed answers zero (as Blnk), or
+    /// what back-dated entries put there.
+    pub async fn balances_at(
         &self,
-        balance_id: &str,
-        t: DateTime<Utc>,
-        from_source: bool,
-    ) -> Result<HistoricalBalance, LedgerError> {
-        let balance_id = balance_id.to_owned();
+        reads: Vec<PastRead>,
+    ) -> Result<HashMap<PastRead, HistoricalBalance>, LedgerError> {
         self.run(move |db| async move {
             if db.get_database_backend() == DbBackend::Postgres {
-                return balance_at_postgres(&db, &balance_id, t, from_source)
-                    .await?
-                    .ok_or(LedgerError::BalanceNotFound(balance_id));
+                return Ok(balances_at_postgres(&db, reads).await?);
             }
             let txn = begin_read(&db).await?;
-            let bases = read_bases(&txn, &balance_id, t)
-                .await?
-                .ok_or_else(|| LedgerError::BalanceNotFound(balance_id.clone()))?;
-            let currency = bases.currency.clone();
-            let base = if from_source {
-                Base::Zero
-            } else {
-                bases.nearest(t, Utc::now())
-            };
-            let id = balance_id.as_str();
-            let totals = match base {
-                Base::Zero => sum_range(&txn, id, None, Some(t)).await?,
-                Base::Before(at, mut totals) => {
-                    let later = sum_range(&txn, id, Some(at), Some(t)).await?;
-                    totals.credit += later.credit;
-                    totals.debit += later.debit;
-                    totals
+            let mut found = HashMap::with_capacity(reads.len());
+            for read in reads {
+                if let Some(past) = balance_at_in(&txn, &read).await? {
+                    found.insert(read, past);
                 }
-                Base::After(at, totals) => {
-                    less(totals, sum_range(&txn, id, Some(t), Some(at)).await?)
-                }
-                Base::Current(totals) => less(totals, sum_range(&txn, id, Some(t), None).await?),
-            };
+            }
             txn.commit().await?;
-            Ok(HistoricalBalance {
-                balance_id,
-                currency,
-                totals,
-            })
+            Ok(found)
         })
         .await
     }
@@ -413,71 +400,122 @@ impl Store {
     }
 }
 
-/// [`Store::balance_at`] on PostgreSQL in one statement (one snapshot of the database, one
-/// round trip): the bases, the nearest of them by [`Bases::nearest`]'s rule (ties: the snapshot
-/// before, then the one after, then the balance row), and the sums between it and `t`.
-const BALANCE_AT_SQL: &str = "WITH b AS (\
-        SELECT currency, created_at, credit_balance, debit_balance FROM balances \
-        WHERE balance_id = $1), \
-    before AS (SELECT snapshot_time, credit_balance, debit_balance FROM balance_snapshots \
-        WHERE balance_id = $1 AND snapshot_time <= $2 ORDER BY snapshot_time DESC LIMIT 1), \
-    after AS (SELECT snapshot_time, credit_balance, debit_balance FROM balance_snapshots \
-        WHERE balance_id = $1 AND snapshot_time > $2 ORDER BY snapshot_time LIMIT 1), \
-    base AS (SELECT forward, lo, hi, credit, debit FROM (\
-        SELECT true AS forward, snapshot_time AS lo, $2 AS hi, credit_balance AS credit, \
-            debit_balance AS debit, $2 - snapshot_time AS gap, 0 AS rank FROM before WHERE NOT $3 \
-        UNION ALL SELECT true, CAST('-infinity' AS timestamptz), $2, 0, 0, \
-            CASE WHEN $3 THEN interval '0' ELSE GREATEST($2 - b.created_at, interval '0') END, 0 \
-            FROM b WHERE $3 OR NOT EXISTS (SELECT 1 FROM before) \
-        UNION ALL SELECT false, $2, snapshot_time, credit_balance, debit_balance, \
-            snapshot_time - $2, 1 FROM after WHERE NOT $3 \
-        UNION ALL SELECT false, $2, CAST('infinity' AS timestamptz), b.credit_balance, \
-            b.debit_balance, GREATEST(now() - $2, interval '0'), 2 FROM b WHERE NOT $3\
-        ) AS candidates ORDER BY gap, rank LIMIT 1) \
-    SELECT b.currency, base.forward, CAST(base.credit AS text) AS base_credit, \
-        CAST(base.debit AS text) AS base_debit, \
+/// [`Store::balances_at`] on PostgreSQL: every read of the batch in one statement (one
+/// snapshot of the database, one round trip). Per read: the balance row, the snapshots on
+/// either side of its time (none for `from_source`), the nearest base by [`Bases::nearest`]'s
+/// rule (ties: the snapshot before or nothing, then the one after, then the balance row), and
+/// the sums between that base and the time, one index range per side.
+const BALANCES_AT_SQL: &str = "SELECT w.ord, b.currency, base.forward, \
+        CAST(base.credit AS text) AS base_credit, CAST(base.debit AS text) AS base_debit, \
         CAST((SELECT COALESCE(SUM(t.precise_amount), 0) FROM transactions AS t \
-            WHERE t.destination = $1 AND t.status = 'APPLIED' \
+            WHERE t.destination = w.id AND t.status = 'APPLIED' \
             AND COALESCE(t.effective_date, t.created_at) > base.lo \
             AND COALESCE(t.effective_date, t.created_at) <= base.hi) AS text) AS credit, \
         CAST((SELECT COALESCE(SUM(t.precise_amount), 0) FROM transactions AS t \
-            WHERE t.source = $1 AND t.status = 'APPLIED' \
+            WHERE t.source = w.id AND t.status = 'APPLIED' \
             AND COALESCE(t.effective_date, t.created_at) > base.lo \
             AND COALESCE(t.effective_date, t.created_at) <= base.hi) AS text) AS debit \
-    FROM b CROSS JOIN base";
+    FROM unnest(CAST($1 AS text[]), CAST($2 AS timestamptz[]), CAST($3 AS boolean[])) \
+        WITH ORDINALITY AS w(id, t, from_source, ord) \
+    CROSS JOIN LATERAL (SELECT currency, created_at, credit_balance, debit_balance \
+        FROM balances WHERE balance_id = w.id OFFSET 0) AS b \
+    LEFT JOIN LATERAL (SELECT snapshot_time, credit_balance, debit_balance \
+        FROM balance_snapshots WHERE balance_id = w.id AND snapshot_time <= w.t \
+        AND NOT w.from_source ORDER BY snapshot_time DESC LIMIT 1) AS before ON true \
+    LEFT JOIN LATERAL (SELECT snapshot_time, credit_balance, debit_balance \
+        FROM balance_snapshots WHERE balance_id = w.id AND snapshot_time > w.t \
+        AND NOT w.from_source ORDER BY snapshot_time LIMIT 1) AS after ON true \
+    CROSS JOIN LATERAL (SELECT forward, lo, hi, credit, debit FROM (VALUES \
+        (true, before.snapshot_time, w.t, before.credit_balance, before.debit_balance, \
+            w.t - before.snapshot_time, 0), \
+        (true, CAST('-infinity' AS timestamptz), w.t, 0, 0, \
+            GREATEST(w.t - b.created_at, interval '0'), 0), \
+        (false, w.t, after.snapshot_time, after.credit_balance, after.debit_balance, \
+            after.snapshot_time - w.t, 1), \
+        (false, w.t, CAST('infinity' AS timestamptz), b.credit_balance, b.debit_balance, \
+            GREATEST(now() - w.t, interval '0'), 2)) \
+        AS c(forward, lo, hi, credit, debit, gap, rank) \
+        WHERE lo IS NOT NULL AND hi IS NOT NULL \
+        AND (lo <> CAST('-infinity' AS timestamptz) OR before.snapshot_time IS NULL) \
+        AND (NOT w.from_source OR lo = CAST('-infinity' AS timestamptz)) \
+        ORDER BY gap, rank LIMIT 1) AS base";
 
-async fn balance_at_postgres(
+async fn balances_at_postgres(
     db: &sea_orm::DatabaseConnection,
-    balance_id: &str,
-    t: DateTime<Utc>,
-    from_source: bool,
-) -> Result<Option<HistoricalBalance>, DbErr> {
-    let values: Vec<Value> = vec![balance_id.into(), t.into(), from_source.into()];
-    let Some(row) = db.query_one_raw(statement(BALANCE_AT_SQL, values)).await? else {
+    reads: Vec<PastRead>,
+) -> Result<HashMap<PastRead, HistoricalBalance>, DbErr> {
+    let column = |f: &dyn Fn(&PastRead) -> String| {
+        let values: Vec<String> = reads.iter().map(f).collect();
+        bind(text_array(values.iter().map(|v| Some(v.as_str()))))
+    };
+    let values = vec![
+        column(&|r| r.balance_id.clone()),
+        column(&|r| rfc3339(&r.at)),
+        column(&|r| if r.from_source { "t" } else { "f" }.to_owned()),
+    ];
+    let rows = db.query_all_raw(statement(BALANCES_AT_SQL, values)).await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let ord: i64 = row.try_get("", "ord")?;
+        let Some(read) = usize::try_from(ord - 1).ok().and_then(|i| reads.get(i)) else {
+            return Err(DbErr::Type(format!("no read {ord} in the batch")));
+        };
+        let base = Totals {
+            credit: integer(row, "base_credit")?,
+            debit: integer(row, "base_debit")?,
+        };
+        let between = Totals {
+            credit: integer(row, "credit")?,
+            debit: integer(row, "debit")?,
+        };
+        let forward: bool = row.try_get("", "forward")?;
+        let totals = if forward {
+            more(base, between)
+        } else {
+            less(base, between)
+        };
+        let past = HistoricalBalance {
+            balance_id: read.balance_id.clone(),
+            currency: row.try_get("", "currency")?,
+            totals,
+        };
+        found.insert(read.clone(), past);
+    }
+    Ok(found)
+}
+
+/// One read inside a read transaction (SQLite's path).
+async fn balance_at_in(
+    txn: &DatabaseTransaction,
+    read: &PastRead,
+) -> Result<Option<HistoricalBalance>, LedgerError> {
+    let (id, t) = (read.balance_id.as_str(), read.at);
+    let Some(bases) = read_bases(txn, id, t).await? else {
         return Ok(None);
     };
-    let base = Totals {
-        credit: integer(&row, "base_credit")?,
-        debit: integer(&row, "base_debit")?,
-    };
-    let between = Totals {
-        credit: integer(&row, "credit")?,
-        debit: integer(&row, "debit")?,
-    };
-    let forward: bool = row.try_get("", "forward")?;
-    let totals = if forward {
-        Totals {
-            credit: base.credit + between.credit,
-            debit: base.debit + between.debit,
-        }
+    let currency = bases.currency.clone();
+    let base = if read.from_source {
+        Base::Zero
     } else {
-        less(base, between)
+        bases.nearest(t, Utc::now())
+    };
+    let totals = match base {
+        Base::Zero => sum_range(txn, id, None, Some(t)).await?,
+        Base::Before(at, totals) => more(totals, sum_range(txn, id, Some(at), Some(t)).await?),
+        Base::After(at, totals) => less(totals, sum_range(txn, id, Some(t), Some(at)).await?),
+        Base::Current(totals) => less(totals, sum_range(txn, id, Some(t), None).await?),
     };
     Ok(Some(HistoricalBalance {
-        balance_id: balance_id.to_owned(),
-        currency: row.try_get("", "currency")?,
+        balance_id: id.to_owned(),
+        currency,
         totals,
     }))
+}
+
+fn more(mut totals: Totals, later: Totals) -> Totals {
+    totals.credit += later.credit;
+    totals.debit += later.debit;
+    totals
 }
 
 fn less(mut totals: Totals, later: Totals) -> Totals {

@@ -30,7 +30,9 @@ pub use commit::{
     Refusal, GROUP_KEY,
 };
 pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
-pub use history::{BalancePass, HistoricalBalance, Reconstruction, SnapshotLimits, SnapshotPass};
+pub use history::{
+    BalancePass, HistoricalBalance, PastRead, Reconstruction, SnapshotLimits, SnapshotPass,
+};
 pub use identities::fields_of as identity_fields;
 pub use ledgers::NewLedger;
 pub use monitors::MonitorSpec;
