@@ -426,37 +426,22 @@ pub async fn run(http: &Http, opts: &Options, shape: HistoryShape) -> ScenarioRe
 }
 
 fn empty_report(http: &Http, opts: &Options) -> ScenarioReport {
-    ScenarioReport {
-        scenario: "history".to_owned(),
-        skip_queue: true,
-        url: http.base_url().to_owned(),
-        settings: RunSettings {
-            duration_secs: opts.duration.as_secs_f64(),
-            concurrency: opts.concurrency,
-            balances: opts.balances.unwrap_or(16),
-            batch_size: 1,
-            rate: None,
-            max_requests: opts.max_requests,
-        },
-        status: Status::Error,
-        error: None,
-        setup_secs: 0.0,
-        elapsed_secs: 0.0,
-        requests_sent: 0,
-        requests_ok: 0,
-        requests_per_sec: 0.0,
-        transfers_accepted: 0,
-        transfers_accepted_per_sec: 0.0,
-        transfers_applied: 0,
-        transfers_applied_per_sec: 0.0,
-        transfers_rejected: 0,
-        backlog: None,
-        latency: Latency::default(),
-        errors: BTreeMap::new(),
-        check: None,
-        cost: None,
-        notes: Vec::new(),
-    }
+    let settings = RunSettings {
+        duration_secs: opts.duration.as_secs_f64(),
+        concurrency: opts.concurrency,
+        balances: opts.balances.unwrap_or(16),
+        batch_size: 1,
+        rate: None,
+        max_requests: opts.max_requests,
+    };
+    ScenarioReport::empty(
+        "history",
+        true,
+        http.base_url(),
+        settings,
+        Status::Error,
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -116,6 +116,41 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
+    /// A report of nothing run yet: `status` with `error`, every figure zero.
+    pub fn empty(
+        scenario: &str,
+        skip_queue: bool,
+        url: &str,
+        settings: RunSettings,
+        status: Status,
+        error: Option<String>,
+    ) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            skip_queue,
+            url: url.to_owned(),
+            settings,
+            status,
+            error,
+            setup_secs: 0.0,
+            elapsed_secs: 0.0,
+            requests_sent: 0,
+            requests_ok: 0,
+            requests_per_sec: 0.0,
+            transfers_accepted: 0,
+            transfers_accepted_per_sec: 0.0,
+            transfers_applied: 0,
+            transfers_applied_per_sec: 0.0,
+            transfers_rejected: 0,
+            backlog: None,
+            latency: Latency::default(),
+            errors: BTreeMap::new(),
+            check: None,
+            cost: None,
+            notes: Vec::new(),
+        }
+    }
+
     /// The scenario's name with its queue mode, e.g. `uniform (skip_queue)`.
     pub fn title(&self) -> String {
         if self.scenario == "history" {

@@ -1494,11 +1494,11 @@ fn unavailable_report(
     } else {
         1
     };
-    ScenarioReport {
-        scenario: plan.scenario.name().to_owned(),
-        skip_queue: plan.skip_queue,
-        url: http.base_url().to_owned(),
-        settings: RunSettings {
+    ScenarioReport::empty(
+        plan.scenario.name(),
+        plan.skip_queue,
+        http.base_url(),
+        RunSettings {
             duration_secs: opts.duration.as_secs_f64(),
             concurrency: opts.concurrency,
             balances,
@@ -1507,22 +1507,6 @@ fn unavailable_report(
             max_requests: opts.max_requests.min(TRANSFERS_MAX / batch_size as u64),
         },
         status,
-        error: Some(message),
-        setup_secs: 0.0,
-        elapsed_secs: 0.0,
-        requests_sent: 0,
-        requests_ok: 0,
-        requests_per_sec: 0.0,
-        transfers_accepted: 0,
-        transfers_accepted_per_sec: 0.0,
-        transfers_applied: 0,
-        transfers_applied_per_sec: 0.0,
-        transfers_rejected: 0,
-        backlog: None,
-        latency: Latency::default(),
-        errors: BTreeMap::new(),
-        check: None,
-        cost: None,
-        notes: Vec::new(),
-    }
+        Some(message),
+    )
 }

@@ -44,6 +44,15 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
     Ok(body.freeze())
 }
 
+/// The page a `POST /<entity>/filter` body asks for (read, parsed and checked).
+pub async fn filter_query(
+    payload: web::Payload,
+    limit: usize,
+) -> Result<coffer_actors::store::ListQuery, ApiError> {
+    let body: query::FilterBody = json::parse_body(&read_body(payload, limit).await?)?;
+    body.into_query()
+}
+
 /// `%00` anywhere in the path or query: PostgreSQL cannot compare text holding NUL.
 pub fn has_encoded_nul(uri: &actix_web::http::Uri) -> bool {
     let text = uri.path_and_query().map(|p| p.as_str()).unwrap_or_default();

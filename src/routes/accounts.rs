@@ -5,8 +5,8 @@ use crate::account_numbers::AccountNumberClient;
 use crate::http::dto::{page, AccountJson, BalanceJson, IdentityJson, LedgerJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body};
-use crate::http::query::{pairs, values, whole_or_page, FilterBody};
-use crate::http::{read_body, AppState};
+use crate::http::query::{pairs, values, whole_or_page};
+use crate::http::{filter_query, read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::accounts::{self, AccountNumbers, AccountRequest, NUMBER_CHARS_MAX};
@@ -146,8 +146,7 @@ pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: FilterBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    respond(&state, body.into_query()?).await
+    respond(&state, filter_query(payload, state.body_bytes_max).await?).await
 }
 
 /// Blnk's test helper: a bank and a made-up 12-digit account number.

@@ -1,8 +1,8 @@
 use crate::http::dto::{message, page, BalanceJson, IdentityJson, LedgerJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body, raw_text};
-use crate::http::query::{flag, list_query, pairs, values, FilterBody};
-use crate::http::{read_body, AppState};
+use crate::http::query::{flag, list_query, pairs, values};
+use crate::http::{filter_query, read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::ids::{is_indicator, GENERAL_LEDGER_ID};
 use coffer_actors::domain::Precision;
@@ -189,6 +189,5 @@ pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: FilterBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    respond(&state, body.into_query()?).await
+    respond(&state, filter_query(payload, state.body_bytes_max).await?).await
 }

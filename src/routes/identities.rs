@@ -3,8 +3,8 @@
 use crate::http::dto::{message, page, IdentityJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body};
-use crate::http::query::{whole_or_page, FilterBody};
-use crate::http::{read_body, AppState};
+use crate::http::query::whole_or_page;
+use crate::http::{filter_query, read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::identity::{
     check_identity_id, parse_dob, tokenized_fields, IdentityFields, TokenField,
@@ -129,8 +129,7 @@ pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: FilterBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    respond(&state, body.into_query()?).await
+    respond(&state, filter_query(payload, state.body_bytes_max).await?).await
 }
 
 /// `PUT`: a full replace (Blnk updates only the fields given; a careful client expects PUT

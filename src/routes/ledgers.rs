@@ -1,8 +1,8 @@
 use crate::http::dto::{page, LedgerJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body};
-use crate::http::query::{list_query, FilterBody};
-use crate::http::{read_body, AppState};
+use crate::http::query::list_query;
+use crate::http::{filter_query, read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::ids;
 use coffer_actors::store::{ListQuery, NewLedger};
@@ -84,6 +84,5 @@ pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: FilterBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    respond(&state, body.into_query()?).await
+    respond(&state, filter_query(payload, state.body_bytes_max).await?).await
 }

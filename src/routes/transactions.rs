@@ -1,8 +1,8 @@
 use crate::http::dto::{page, PreviewJson, TransactionJson};
 use crate::http::error::ApiError;
 use crate::http::json::{meta_object, parse_body, raw_text};
-use crate::http::query::{list_query, FilterBody};
-use crate::http::{read_body, AppState};
+use crate::http::query::list_query;
+use crate::http::{filter_query, read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -274,6 +274,5 @@ pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: FilterBody = parse_body(&read_body(payload, state.body_bytes_max).await?)?;
-    respond(&state, body.into_query()?).await
+    respond(&state, filter_query(payload, state.body_bytes_max).await?).await
 }

@@ -3,8 +3,10 @@
 //! leaves nothing behind; numbers may come from an account-number service (a real local
 //! HTTP server here), whose failures are a clear 500 `ACC_GENERATION_FAILED` storing nothing.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, Backend, Reply, TestApp};
-use crate::identities::{assert_error, create, full_individual, identity, tokenizing_app};
+use crate::helpers::{
+    assert_error, field_values, spawn_app, spawn_with, test_settings, Backend, TestApp,
+};
+use crate::identities::{create, full_individual, identity, tokenizing_app};
 use crate::on_both_backends;
 use actix_web::{web, HttpRequest, HttpResponse};
 use reqwest::StatusCode;
@@ -42,17 +44,6 @@ async fn all_accounts(app: &TestApp) -> Vec<Value> {
     let reply = app.get("/accounts").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     reply.json.as_array().expect("a JSON array").clone()
-}
-
-fn account_ids(reply: &Reply) -> BTreeSet<String> {
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    reply
-        .json
-        .as_array()
-        .unwrap_or_else(|| panic!("a JSON array: {}", reply.text))
-        .iter()
-        .map(|row| row["account_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Accounts and balances: what a refused request must leave as it was.
@@ -295,16 +286,29 @@ async fn accounts_are_listed_whole_paged_and_filtered(backend: Backend) {
         .await;
 
     // Assert
-    assert_eq!(account_ids(&whole), all, "no parameters: every account");
-    let sizes: Vec<usize> = pages.iter().map(|p| account_ids(p).len()).collect();
-    assert_eq!(sizes, [10, 10, 3]);
-    let union: BTreeSet<String> = pages.iter().flat_map(account_ids).collect();
-    assert_eq!(union, all);
-    assert_eq!(account_ids(&euros).len(), 6);
-    assert_eq!(account_ids(&graces), account_ids(&euros));
-    assert_eq!(account_ids(&two_numbers).len(), 2);
     assert_eq!(
-        account_ids(&usd_filtered).len(),
+        field_values(&whole, "account_id"),
+        all,
+        "no parameters: every account"
+    );
+    let sizes: Vec<usize> = pages
+        .iter()
+        .map(|p| field_values(p, "account_id").len())
+        .collect();
+    assert_eq!(sizes, [10, 10, 3]);
+    let union: BTreeSet<String> = pages
+        .iter()
+        .flat_map(|p| field_values(p, "account_id"))
+        .collect();
+    assert_eq!(union, all);
+    assert_eq!(field_values(&euros, "account_id").len(), 6);
+    assert_eq!(
+        field_values(&graces, "account_id"),
+        field_values(&euros, "account_id")
+    );
+    assert_eq!(field_values(&two_numbers, "account_id").len(), 2);
+    assert_eq!(
+        field_values(&usd_filtered, "account_id").len(),
         17,
         "a filtered list is a page of 20"
     );

@@ -1,7 +1,7 @@
 //! Balances: creation, reading (with the ledger and the queued totals), lists, filters and
 //! General Ledger indicator balances.
 
-use crate::helpers::{spawn_app, Backend, Reply, TestApp};
+use crate::helpers::{assert_error, spawn_app, Backend, Reply, TestApp};
 use crate::on_both_backends;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -15,17 +15,6 @@ const MONEY_FIELDS: [&str; 6] = [
     "inflight_credit_balance",
     "inflight_debit_balance",
 ];
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.json["error_detail"]["code"], code, "{}", reply.text);
-    assert!(reply.json["error"].is_string(), "{}", reply.text);
-    assert!(
-        reply.json["error_detail"]["message"].is_string(),
-        "{}",
-        reply.text
-    );
-}
 
 fn ids_of(reply: &Reply) -> Vec<String> {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);

@@ -457,6 +457,52 @@ pub fn assert_invariants_of(balances: &[Value], transactions: &[Value]) {
     }
 }
 
+/// A refusal: `status`, Blnk's error shape (`error` and `error_detail.message` the same words,
+/// `error_detail.code` = `code`), and no 5xx unless one is asked for; `what` names the request
+/// in a failure.
+pub fn assert_refusal(reply: &Reply, status: StatusCode, code: &str, what: &str) {
+    if !status.is_server_error() {
+        assert!(
+            !reply.status.is_server_error(),
+            "{what}: a 5xx: {}",
+            reply.text
+        );
+    }
+    assert_eq!(reply.status, status, "{what}: {}", reply.text);
+    assert_eq!(
+        reply.json["error_detail"]["code"], code,
+        "{what}: {}",
+        reply.text
+    );
+    assert!(
+        reply.json["error"].is_string(),
+        "{what}: no error string in {}",
+        reply.text
+    );
+    assert_eq!(
+        reply.json["error_detail"]["message"], reply.json["error"],
+        "{what}: {}",
+        reply.text
+    );
+}
+
+/// [`assert_refusal`] of a request its answer names well enough.
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_refusal(reply, status, code, "");
+}
+
+/// The values of `field` in a JSON array answer (the ids of a list).
+pub fn field_values(reply: &Reply, field: &str) -> std::collections::BTreeSet<String> {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply
+        .json
+        .as_array()
+        .unwrap_or_else(|| panic!("a JSON array: {}", reply.text))
+        .iter()
+        .map(|row| row[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Runs one async test body against both backends.
 #[macro_export]
 macro_rules! on_both_backends {

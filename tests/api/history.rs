@@ -3,7 +3,10 @@
 //! snapshots or not; `POST /balances-snapshots` and the snapshotter take snapshots, and a
 //! back-dated transaction committed later removes the ones it would make wrong.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, wait_for, Backend, Reply, TestApp};
+use crate::helpers::{
+    assert_refusal as assert_error, spawn_app, spawn_with, test_settings, wait_for, Backend, Reply,
+    TestApp,
+};
 use crate::on_both_backends;
 use bigdecimal::num_bigint::BigInt;
 use chrono::{DateTime, Duration as Span, DurationRound, SecondsFormat, Utc};
@@ -16,21 +19,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str, what: &str) {
-    assert!(
-        !reply.status.is_server_error(),
-        "{what}: a 5xx: {}",
-        reply.text
-    );
-    assert_eq!(reply.status, status, "{what}: {}", reply.text);
-    assert_eq!(
-        reply.json["error_detail"]["code"], code,
-        "{what}: {}",
-        reply.text
-    );
-    assert!(reply.json["error"].is_string(), "{what}: {}", reply.text);
-}
 
 fn text(value: &Value) -> String {
     value

@@ -2,7 +2,9 @@
 //! replace, deletion (refused while a balance or account is linked), relinking a balance to
 //! another identity, and bad input: always a 4xx with Blnk's code, never a change.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, Backend, Reply, TestApp};
+use crate::helpers::{
+    assert_error, field_values, spawn_app, spawn_with, test_settings, Backend, TestApp,
+};
 use crate::on_both_backends;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -32,18 +34,6 @@ pub(crate) const TEXT_FIELDS: [&str; 15] = [
     "post_code",
     "city",
 ];
-
-/// A refusal: this status and code, Blnk's error shape, and never a 5xx unless asked.
-pub(crate) fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.json["error_detail"]["code"], code, "{}", reply.text);
-    assert!(reply.json["error"].is_string(), "{}", reply.text);
-    assert_eq!(
-        reply.json["error_detail"]["message"], reply.json["error"],
-        "{}",
-        reply.text
-    );
-}
 
 /// A test server that can tokenize.
 pub(crate) async fn tokenizing_app(backend: Backend) -> TestApp {
@@ -96,17 +86,6 @@ pub(crate) async fn all_identities(app: &TestApp) -> Vec<Value> {
     let mut rows = reply.json.as_array().expect("a JSON array").clone();
     rows.sort_by_key(|row| row["identity_id"].as_str().unwrap().to_owned());
     rows
-}
-
-fn ids(reply: &Reply) -> BTreeSet<String> {
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    reply
-        .json
-        .as_array()
-        .unwrap_or_else(|| panic!("a JSON array: {}", reply.text))
-        .iter()
-        .map(|row| row["identity_id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// What a test may compare before and after a refused request.
@@ -268,27 +247,34 @@ async fn the_list_is_whole_without_parameters_and_paged_or_filtered_with_them(ba
         .await;
 
     // Assert
-    assert_eq!(ids(&whole), created, "no parameters: every identity");
-    let page_ids: Vec<BTreeSet<String>> = pages.iter().map(ids).collect();
+    assert_eq!(
+        field_values(&whole, "identity_id"),
+        created,
+        "no parameters: every identity"
+    );
+    let page_ids: Vec<BTreeSet<String>> = pages
+        .iter()
+        .map(|p| field_values(p, "identity_id"))
+        .collect();
     assert_eq!(
         page_ids.iter().map(BTreeSet::len).collect::<Vec<_>>(),
         [10, 10, 5]
     );
     let union: BTreeSet<String> = page_ids.iter().flatten().cloned().collect();
     assert_eq!(union, created, "the pages cover every identity once");
-    assert_eq!(ids(&first_page).len(), 3);
-    assert_eq!(ids(&by_name).len(), 2);
+    assert_eq!(field_values(&first_page, "identity_id").len(), 3);
+    assert_eq!(field_values(&by_name, "identity_id").len(), 2);
     for row in by_name.json.as_array().unwrap() {
         assert_eq!(row["first_name"], "Ada");
     }
     // NG or GH: 17 of the 25; a filtered list is a page of 20 by default.
-    assert_eq!(ids(&by_countries).len(), 17);
-    assert_eq!(ids(&by_countries_paged).len(), 17);
+    assert_eq!(field_values(&by_countries, "identity_id").len(), 17);
+    assert_eq!(field_values(&by_countries_paged, "identity_id").len(), 17);
     for row in by_countries.json.as_array().unwrap() {
         assert!(["NG", "GH"].contains(&row["country"].as_str().unwrap()));
     }
     // KE (8 of them) or Ada (identities 0 and 1, neither in KE).
-    assert_eq!(ids(&kenyans_or_adas).len(), 10);
+    assert_eq!(field_values(&kenyans_or_adas, "identity_id").len(), 10);
 }
 on_both_backends!(the_list_is_whole_without_parameters_and_paged_or_filtered_with_them);
 
@@ -308,8 +294,12 @@ async fn a_filtered_list_is_a_default_page_of_twenty(backend: Backend) {
     let whole = app.get("/identities").await;
 
     // Assert
-    assert_eq!(ids(&filtered).len(), 20, "Blnk's default page with filters");
-    assert_eq!(ids(&whole).len(), 22);
+    assert_eq!(
+        field_values(&filtered, "identity_id").len(),
+        20,
+        "Blnk's default page with filters"
+    );
+    assert_eq!(field_values(&whole, "identity_id").len(), 22);
 }
 on_both_backends!(a_filtered_list_is_a_default_page_of_twenty);
 
@@ -369,7 +359,11 @@ async fn identities_are_filtered_by_post_with_and_without_a_count(backend: Backe
     );
     assert_eq!(plain.status, StatusCode::OK, "{}", plain.text);
     assert_eq!(plain.json, json!([grace]));
-    assert_eq!(ids(&by_meta).len(), 1, "limit 1 of the two gold identities");
+    assert_eq!(
+        field_values(&by_meta, "identity_id").len(),
+        1,
+        "limit 1 of the two gold identities"
+    );
     assert_error(&bad_field, StatusCode::BAD_REQUEST, "GEN_VALIDATION_ERROR");
     assert_error(&bad_order, StatusCode::BAD_REQUEST, "GEN_BAD_REQUEST");
 }

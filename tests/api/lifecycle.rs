@@ -3,7 +3,7 @@
 //! date, raced), refunds, splits over several sources or destinations, bulk requests,
 //! scheduled transactions, dry runs and the manual recovery endpoint.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, Backend, Reply, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_with, test_settings, Backend, Reply, TestApp};
 use crate::on_both_backends;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
@@ -13,12 +13,6 @@ use std::time::{Duration, Instant};
 
 /// How long a test waits for queued work, expiries and schedules.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.json["error_detail"]["code"], code, "{}", reply.text);
-    assert!(reply.json["error"].is_string(), "{}", reply.text);
-}
 
 fn new_reference() -> String {
     format!("ref-{}", uuid::Uuid::new_v4())

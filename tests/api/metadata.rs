@@ -4,7 +4,10 @@
 //! reconstruction (`BLNK_RUN_RECONCILIATION: "SOURCE"`), with a correct, a tampered and a
 //! busy balance.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, wait_for, Backend, Reply, TestApp};
+use crate::helpers::{
+    assert_refusal as assert_error, spawn_app, spawn_with, test_settings, wait_for, Backend, Reply,
+    TestApp,
+};
 use crate::on_both_backends;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
@@ -14,26 +17,6 @@ use std::time::Duration;
 
 const RECONCILE: &str = "BLNK_RUN_RECONCILIATION";
 const RESULT: &str = "BLNK_RECONCILIATION_RESULT";
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str, what: &str) {
-    assert!(
-        !reply.status.is_server_error(),
-        "{what}: a 5xx: {}",
-        reply.text
-    );
-    assert_eq!(reply.status, status, "{what}: {}", reply.text);
-    assert_eq!(
-        reply.json["error_detail"]["code"], code,
-        "{what}: {}",
-        reply.text
-    );
-    assert!(reply.json["error"].is_string(), "{what}: {}", reply.text);
-    assert!(
-        reply.json["error_detail"]["message"].is_string(),
-        "{what}: {}",
-        reply.text
-    );
-}
 
 fn text(value: &Value) -> String {
     value

@@ -2,32 +2,14 @@
 //! delete, with exact thresholds (`precise_value = value × precision`), and every refusal
 //! in Blnk's shape, storing nothing.
 
-use crate::helpers::{spawn_app, spawn_with, test_settings, Backend, Reply, TestApp};
+use crate::helpers::{
+    assert_refusal as assert_error, spawn_app, spawn_with, test_settings, Backend, Reply, TestApp,
+};
 use crate::on_both_backends;
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str, what: &str) {
-    assert!(
-        !reply.status.is_server_error(),
-        "{what}: a 5xx: {}",
-        reply.text
-    );
-    assert_eq!(reply.status, status, "{what}: {}", reply.text);
-    assert_eq!(
-        reply.json["error_detail"]["code"], code,
-        "{what}: {}",
-        reply.text
-    );
-    assert!(reply.json["error"].is_string(), "{what}: {}", reply.text);
-    assert!(
-        reply.json["error_detail"]["message"].is_string(),
-        "{what}: {}",
-        reply.text
-    );
-}
 
 /// A validation refusal: 400 GEN_VALIDATION_ERROR with Blnk's legacy `errors` key.
 fn assert_validation(reply: &Reply, what: &str) {

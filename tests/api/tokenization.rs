@@ -5,11 +5,11 @@
 //! server does not start; and plaintext never reaches the logs.
 
 use crate::helpers::{
-    fresh_postgres_database, redis_url, spawn_app, test_settings, unique_name, wait_for, Backend,
-    TestApp,
+    assert_error, fresh_postgres_database, redis_url, spawn_app, test_settings, unique_name,
+    wait_for, Backend, TestApp,
 };
 use crate::identities::{
-    all_identities, assert_error, create, full_individual, identity, tokenizing_app, SECRET,
+    all_identities, create, full_individual, identity, tokenizing_app, SECRET,
 };
 use crate::on_both_backends;
 use coffer_actors::domain::pii::Tokenizer;

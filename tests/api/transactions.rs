@@ -1,7 +1,7 @@
 //! Transactions on both paths: `skip_queue` (applied in the request) and the default queued
 //! path (a QUEUED row, then the worker's `<ref>_q` child, APPLIED or REJECTED).
 
-use crate::helpers::{spawn_app, wait_for, Backend, Reply, TestApp};
+use crate::helpers::{assert_error, spawn_app, wait_for, Backend, Reply, TestApp};
 use crate::on_both_backends;
 use coffer_actors::domain::{Amount, Precision, TransactionRecord};
 use reqwest::StatusCode;
@@ -10,17 +10,6 @@ use std::time::Duration;
 
 const BIG: &str = "1234567890123456789012345678901234567890";
 const BIG_TWICE: &str = "2469135780246913578024691357802469135780";
-
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.json["error_detail"]["code"], code, "{}", reply.text);
-    assert!(reply.json["error"].is_string(), "{}", reply.text);
-    assert!(
-        reply.json["error_detail"]["message"].is_string(),
-        "{}",
-        reply.text
-    );
-}
 
 /// [`assert_error`], and the message says `words`.
 fn assert_error_saying(reply: &Reply, status: StatusCode, code: &str, words: &str) {
