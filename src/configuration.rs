@@ -151,7 +151,7 @@ impl Default for Settings {
             account_number_generation: false,
             account_number_service: AccountNumberService::default(),
             snapshot_interval_ms: 1_000,
-            snapshot_every_transactions: 64,
+            snapshot_every_transactions: 32,
             snapshot_tick_budget_ms: 200,
             snapshot_daily_full_pass: None,
         }

@@ -45,9 +45,11 @@ impl Default for SnapshotSettings {
     fn default() -> Self {
         Self {
             interval_ms: 1_000,
-            every: 64,
-            entries_per_side_max: 5_000,
-            balances_per_transaction: 64,
+            every: 32,
+            // A transaction holds its balances' rows while it reads their entries (a commit
+            // on one of them waits that long): a few balances, a few hundred entries.
+            entries_per_side_max: 512,
+            balances_per_transaction: 8,
             tick_budget_ms: 200,
             pending_balances_max: 100_000,
             daily_full_pass: false,
@@ -162,9 +164,12 @@ impl SnapshotFeed {
 /// Where a pass over every balance stands.
 #[derive(Debug, Clone, Default)]
 struct FullPass {
-    /// The last balance id done; the next page starts after it.
+    /// The last balance id of the page being done; the next page starts after it.
     after: Option<String>,
     page_size: u64,
+    /// Balances of that page not done yet (sorted): a commit held them, or more entries wait
+    /// than one transaction reads.
+    pending: Vec<String>,
 }
 
 pub struct Snapshotter {
@@ -271,6 +276,7 @@ impl Snapshotter {
             self.full_pass = Some(FullPass {
                 after: None,
                 page_size: page_size.clamp(1, 10_000),
+                pending: Vec::new(),
             });
         }
     }
@@ -303,7 +309,18 @@ async fn walk_due(
         store
             .metrics()
             .observe_snapshot_pass(pass.entries_read, pass.snapshots_written);
-        for ((id, noted), done) in balances.iter().zip(pass.balances) {
+        let noted: HashMap<&str, Pending> =
+            balances.iter().map(|(id, p)| (id.as_str(), *p)).collect();
+        for id in pass.skipped {
+            if let Some(pending) = noted.get(id.as_str()) {
+                feed.put_back(id, *pending);
+            }
+        }
+        for done in pass.balances {
+            let Some(noted) = noted.get(done.balance_id.as_str()) else {
+                continue;
+            };
+            let id = &done.balance_id;
             // Still uncovered: what the pass left after the balance's last snapshot, and the
             // entries noted but newer than the cutoff (not read yet). A pass that stopped
             // at its bound keeps the balance due.
@@ -336,6 +353,8 @@ async fn walk_due(
 }
 
 /// Continues a pass over every balance until the budget is spent; `None` when it is done.
+/// Each page's balances are walked until each is covered up to the cutoff (a balance with
+/// more entries than one transaction reads, or that a commit held, is walked again).
 async fn walk_full_pass(
     store: &Store,
     mut pass: FullPass,
@@ -345,16 +364,22 @@ async fn walk_full_pass(
     budget: Duration,
 ) -> Result<Option<FullPass>, (LedgerError, Option<FullPass>)> {
     loop {
-        let page = store
-            .balance_ids_after(pass.after.clone(), pass.page_size)
-            .await
-            .map_err(|e| (e, Some(pass.clone())))?;
-        let Some(last) = page.last().cloned() else {
-            store.metrics().observe_snapshot_full_pass();
-            tracing::info!("snapshot pass over every balance finished");
-            return Ok(None);
-        };
-        for ids in page.chunks(chunk) {
+        if pass.pending.is_empty() {
+            let page = store
+                .balance_ids_after(pass.after.clone(), pass.page_size)
+                .await
+                .map_err(|e| (e, Some(pass.clone())))?;
+            let Some(last) = page.last().cloned() else {
+                store.metrics().observe_snapshot_full_pass();
+                tracing::info!("snapshot pass over every balance finished");
+                return Ok(None);
+            };
+            pass.after = Some(last);
+            pass.pending = page;
+        }
+        let mut again = Vec::new();
+        let mut chunks = pass.pending.chunks(chunk);
+        for ids in chunks.by_ref() {
             let cutoff = Utc::now() - SNAPSHOT_SETTLE;
             let done = store
                 .take_snapshots(ids.to_vec(), limits, cutoff)
@@ -363,8 +388,20 @@ async fn walk_full_pass(
             store
                 .metrics()
                 .observe_snapshot_pass(done.entries_read, done.snapshots_written);
+            again.extend(done.skipped);
+            again.extend(
+                done.balances
+                    .into_iter()
+                    .filter(|balance| balance.more)
+                    .map(|balance| balance.balance_id),
+            );
+            if started.elapsed() >= budget {
+                break;
+            }
         }
-        pass.after = Some(last);
+        again.extend(chunks.flatten().cloned());
+        again.sort();
+        pass.pending = again;
         if started.elapsed() >= budget {
             return Ok(Some(pass));
         }

@@ -14,12 +14,12 @@
 //! # Snapshots stay exact
 //! A snapshot at `T` is written by [`Store::take_snapshots`] from the previous one plus the
 //! transactions after it, only up to a cutoff [`SNAPSHOT_SETTLE`] behind the snapshotter's
-//! clock, with the balances' rows locked (`FOR NO KEY UPDATE`, in id order, as the group
-//! commit locks them). A transaction that commits later with an effective time at or before
-//! some snapshot's `T` (back-dated, or stamped long before its commit) would make that
-//! snapshot wrong, so the group commit deletes the snapshots at or after such a row's time
-//! ([`invalidate_snapshots`], called once the batch's balance rows are updated, hence
-//! locked; a later snapshot pass takes them again). Either the snapshot's transaction held
+//! clock, with the balances' rows locked (`FOR NO KEY UPDATE SKIP LOCKED`: a balance a
+//! commit holds is left for the next pass). A transaction that commits later with an
+//! effective time at or before some snapshot's `T` (back-dated, or stamped long before its
+//! commit) would make that snapshot wrong, so the group commit deletes the snapshots at or
+//! after such a row's time ([`invalidate_snapshots`], called once the batch's balance rows
+//! are updated, hence locked; a later snapshot pass takes them again). Either the snapshot's transaction held
 //! the lock first and committed, and the commit's delete then sees and removes it; or the
 //! commit held it first, and the snapshot, read after the commit, includes the row. Rows
 //! newer than `now − SNAPSHOT_SETTLE / 2` when their batch's balances were updated cannot be
@@ -70,8 +70,10 @@ pub struct SnapshotLimits {
 pub struct SnapshotPass {
     pub entries_read: u64,
     pub snapshots_written: u64,
-    /// Per balance, in the order asked.
+    /// Per balance walked, in the order asked.
     pub balances: Vec<BalancePass>,
+    /// The balances a commit held at that moment: not walked this time.
+    pub skipped: Vec<String>,
 }
 
 /// What a snapshot pass did for one balance.
@@ -350,8 +352,14 @@ impl Store {
         self.run(move |db| async move {
             let txn = db.begin().await?;
             let backend = txn.get_database_backend();
-            let newest = if backend == DbBackend::Postgres {
-                lock_and_read_newest(&txn, &balance_ids).await?
+            let mut pass = SnapshotPass::default();
+            let (balance_ids, newest) = if backend == DbBackend::Postgres {
+                let (locked, newest) = lock_and_read_newest(&txn, &balance_ids).await?;
+                pass.skipped = balance_ids
+                    .into_iter()
+                    .filter(|id| locked.binary_search(id).is_err())
+                    .collect();
+                (locked, newest)
             } else {
                 let mut newest = HashMap::new();
                 for id in &balance_ids {
@@ -368,10 +376,9 @@ impl Store {
                         newest.insert(id.clone(), (s.snapshot_time, totals));
                     }
                 }
-                newest
+                (balance_ids, newest)
             };
             let mut entries = read_entries(&txn, &balance_ids, &newest, cutoff, limits).await?;
-            let mut pass = SnapshotPass::default();
             let mut planned_all: Vec<(String, PlannedSnapshot)> = Vec::new();
             for id in &balance_ids {
                 let (start_at, start) = match newest.get(id) {
@@ -577,14 +584,15 @@ async fn plan_balance(
     Ok((planned, (remaining, truncated)))
 }
 
-/// Locks the balances (id order), then reads each one's newest snapshot in a statement of its
-/// own: a statement sees the database as it was when it began, so one that waited for a
-/// lock could still see a snapshot that the commit it waited for deleted.
+/// Locks the balances that no commit holds now (id order; `SKIP LOCKED`: the pass never waits
+/// for a commit, and a commit waits for it only while its few statements run), then reads
+/// each locked one's newest snapshot in a statement of its own: a statement sees the
+/// database as it was when it began, so one that had waited for a lock could still see a
+/// snapshot that the commit it waited for deleted. Returns the locked ids, in order.
 async fn lock_and_read_newest(
     txn: &DatabaseTransaction,
     balance_ids: &[String],
-) -> Result<HashMap<String, (DateTime<Utc>, Totals)>, DbErr> {
-    let ids = || bind(text_array(balance_ids.iter().map(|id| Some(id.as_str()))));
+) -> Result<(Vec<String>, HashMap<String, (DateTime<Utc>, Totals)>), DbErr> {
     let lock = format!(
         "SELECT b.balance_id {}",
         probe(
@@ -592,10 +600,20 @@ async fn lock_and_read_newest(
             "b.balance_id",
             "balances AS b",
             "b.balance_id = wanted.id",
-            "FOR NO KEY UPDATE",
+            "FOR NO KEY UPDATE SKIP LOCKED",
         )
     );
-    txn.query_all_raw(statement(&lock, vec![ids()])).await?;
+    let all = bind(text_array(balance_ids.iter().map(|id| Some(id.as_str()))));
+    let mut locked: Vec<String> = txn
+        .query_all_raw(statement(&lock, vec![all]))
+        .await?
+        .iter()
+        .map(|row| row.try_get("", "balance_id"))
+        .collect::<Result<_, _>>()?;
+    // The caller looks ids up in it; the rows' order is the array's, which SQL does not promise.
+    locked.sort_unstable();
+    locked.dedup();
+    let ids = || bind(text_array(locked.iter().map(|id| Some(id.as_str()))));
     let sql = "SELECT wanted.id AS balance_id, s.snapshot_time, \
                CAST(s.credit_balance AS text) AS credit, CAST(s.debit_balance AS text) AS debit \
                FROM unnest(CAST($1 AS text[])) AS wanted(id) CROSS JOIN LATERAL \
@@ -613,7 +631,7 @@ async fn lock_and_read_newest(
             (row.try_get("", "snapshot_time")?, totals),
         );
     }
-    Ok(newest)
+    Ok((locked, newest))
 }
 
 /// The APPLIED entries of each balance after its newest snapshot and up to `cutoff`, at most
