@@ -25,6 +25,7 @@ use coffer_actors::queue::worker::{QueueWorker, WorkerSettings};
 use coffer_actors::queue::TransactionQueue;
 use coffer_actors::shutdown::Shutdown;
 use coffer_actors::store::{PoolSettings, Store};
+use futures_util::FutureExt;
 use std::net::TcpListener;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -212,10 +213,12 @@ impl Application {
                 .wrap_fn(|request, service| {
                     // One span per request: every log line and actor span beneath it is tied
                     // to the method and route that caused it.
+                    // The route is recorded once the request is routed: before that, naming it
+                    // would mean matching the path against the route table a second time.
                     let span = tracing::info_span!(
                         "http",
                         method = %request.method(),
-                        route = request.match_pattern().unwrap_or_default(),
+                        route = tracing::field::Empty,
                     );
                     crate::telemetry::adopt_request_context(&span, request.headers());
                     if crate::http::has_encoded_nul(request.uri()) {
@@ -225,8 +228,18 @@ impl Application {
                             response,
                         ));
                     }
+                    let routed = span.clone();
                     futures_util::future::Either::Right(
-                        actix_web::dev::Service::call(service, request).instrument(span),
+                        actix_web::dev::Service::call(service, request)
+                            .instrument(span)
+                            .map(move |result| {
+                                if let Ok(response) = &result {
+                                    if let Some(route) = response.request().match_pattern() {
+                                        routed.record("route", route);
+                                    }
+                                }
+                                result
+                            }),
                     )
                 })
                 .app_data(web::Data::new(state.clone()))
