@@ -213,8 +213,8 @@ impl Application {
                 .wrap_fn(|request, service| {
                     // One span per request: every log line and actor span beneath it is tied
                     // to the method and route that caused it.
-                    // The route is recorded once the request is routed: before that, naming it
-                    // would mean matching the path against the route table a second time.
+                    // The route is recorded once the request is routed (its resource names it):
+                    // before that, naming it would mean matching the path a second time.
                     let span = tracing::info_span!(
                         "http",
                         method = %request.method(),
@@ -234,7 +234,9 @@ impl Application {
                             .instrument(span)
                             .map(move |result| {
                                 if let Ok(response) = &result {
-                                    if let Some(route) = response.request().match_pattern() {
+                                    if let Some(route) = crate::http::route_pattern::route_pattern(
+                                        response.request(),
+                                    ) {
                                         routed.record("route", route);
                                     }
                                 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod json;
 pub mod query;
 pub mod request_metrics;
+pub mod route_pattern;
 
 use actix_web::web;
 use error::ApiError;

@@ -3,6 +3,7 @@
 //! unknown paths) and status, and refused transaction requests by reason.
 
 use crate::http::error::ApiError;
+use crate::http::route_pattern::route_pattern;
 use actix_web::body::MessageBody;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{Method, StatusCode};
@@ -76,15 +77,15 @@ where
             let result = service.call(request).await;
             let (route, status, error) = match &result {
                 Ok(response) => (
-                    response.request().match_pattern(),
+                    route_pattern(response.request()),
                     response.status(),
                     response.response().error(),
                 ),
                 Err(error) => (None, error.as_response_error().status_code(), Some(error)),
             };
-            let route = route.unwrap_or_else(|| "unmatched".to_owned());
-            metrics.observe_request(method, &route, status.as_u16(), started.elapsed());
-            if let Some(reason) = refusal_reason(method, &route, status, error) {
+            let route = route.unwrap_or("unmatched");
+            metrics.observe_request(method, route, status.as_u16(), started.elapsed());
+            if let Some(reason) = refusal_reason(method, route, status, error) {
                 metrics.observe_rejection(reason);
             }
             result
