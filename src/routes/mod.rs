@@ -192,13 +192,11 @@ impl Endpoint {
     /// resource, not only of its route, so a path served for another method falls through to
     /// the next resource (and at last to the 404), as a Blnk client expects, not to a 405.
     fn under(self, prefix: &str) -> Resource {
-        let path = self.pattern.strip_prefix(prefix);
-        assert!(
-            path.is_some(),
-            "{} lies outside its scope {prefix}",
-            self.pattern
-        );
-        web::resource(path.unwrap_or(self.pattern))
+        let path = self
+            .pattern
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{} lies outside its scope {prefix}", self.pattern));
+        web::resource(path)
             .guard(guard::Method(self.method))
             .app_data(RoutePattern(self.pattern))
             .route(self.route)
