@@ -411,7 +411,9 @@ impl Store {
 /// snapshot of the database, one round trip). Per read: the balance row, the snapshots on
 /// either side of its time (none for `from_source`), the nearest base by [`Bases::nearest`]'s
 /// rule (ties: the snapshot before or nothing, then the one after, then the balance row), and
-/// the sums between that base and the time, one index range per side.
+/// the sums between that base and the time, one index range per side. The base is picked by
+/// `CASE` over the three gaps, not by sorting candidate rows: a sort node per read cost about
+/// a tenth of the statement.
 const BALANCES_AT_SQL: &str = "SELECT w.ord, b.currency, base.forward, \
         CAST(base.credit AS text) AS base_credit, CAST(base.debit AS text) AS base_debit, \
         CAST((SELECT COALESCE(SUM(t.precise_amount), 0) FROM transactions AS t \
@@ -432,20 +434,25 @@ const BALANCES_AT_SQL: &str = "SELECT w.ord, b.currency, base.forward, \
     LEFT JOIN LATERAL (SELECT snapshot_time, credit_balance, debit_balance \
         FROM balance_snapshots WHERE balance_id = w.id AND snapshot_time > w.t \
         AND NOT w.from_source ORDER BY snapshot_time LIMIT 1) AS after ON true \
-    CROSS JOIN LATERAL (SELECT forward, lo, hi, credit, debit FROM (VALUES \
-        (true, before.snapshot_time, w.t, before.credit_balance, before.debit_balance, \
-            w.t - before.snapshot_time, 0), \
-        (true, CAST('-infinity' AS timestamptz), w.t, 0, 0, \
-            GREATEST(w.t - b.created_at, interval '0'), 0), \
-        (false, w.t, after.snapshot_time, after.credit_balance, after.debit_balance, \
-            after.snapshot_time - w.t, 1), \
-        (false, w.t, CAST('infinity' AS timestamptz), b.credit_balance, b.debit_balance, \
-            GREATEST(now() - w.t, interval '0'), 2)) \
-        AS c(forward, lo, hi, credit, debit, gap, rank) \
-        WHERE lo IS NOT NULL AND hi IS NOT NULL \
-        AND (lo <> CAST('-infinity' AS timestamptz) OR before.snapshot_time IS NULL) \
-        AND (NOT w.from_source OR lo = CAST('-infinity' AS timestamptz)) \
-        ORDER BY gap, rank LIMIT 1) AS base";
+    CROSS JOIN LATERAL (SELECT \
+        COALESCE(w.t - before.snapshot_time, GREATEST(w.t - b.created_at, interval '0')) \
+            AS before_gap, \
+        after.snapshot_time - w.t AS after_gap, \
+        GREATEST(now() - w.t, interval '0') AS current_gap) AS gap \
+    CROSS JOIN LATERAL (SELECT CASE \
+        WHEN w.from_source OR (gap.before_gap <= gap.current_gap \
+            AND (gap.after_gap IS NULL OR gap.before_gap <= gap.after_gap)) THEN 0 \
+        WHEN gap.after_gap <= gap.current_gap THEN 1 \
+        ELSE 2 END AS pick) AS pick \
+    CROSS JOIN LATERAL (SELECT pick.pick = 0 AS forward, \
+        CASE pick.pick WHEN 0 THEN COALESCE(before.snapshot_time, CAST('-infinity' AS timestamptz)) \
+            ELSE w.t END AS lo, \
+        CASE pick.pick WHEN 0 THEN w.t WHEN 1 THEN after.snapshot_time \
+            ELSE CAST('infinity' AS timestamptz) END AS hi, \
+        CASE pick.pick WHEN 0 THEN COALESCE(before.credit_balance, 0) \
+            WHEN 1 THEN after.credit_balance ELSE b.credit_balance END AS credit, \
+        CASE pick.pick WHEN 0 THEN COALESCE(before.debit_balance, 0) \
+            WHEN 1 THEN after.debit_balance ELSE b.debit_balance END AS debit) AS base";
 
 async fn balances_at_postgres(
     db: &sea_orm::DatabaseConnection,
