@@ -11,6 +11,8 @@
 //!   group-commits validated transfers, and the [`ledger::Ledger`] handle the HTTP shell calls.
 //! - [`queue`]: the transaction queue (Redis Streams or in-process), its workers and the
 //!   recovery sweep.
+//! - [`access`]: callers and their permissions: the master key, API keys (issued, listed,
+//!   revoked, verified and cached).
 //! - [`accounts`]: opening accounts (a balance, a name and a number, the number possibly from
 //!   the configured account-number service).
 //! - [`error`]: [`LedgerError`], in precedence order.
@@ -18,6 +20,7 @@
 //!   the queue, and the graceful stop of the workers.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod accounts;
 pub mod domain;
 pub mod entity;

@@ -19,6 +19,7 @@
 //!   indexes of `transactions` ordered by effective time.
 //! - `m20261202_000010_immutable_transactions`: transaction rows refuse updates (but of
 //!   `meta_data`) and deletes.
+//! - `m20261202_000011_api_keys`: API keys (hashed, found by prefix, listed by owner).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -36,6 +37,7 @@ mod m20261126_000007_balances_without_ledger_fkey;
 mod m20261202_000008_identities_accounts_monitors;
 mod m20261202_000009_balance_history;
 mod m20261202_000010_immutable_transactions;
+mod m20261202_000011_api_keys;
 
 pub struct Migrator;
 
@@ -104,6 +106,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_identities_accounts_monitors::Migration),
             Box::new(m20261202_000009_balance_history::Migration),
             Box::new(m20261202_000010_immutable_transactions::Migration),
+            Box::new(m20261202_000011_api_keys::Migration),
         ]
     }
 }

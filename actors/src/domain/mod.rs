@@ -1,5 +1,6 @@
 //! Pure domain types and rules: no I/O.
 
+pub mod access;
 pub mod amount;
 pub mod balance;
 pub mod batch;

@@ -2,6 +2,7 @@
 //! money columns use the custom [`Money`] type, which generation cannot produce.
 
 pub mod account;
+pub mod api_key;
 pub mod balance;
 pub mod balance_monitor;
 pub mod balance_snapshot;

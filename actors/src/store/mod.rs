@@ -5,6 +5,7 @@
 //! workers come and go, so no connection is ever opened on (and orphaned by) one of them.
 
 mod accounts;
+mod api_keys;
 mod backup;
 mod balances;
 pub(crate) mod changes;
@@ -21,6 +22,7 @@ pub mod relay;
 mod transactions;
 
 pub use accounts::{AccountBalance, AccountContext, NewAccount};
+pub use api_keys::{NewApiKey, API_KEYS_LISTED_MAX};
 pub use balances::{
     BalanceRow, BalanceState, IndicatorBalance, NewBalance, NewIndicator, QueuedTotals,
 };
