@@ -57,10 +57,22 @@ pub struct Settings {
     pub trace_filter: String,
     /// `Authorization: Bearer <token>` required by `GET /metrics` when set.
     pub metrics_bearer_token: Option<String>,
-    /// Blnk's secure mode. Coffer has no API-key authentication yet: this only closes
-    /// `/metrics` without a bearer token and requires `X-Blnk-Key: <secret_key>` on `/backup`.
+    /// Blnk's secure mode: every route but `/`, `/health`, `/metrics` and `/openapi.json`
+    /// requires `X-Blnk-Key` (the master key or an API key); see `http::auth`.
     pub secure: bool,
-    pub secret_key: Option<String>,
+    /// The master key (`server.secret_key`): may do everything. Never logged.
+    pub secret_key: Option<SecretString>,
+    /// Blnk's `rate_limit.requests_per_second` and `burst`, per client IP; `None` for both
+    /// (Blnk's defaults, 5,000,000 and 10,000,000, are as good as off): no limiter at all.
+    pub rate_limit_per_second: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    /// How often the limiter forgets clients it has not seen for a while.
+    pub rate_limit_cleanup_interval_secs: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (IPs or CIDR blocks); from anyone
+    /// else the header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a verified API key is trusted without checking its hash again.
+    pub api_key_cache_ttl_ms: u64,
     /// Where `GET /backup` writes (`<backup_dir>/YYYY-MM-DD/<db>-HHMMSS.sql`).
     pub backup_dir: PathBuf,
     /// The `pg_dump` program used by `GET /backup` on PostgreSQL.
@@ -144,6 +156,11 @@ impl Default for Settings {
             metrics_bearer_token: None,
             secure: false,
             secret_key: None,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
+            rate_limit_cleanup_interval_secs: 10_800,
+            trusted_proxies: Vec::new(),
+            api_key_cache_ttl_ms: 10_000,
             backup_dir: PathBuf::from("backups"),
             pg_dump: "pg_dump".into(),
             shutdown_timeout_ms: 30_000,
@@ -171,6 +188,14 @@ const KEYS: &[(&str, &str)] = &[
     ("server.secure", "BLNK_SERVER_SECURE"),
     ("server.secret_key", "BLNK_SERVER_SECRET_KEY"),
     ("server.metrics_bearer_token", "BLNK_METRICS_BEARER_TOKEN"),
+    ("rate_limit.requests_per_second", "BLNK_RATE_LIMIT_RPS"),
+    ("rate_limit.burst", "BLNK_RATE_LIMIT_BURST"),
+    (
+        "rate_limit.cleanup_interval_sec",
+        "BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC",
+    ),
+    ("coffer.trusted_proxies", "COFFER_TRUSTED_PROXIES"),
+    ("coffer.api_key_cache_ttl_ms", "COFFER_API_KEY_CACHE_TTL_MS"),
     ("monitoring_dsn", "BLNK_MONITORING_DSN"),
     ("backup_dir", "BLNK_BACKUP_DIR"),
     (
@@ -311,7 +336,22 @@ impl Settings {
             "redis.pool_size" => self.redis_pool_size_max = number(value)?,
             "server.port" => self.port = number(value)?,
             "server.secure" => self.secure = boolean(value)?,
-            "server.secret_key" => self.secret_key = text(value).filter(|v| !v.is_empty()),
+            "server.secret_key" => {
+                self.secret_key = text(value)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from)
+            }
+            "rate_limit.requests_per_second" => {
+                self.rate_limit_per_second = Some(number::<u32>(value)?.max(1))
+            }
+            "rate_limit.burst" => self.rate_limit_burst = Some(number::<u32>(value)?.max(1)),
+            "rate_limit.cleanup_interval_sec" => {
+                self.rate_limit_cleanup_interval_secs = number::<u64>(value)?.clamp(1, 86_400)
+            }
+            "coffer.trusted_proxies" => self.trusted_proxies = networks(value)?,
+            "coffer.api_key_cache_ttl_ms" => {
+                self.api_key_cache_ttl_ms = number::<u64>(value)?.min(300_000)
+            }
             "server.metrics_bearer_token" => {
                 self.metrics_bearer_token = text(value).filter(|v| !v.is_empty())
             }
@@ -459,6 +499,41 @@ fn read_file(path: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(value)
+}
+
+/// Addresses or CIDR blocks, as a comma list or a JSON array (`10.0.0.0/8, ::1`).
+fn networks(value: &Value) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let items: Vec<String> = match value {
+        Value::Array(items) => items.iter().filter_map(text).collect(),
+        other => text(other)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|item| item.trim())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("{item:?} is not an IP address or CIDR block"))
+        })
+        .collect()
+}
+
+/// The limiter's rate and burst from Blnk's two keys: one alone sets the other (burst twice
+/// the rate, or the rate half the burst); neither: no limiter.
+impl Settings {
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        match (self.rate_limit_per_second, self.rate_limit_burst) {
+            (None, None) => None,
+            (Some(rate), None) => Some((rate, rate.saturating_mul(2))),
+            (None, Some(burst)) => Some(((burst / 2).max(1), burst)),
+            (Some(rate), Some(burst)) => Some((rate, burst)),
+        }
+    }
 }
 
 fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {

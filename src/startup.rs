@@ -4,15 +4,20 @@
 
 use crate::account_numbers::AccountNumberClient;
 use crate::configuration::Settings;
+use crate::http::auth::{self, Gate};
 use crate::http::error::ApiError;
+use crate::http::rate_limit::{self, ClientLimits};
 use crate::http::request_metrics::RequestMetrics;
+use crate::http::security_headers;
 use crate::http::AppState;
 use crate::routes;
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
+use coffer_actors::access::{Access, AccessSettings};
 use coffer_actors::domain::pii::Tokenizer;
 use coffer_actors::ledger::committer::CommitterSettings;
 use coffer_actors::ledger::registry::RegistrySettings;
@@ -201,14 +206,45 @@ impl Application {
             &settings,
         ));
         let request_metrics = ledger.metrics().clone();
+        let access = {
+            use secrecy::ExposeSecret;
+            Access::start(
+                ledger.store().clone(),
+                settings
+                    .secret_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned()),
+                AccessSettings {
+                    cache_ttl_ms: settings.api_key_cache_ttl_ms,
+                    ..AccessSettings::default()
+                },
+            )
+        };
+        let gate = web::Data::new(Gate {
+            access: access.clone(),
+            secure: settings.secure,
+            body_bytes_max: settings.body_bytes_max,
+        });
+        let client_limits = Arc::new(ClientLimits::new(
+            settings.rate_limit(),
+            settings.trusted_proxies.clone(),
+        ));
+        client_limits.start_cleanup(std::time::Duration::from_secs(
+            settings.rate_limit_cleanup_interval_secs,
+        ));
+        let client_limits = web::Data::from(client_limits);
         let state = AppState {
             ledger: ledger.clone(),
+            access,
             body_bytes_max: settings.body_bytes_max,
             health_timeout_ms: settings.health_timeout_ms,
             tokenizer,
         };
         let server = HttpServer::new(move || {
+            // Outermost last: headers on every answer, then the rate limit (before any work),
+            // the request span, the metrics, and authorization nearest the routes.
             App::new()
+                .wrap(from_fn(auth::authorize))
                 .wrap(RequestMetrics::new(request_metrics.clone()))
                 .wrap_fn(|request, service| {
                     // One span per request: every log line and actor span beneath it is tied
@@ -244,6 +280,10 @@ impl Application {
                             }),
                     )
                 })
+                .wrap(from_fn(rate_limit::limit))
+                .wrap(from_fn(security_headers::add))
+                .app_data(gate.clone())
+                .app_data(client_limits.clone())
                 .app_data(web::Data::new(state.clone()))
                 // One client per HTTP worker: an `awc` client belongs to its thread.
                 .app_data(web::Data::new(AccountNumberClient::new(

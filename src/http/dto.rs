@@ -509,3 +509,38 @@ impl From<&coffer_actors::store::HistoricalBalance> for PastBalanceJson {
 pub fn message(text: &str) -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok().json(serde_json::json!({ "message": text }))
 }
+
+/// An API key (Blnk 1.10). `key` is the plaintext, present only in the answer that created
+/// it (Blnk lists keys with their hash there; Coffer never serves the hash).
+#[derive(Serialize)]
+pub struct ApiKeyJson {
+    pub api_key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub name: String,
+    pub owner_id: String,
+    pub scopes: serde_json::Value,
+    pub expires_at: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub is_revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+impl ApiKeyJson {
+    pub fn new(model: &coffer_actors::entity::api_key::Model, plaintext: Option<String>) -> Self {
+        Self {
+            api_key_id: model.api_key_id.clone(),
+            key: plaintext,
+            name: model.name.clone(),
+            owner_id: model.owner_id.clone(),
+            scopes: model.scopes.clone(),
+            expires_at: time(&model.expires_at),
+            created_at: time(&model.created_at),
+            last_used_at: time_or_zero(&model.last_used_at),
+            is_revoked: model.is_revoked,
+            revoked_at: model.revoked_at.as_ref().map(time),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use coffer_actors::access::AccessError;
 use coffer_actors::domain::AmountError;
 use coffer_actors::LedgerError;
 use serde_json::json;
@@ -19,6 +20,10 @@ pub enum ApiError {
     BadQuery(String),
     #[error("route {0} not found")]
     RouteNotFound(String),
+    #[error("Too many requests, please try again later.")]
+    RateLimited,
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -32,7 +37,28 @@ pub fn code_and_status(error: &ApiError) -> (&'static str, StatusCode) {
         ApiError::PayloadTooLarge(_) => ("GEN_PAYLOAD_TOO_LARGE", S::PAYLOAD_TOO_LARGE),
         ApiError::BadQuery(_) => ("GEN_BAD_REQUEST", S::BAD_REQUEST),
         ApiError::RouteNotFound(_) => ("GEN_NOT_FOUND", S::NOT_FOUND),
+        ApiError::RateLimited => ("GEN_RATE_LIMITED", S::TOO_MANY_REQUESTS),
+        ApiError::Access(error) => access_code_and_status(error),
         ApiError::Ledger(error) => ledger_code_and_status(error),
+    }
+}
+
+fn access_code_and_status(error: &AccessError) -> (&'static str, StatusCode) {
+    use StatusCode as S;
+    match error {
+        AccessError::MissingKey => ("AUTH_MISSING_API_KEY", S::UNAUTHORIZED),
+        AccessError::InvalidKey => ("AUTH_INVALID_API_KEY", S::UNAUTHORIZED),
+        AccessError::ExpiredKey => ("AUTH_EXPIRED_API_KEY", S::UNAUTHORIZED),
+        AccessError::UnknownResource => ("AUTH_UNKNOWN_RESOURCE", S::FORBIDDEN),
+        AccessError::InsufficientPermissions { .. } => {
+            ("AUTH_INSUFFICIENT_PERMISSIONS", S::FORBIDDEN)
+        }
+        AccessError::CrossOwnerAccess => ("AUTH_CROSS_OWNER_ACCESS", S::FORBIDDEN),
+        AccessError::ScopeEscalation(_) => ("AUTH_SCOPE_ESCALATION", S::FORBIDDEN),
+        AccessError::OwnerRequired => ("APIKEY_OWNER_REQUIRED", S::BAD_REQUEST),
+        AccessError::InvalidRequest(_) => ("APIKEY_INVALID", S::BAD_REQUEST),
+        AccessError::KeyNotFound(_) => ("APIKEY_NOT_FOUND", S::NOT_FOUND),
+        AccessError::Ledger(error) => ledger_code_and_status(error),
     }
 }
 

@@ -1,11 +1,15 @@
-//! HTTP plumbing shared by the routes: errors, JSON shapes, bodies and query strings.
+//! HTTP plumbing shared by the routes: errors, JSON shapes, bodies and query strings, and the
+//! middleware every request passes (security headers, rate limit, authorization, metrics).
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod json;
 pub mod query;
+pub mod rate_limit;
 pub mod request_metrics;
 pub mod route_pattern;
+pub mod security_headers;
 
 use actix_web::web;
 use error::ApiError;
@@ -15,6 +19,8 @@ use futures_util::StreamExt;
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: coffer_actors::ledger::Ledger,
+    /// API keys: issuing, listing, revoking (the middleware authenticates through it too).
+    pub access: coffer_actors::access::Access,
     pub body_bytes_max: usize,
     pub health_timeout_ms: u64,
     /// PII tokenization, when `tokenization_secret` is set.

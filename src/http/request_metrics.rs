@@ -122,6 +122,8 @@ fn refusal_reason(
         ApiError::Malformed(_) => "malformed_request",
         ApiError::PayloadTooLarge(_) => "payload_too_large",
         ApiError::BadQuery(_) => "bad_request",
+        ApiError::RateLimited => "rate_limited",
+        ApiError::Access(_) => "unauthorized",
         ApiError::RouteNotFound(_) => return None,
     })
 }

@@ -2,6 +2,7 @@
 //! reply; no SQL and no business rules here.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod backup;
 pub mod balances;
 pub mod history;
@@ -160,6 +161,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 endpoint(M::GET, "/accounts", accounts::list),
                 endpoint(M::POST, "/accounts/filter", accounts::filter),
                 endpoint(M::GET, "/accounts/{id}", accounts::get),
+            ],
+        ))
+        .service(scope(
+            "/api-keys",
+            vec![
+                endpoint(M::POST, "/api-keys", api_keys::create),
+                endpoint(M::GET, "/api-keys", api_keys::list),
+                endpoint(M::DELETE, "/api-keys/{id}", api_keys::revoke),
             ],
         ))
         // Last: any first segment (`ldg_…`, `bln_…`, `idt_…`, `txn_…`, `bulk_…`).

@@ -12,7 +12,7 @@ use coffer_actors::ledger::Ledger;
 use serde_json::json;
 use std::sync::Arc;
 
-/// What `/metrics` and `/backup` need; shared by the HTTP workers of one server.
+/// What `/metrics` and `/backup` need (who may call them is `http::auth`'s); shared by the HTTP workers of one server.
 #[derive(Clone)]
 pub struct Operations(Arc<Inner>);
 
@@ -20,7 +20,6 @@ struct Inner {
     ledger: Ledger,
     metrics_token: Option<String>,
     secure: bool,
-    secret_key: Option<String>,
     backup: Option<Backup>,
 }
 
@@ -41,21 +40,12 @@ impl Operations {
             ledger,
             metrics_token: settings.metrics_bearer_token.clone(),
             secure: settings.secure,
-            secret_key: settings.secret_key.clone(),
             backup,
         }))
     }
 
     pub(crate) fn backup(&self) -> Option<&Backup> {
         self.0.backup.as_ref()
-    }
-
-    pub(crate) fn secure(&self) -> bool {
-        self.0.secure
-    }
-
-    pub(crate) fn secret_key(&self) -> Option<&str> {
-        self.0.secret_key.as_deref()
     }
 }
 
@@ -126,7 +116,7 @@ fn unauthorized(code: &str, message: &str) -> HttpResponse {
 }
 
 /// Blnk's error body: `{"error": message, "error_detail": {"code", "message"}}`.
-pub(crate) fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({
@@ -136,15 +126,7 @@ pub(crate) fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResp
 }
 
 /// Compares without stopping at the first difference (the length is not hidden).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = a.len() ^ b.len();
-    for index in 0..a.len().max(b.len()) {
-        let x = a.get(index).copied().unwrap_or(0);
-        let y = b.get(index).copied().unwrap_or(0);
-        difference |= usize::from(x ^ y);
-    }
-    difference == 0
-}
+use coffer_actors::access::constant_time_eq;
 
 #[cfg(test)]
 mod tests {
