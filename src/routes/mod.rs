@@ -28,9 +28,9 @@ use actix_web::{guard, web, FromRequest, Handler, Resource, Responder, Route, Sc
 /// differ), so the order changes which route is tried first, never which one answers.
 /// Each route carries its pattern ([`RoutePattern`]) for metrics and traces.
 /// A path no route takes (wrong method included) ends at the app's default service, a 404.
-pub fn configure(config: &mut web::ServiceConfig) {
+fn route_groups() -> Vec<(&'static str, Vec<Endpoint>)> {
     use Method as M;
-    let top_level = [
+    let top_level = vec![
         endpoint(M::GET, "/", system::root),
         endpoint(M::GET, "/health", system::health),
         endpoint(M::GET, "/metrics", observability::metrics),
@@ -38,11 +38,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         endpoint(M::POST, "/balances-snapshots", history::take_snapshots),
         endpoint(M::GET, "/mocked-account", accounts::mocked),
     ];
-    for route in top_level {
-        config.service(route.under(""));
-    }
-    config
-        .service(scope(
+    vec![
+        ("", top_level),
+        (
             "/transactions",
             vec![
                 endpoint(M::POST, "/transactions", transactions::create),
@@ -72,16 +70,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     transactions::by_reference,
                 ),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/refund-transaction",
             vec![endpoint(
                 M::POST,
                 "/refund-transaction/{id}",
                 lifecycle::refund,
             )],
-        ))
-        .service(scope(
+        ),
+        (
             "/balances",
             vec![
                 endpoint(M::POST, "/balances", balances::create),
@@ -96,8 +94,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     balances::by_indicator,
                 ),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/ledgers",
             vec![
                 endpoint(M::POST, "/ledgers", ledgers::create),
@@ -106,8 +104,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 endpoint(M::GET, "/ledgers/{id}", ledgers::get),
                 endpoint(M::PUT, "/ledgers/{id}", ledgers::rename),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/balance-monitors",
             vec![
                 endpoint(M::POST, "/balance-monitors", monitors::create),
@@ -121,8 +119,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 endpoint(M::PUT, "/balance-monitors/{id}", monitors::replace),
                 endpoint(M::DELETE, "/balance-monitors/{id}", monitors::delete),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/identities",
             vec![
                 endpoint(M::POST, "/identities", identities::create),
@@ -153,8 +151,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     identities::detokenize,
                 ),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/accounts",
             vec![
                 endpoint(M::POST, "/accounts", accounts::create),
@@ -162,17 +160,42 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 endpoint(M::POST, "/accounts/filter", accounts::filter),
                 endpoint(M::GET, "/accounts/{id}", accounts::get),
             ],
-        ))
-        .service(scope(
+        ),
+        (
             "/api-keys",
             vec![
                 endpoint(M::POST, "/api-keys", api_keys::create),
                 endpoint(M::GET, "/api-keys", api_keys::list),
                 endpoint(M::DELETE, "/api-keys/{id}", api_keys::revoke),
             ],
-        ))
+        ),
         // Last: any first segment (`ldg_…`, `bln_…`, `idt_…`, `txn_…`, `bulk_…`).
-        .service(endpoint(M::POST, "/{id}/metadata", metadata::update).under(""));
+        (
+            "",
+            vec![endpoint(M::POST, "/{id}/metadata", metadata::update)],
+        ),
+    ]
+}
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    for (prefix, endpoints) in route_groups() {
+        if prefix.is_empty() {
+            for endpoint in endpoints {
+                config.service(endpoint.under(""));
+            }
+        } else {
+            config.service(scope(prefix, endpoints));
+        }
+    }
+}
+
+/// Every route as (method, pattern), in the order they are tried: what the authorization
+/// matrix and the OpenAPI coverage tests walk, so a new route cannot be left out of them.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    route_groups()
+        .into_iter()
+        .flat_map(|(_, endpoints)| endpoints.into_iter().map(|e| (e.method, e.pattern)))
+        .collect()
 }
 
 /// One method on one path, named by its full pattern.
