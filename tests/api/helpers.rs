@@ -5,6 +5,7 @@ use coffer::configuration::Settings;
 use coffer::startup::Application;
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +67,17 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// The master key and metrics token of every test server when the suite runs in secure mode.
+pub const SUITE_MASTER_KEY: &str = "suite-master-key";
+pub const SUITE_METRICS_TOKEN: &str = "suite-metrics-token";
+
+/// `COFFER_TEST_SECURE=1` runs the whole suite in secure mode: every server from
+/// [`test_settings`] requires a key, and every request of [`TestApp::request`] sends the
+/// master key.
+pub fn secure_suite() -> bool {
+    std::env::var("COFFER_TEST_SECURE").is_ok_and(|v| v == "1")
+}
+
 /// Settings for a test server of this backend (port 0, small pools, fast sweeps).
 pub async fn test_settings(backend: Backend) -> Settings {
     let mut settings = Settings {
@@ -82,6 +94,11 @@ pub async fn test_settings(backend: Backend) -> Settings {
         start_workers: true,
         ..Settings::default()
     };
+    if secure_suite() {
+        settings.secure = true;
+        settings.secret_key = Some(SUITE_MASTER_KEY.into());
+        settings.metrics_bearer_token = Some(SUITE_METRICS_TOKEN.into());
+    }
     match backend {
         Backend::Postgres => {
             settings.database_url = Some(fresh_postgres_database().await);
@@ -100,6 +117,10 @@ pub struct TestApp {
     pub database_url: Option<String>,
     /// The SQLite file of an embedded server, if it is one.
     pub sqlite_path: Option<PathBuf>,
+    /// Sent as `X-Blnk-Key` by [`TestApp::request`]: the master key of a secure server.
+    pub key: Option<String>,
+    /// The bearer token `/metrics` wants, if any.
+    pub metrics_token: Option<String>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -111,6 +132,12 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         coffer::telemetry::init("info");
     }
     let database_url = settings.database_url.clone();
+    let key = settings
+        .secret_key
+        .as_ref()
+        .filter(|_| settings.secure)
+        .map(|k| k.expose_secret().to_owned());
+    let metrics_token = settings.metrics_bearer_token.clone();
     let sqlite_path = database_url
         .is_none()
         .then(|| settings.data_dir.join("coffer.db"));
@@ -124,6 +151,8 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         client: client(),
         database_url,
         sqlite_path,
+        key,
+        metrics_token,
     }
 }
 
@@ -165,6 +194,8 @@ impl TestApp {
             client: client(),
             database_url: None,
             sqlite_path: None,
+            key: None,
+            metrics_token: None,
         }
     }
 
@@ -180,10 +211,32 @@ impl TestApp {
         path: &str,
         body: Option<String>,
     ) -> Reply {
+        self.request_as(self.key.as_deref(), method, path, body)
+            .await
+    }
+
+    /// A request with this `X-Blnk-Key` (or none).
+    pub async fn request_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Reply {
         let mut request = self
             .client
             .request(method, format!("{}{}", self.address, path))
             .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("X-Blnk-Key", key);
+        }
+        if let Some(token) = self
+            .metrics_token
+            .as_ref()
+            .filter(|_| path.starts_with("/metrics"))
+        {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.body(body);
         }

@@ -210,12 +210,11 @@ fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
 }
 
 async fn scrape(app: &TestApp) -> Vec<Sample> {
-    let response = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
+    let mut request = app.client.get(format!("{}/metrics", app.address));
+    if let Some(token) = &app.metrics_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -399,6 +398,7 @@ async fn the_metrics_bearer_token_and_secure_mode_follow_blnk() {
 
     let mut settings = test_settings(Backend::Sqlite).await;
     settings.secure = true;
+    settings.metrics_bearer_token = None;
     let locked = spawn_with(settings).await;
     let reply = locked.get("/metrics").await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
@@ -648,7 +648,7 @@ fn environment(database_url: &str, prefix: &str) -> Vec<(&'static str, String)> 
 }
 
 /// An OTLP/HTTP collector on a free port: keeps every decoded `POST /v1/traces`.
-async fn start_collector() -> (u16, Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
+pub(crate) async fn start_collector() -> (u16, Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
     let received: Arc<Mutex<Vec<ExportTraceServiceRequest>>> = Arc::default();
     let kept = received.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -749,9 +749,11 @@ async fn one_queued_transfer_is_one_trace_from_the_request_to_the_workers_commit
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
     let body = app.transfer(&balances[0], &balances[1], 10, false);
-    let response = app
-        .client
-        .post(format!("{}/transactions", app.address))
+    let mut request = app.client.post(format!("{}/transactions", app.address));
+    if let Some(key) = &app.key {
+        request = request.header("X-Blnk-Key", key);
+    }
+    let response = request
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
         .json(&body)
         .send()
