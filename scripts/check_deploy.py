@@ -10,7 +10,10 @@ Checks, each printed as it passes:
 - the Helm chart rendered by `helm template` (default values and
   ci/all-features-values.yaml) against Kubernetes' JSON schemas
   (kubernetes-validate) and the chart's own promises (non-root, read-only root,
-  probes on /health, secrets only by reference, hook Job);
+  probes on /health, secrets only by reference, hook Job, secure mode on by
+  default with the master key from a Secret);
+  the values schema refusing secrets (a literal master key among them) and
+  the templates refusing secure mode without the master key's Secret;
 - every `coffer` command line in all of them, against the binary's own parser,
   and every config file and environment they give Coffer, loaded by Coffer;
 - every BLNK_*/COFFER_* variable they set, against the names src/ reads.
@@ -323,8 +326,9 @@ def validate_manifests(docs, label):
     return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 
 
-def check_chart_rules(docs, label, coffer, known_env):
-    """What the chart promises beyond valid Kubernetes objects."""
+def check_chart_rules(docs, label, coffer, known_env, secure=None):
+    """What the chart promises beyond valid Kubernetes objects. `secure`: the
+    BLNK_SERVER_SECURE expected (with the master key's Secret iff true)."""
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     blnk = json.loads(config["data"]["blnk.json"])
     check("dns" not in blnk.get("data_source", {}) and "dns" not in blnk.get("redis", {}),
@@ -355,7 +359,8 @@ def check_chart_rules(docs, label, coffer, known_env):
                 check(not re.search(r"://[^/@\s]*:[^/@\s]*@", str(e.get("value", ""))),
                       f"{name}: {e['name']} has credentials in a literal value")
             for secret_env in ("BLNK_DATA_SOURCE_DNS", "BLNK_REDIS_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN",
-                               "BLNK_TOKENIZATION_SECRET", "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION"):
+                               "BLNK_TOKENIZATION_SECRET", "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION",
+                               "BLNK_SERVER_SECRET_KEY"):
                 if secret_env in env:
                     check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
                           f"{name}: {secret_env} is not from a Secret")
@@ -363,6 +368,11 @@ def check_chart_rules(docs, label, coffer, known_env):
             if doc["kind"] == "Deployment":
                 check(env.get("COFFER_AUTO_MIGRATE", {}).get("value") == "false", f"{name}: COFFER_AUTO_MIGRATE is not false")
                 check("BLNK_REDIS_DNS" in env, f"{name}: no Redis URL")
+                if secure is not None:
+                    check(env.get("BLNK_SERVER_SECURE", {}).get("value") == str(secure).lower(),
+                          f"{name}: BLNK_SERVER_SECURE is not {str(secure).lower()}")
+                    check(("BLNK_SERVER_SECRET_KEY" in env) == secure,
+                          f"{name}: the master key (BLNK_SERVER_SECRET_KEY) is {'missing' if secure else 'set'}")
                 port = {p["name"]: p["containerPort"] for p in c["ports"]}.get("http")
                 check(port == ports[component], f"{name}: container port {port}, config says {ports[component]}")
                 for probe in ("readinessProbe", "livenessProbe"):
@@ -391,19 +401,38 @@ def check_helm(helm, coffer, known_env):
         check(any(k.startswith(kind + "/") for k in full_kinds), f"all-features renders no {kind}")
     group_done(f"rendered manifests: {len(kinds)} (default) and {len(full_kinds)} (all features) objects "
                f"valid for Kubernetes {' and '.join(KUBE_VERSIONS)} (strict schemas)")
-    check_chart_rules(default, "default", coffer, known_env)
-    check_chart_rules(full, "all-features", coffer, known_env)
+    check_chart_rules(default, "default", coffer, known_env, secure=True)
+    check_chart_rules(full, "all-features", coffer, known_env, secure=True)
+    # Secure mode goes off only when asked to, and then needs no master key.
+    open_mode = helm_template(helm, "--set", "auth.secure=false", "--set", "auth.secretKey.existingSecret=")
+    check_chart_rules(open_mode, "auth.secure=false", coffer, known_env, secure=False)
     group_done("chart rules: non-root, read-only root, /tmp emptyDir, resources, probes on /health, "
-               "Secrets by reference, hook Job, coffer commands and settings")
+               "Secrets by reference, hook Job, secure mode and the master key's Secret in the API and the "
+               "workers (open mode only with auth.secure=false), "
+               "coffer commands and settings")
     # The schema must refuse secrets in values.
     for bad in ("database.url=postgres://u:p@db/coffer", "config.data_source.dns=postgres://u:p@db/coffer",
                 "redis.password=x", "config.tokenization_secret=x", "database.existingSecret=",
-                "config.account_number_generation.http_service.headers.Authorization=x"):
+                "config.account_number_generation.http_service.headers.Authorization=x",
+                # The master key is never a value, under any name.
+                "auth.secretKey=literal-master-key", "auth.secretKey.value=literal-master-key",
+                "auth.secret_key=literal-master-key", "secretKey=literal-master-key",
+                "config.server.secret_key=literal-master-key", "config.server.secure=false",
+                "api.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,api.extraEnv[0].value=literal-master-key",
+                "worker.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,worker.extraEnv[0].value=literal-master-key",
+                "auth.secure=yes"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
+    # What the schema cannot say, the templates refuse with a message.
+    for args, message in ((["--set", "auth.secretKey.existingSecret="], "auth.secretKey.existingSecret is empty"),
+                          (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.bearerToken.existingSecret")):
+        proc = subprocess.run([helm, "template", "x", str(CHART), *args], capture_output=True, text=True)
+        check(proc.returncode != 0 and message in proc.stderr,
+              f"helm template {' '.join(args)} does not fail with {message!r}: {proc.stderr.strip()[:200]!r}")
     proc = subprocess.run([helm, "template", "x", str(CHART), "--kube-version", "1.22.0"], capture_output=True, text=True)
     check(proc.returncode != 0, "the chart renders for Kubernetes 1.22 (it needs autoscaling/v2 and policy/v1)")
-    group_done("values.schema.json refuses secrets and missing Secret names; kubeVersion refuses 1.22")
+    group_done("values.schema.json refuses secrets (a literal master key among them) and missing Secret names; "
+               "secure mode without the master key's Secret fails to render; kubeVersion refuses 1.22")
 
 
 def main():
