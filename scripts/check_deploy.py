@@ -11,7 +11,7 @@ Checks, each printed as it passes:
   ci/all-features-values.yaml) against Kubernetes' JSON schemas
   (kubernetes-validate) and the chart's own promises (non-root, read-only root,
   probes on /health, secrets only by reference, hook Job, secure mode on by
-  default with the master key from a Secret);
+  default with the master key from a Secret, rate-limit settings on the API);
   the values schema refusing secrets (a literal master key among them) and
   the templates refusing secure mode without the master key's Secret;
 - every `coffer` command line in all of them, against the binary's own parser,
@@ -326,9 +326,11 @@ def validate_manifests(docs, label):
     return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 
 
-def check_chart_rules(docs, label, coffer, known_env, secure=None):
+def check_chart_rules(docs, label, coffer, known_env, secure=None, api_env=None):
     """What the chart promises beyond valid Kubernetes objects. `secure`: the
-    BLNK_SERVER_SECURE expected (with the master key's Secret iff true)."""
+    BLNK_SERVER_SECURE expected (with the master key's Secret iff true);
+    `api_env`: literal variables the API container must have."""
+    api_env = api_env or {}
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     blnk = json.loads(config["data"]["blnk.json"])
     check("dns" not in blnk.get("data_source", {}) and "dns" not in blnk.get("redis", {}),
@@ -373,6 +375,12 @@ def check_chart_rules(docs, label, coffer, known_env, secure=None):
                           f"{name}: BLNK_SERVER_SECURE is not {str(secure).lower()}")
                     check(("BLNK_SERVER_SECRET_KEY" in env) == secure,
                           f"{name}: the master key (BLNK_SERVER_SECRET_KEY) is {'missing' if secure else 'set'}")
+                for var, value in (api_env if component == "api" else {}).items():
+                    check(env.get(var, {}).get("value") == value,
+                          f"{name}: {var} is {env.get(var, {}).get('value')!r}, expected {value!r}")
+                if component != "api":
+                    limits = sorted(set(env) & {"BLNK_RATE_LIMIT_RPS", "BLNK_RATE_LIMIT_BURST", "COFFER_TRUSTED_PROXIES"})
+                    check(not limits, f"{name}: the API's rate-limit settings on a worker: {limits}")
                 port = {p["name"]: p["containerPort"] for p in c["ports"]}.get("http")
                 check(port == ports[component], f"{name}: container port {port}, config says {ports[component]}")
                 for probe in ("readinessProbe", "livenessProbe"):
@@ -402,13 +410,16 @@ def check_helm(helm, coffer, known_env):
     group_done(f"rendered manifests: {len(kinds)} (default) and {len(full_kinds)} (all features) objects "
                f"valid for Kubernetes {' and '.join(KUBE_VERSIONS)} (strict schemas)")
     check_chart_rules(default, "default", coffer, known_env, secure=True)
-    check_chart_rules(full, "all-features", coffer, known_env, secure=True)
+    check_chart_rules(full, "all-features", coffer, known_env, secure=True, api_env={
+        "BLNK_RATE_LIMIT_RPS": "1000000", "BLNK_RATE_LIMIT_BURST": "2000",
+        "BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC": "3600",
+        "COFFER_TRUSTED_PROXIES": "10.244.0.0/16,192.168.1.10,fd00:10:244::/56"})
     # Secure mode goes off only when asked to, and then needs no master key.
     open_mode = helm_template(helm, "--set", "auth.secure=false", "--set", "auth.secretKey.existingSecret=")
     check_chart_rules(open_mode, "auth.secure=false", coffer, known_env, secure=False)
     group_done("chart rules: non-root, read-only root, /tmp emptyDir, resources, probes on /health, "
                "Secrets by reference, hook Job, secure mode and the master key's Secret in the API and the "
-               "workers (open mode only with auth.secure=false), "
+               "workers (open mode only with auth.secure=false), rate limit and trusted proxies on the API, "
                "coffer commands and settings")
     # The schema must refuse secrets in values.
     for bad in ("database.url=postgres://u:p@db/coffer", "config.data_source.dns=postgres://u:p@db/coffer",
@@ -420,7 +431,7 @@ def check_helm(helm, coffer, known_env):
                 "config.server.secret_key=literal-master-key", "config.server.secure=false",
                 "api.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,api.extraEnv[0].value=literal-master-key",
                 "worker.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,worker.extraEnv[0].value=literal-master-key",
-                "auth.secure=yes"):
+                "auth.secure=yes", "rateLimit.requestsPerSecond=0", "trustedProxies[0]=not-a-cidr"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
     # What the schema cannot say, the templates refuse with a message.

@@ -85,6 +85,24 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       name: {{ . }}
       key: {{ $v.auth.secretKey.key }}
 {{- end }}
+{{- if eq .component "api" }}
+{{- with $v.rateLimit.requestsPerSecond }}
+- name: BLNK_RATE_LIMIT_RPS
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.rateLimit.burst }}
+- name: BLNK_RATE_LIMIT_BURST
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.rateLimit.cleanupIntervalSec }}
+- name: BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.trustedProxies }}
+- name: COFFER_TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
 {{- with $v.typesense.url }}
 - name: BLNK_TYPESENSE_DNS
   value: {{ . | quote }}
