@@ -405,7 +405,7 @@ def check_helm(helm, coffer, known_env):
     group_done("helm template (default values, all features)")
     kinds = validate_manifests(default, "default")
     full_kinds = validate_manifests(full, "all-features")
-    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget", "Job"):
+    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget", "Job", "Ingress"):
         check(any(k.startswith(kind + "/") for k in full_kinds), f"all-features renders no {kind}")
     group_done(f"rendered manifests: {len(kinds)} (default) and {len(full_kinds)} (all features) objects "
                f"valid for Kubernetes {' and '.join(KUBE_VERSIONS)} (strict schemas)")
@@ -414,13 +414,21 @@ def check_helm(helm, coffer, known_env):
         "BLNK_RATE_LIMIT_RPS": "1000000", "BLNK_RATE_LIMIT_BURST": "2000",
         "BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC": "3600",
         "COFFER_TRUSTED_PROXIES": "10.244.0.0/16,192.168.1.10,fd00:10:244::/56"})
+    ingress = next((d for d in full if d["kind"] == "Ingress"), None)
+    if ingress:
+        check(ingress["spec"].get("tls") and all(t.get("secretName") for t in ingress["spec"]["tls"]),
+              "all-features Ingress: no tls secretName")
+        backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+        api_service = next(d["metadata"]["name"] for d in full if d["kind"] == "Service"
+                           and d["spec"]["selector"].get("app.kubernetes.io/component") == "api")
+        check(backends == {api_service}, f"all-features Ingress routes to {sorted(backends)}, not {api_service}")
     # Secure mode goes off only when asked to, and then needs no master key.
     open_mode = helm_template(helm, "--set", "auth.secure=false", "--set", "auth.secretKey.existingSecret=")
     check_chart_rules(open_mode, "auth.secure=false", coffer, known_env, secure=False)
     group_done("chart rules: non-root, read-only root, /tmp emptyDir, resources, probes on /health, "
                "Secrets by reference, hook Job, secure mode and the master key's Secret in the API and the "
                "workers (open mode only with auth.secure=false), rate limit and trusted proxies on the API, "
-               "coffer commands and settings")
+               "Ingress with TLS, coffer commands and settings")
     # The schema must refuse secrets in values.
     for bad in ("database.url=postgres://u:p@db/coffer", "config.data_source.dns=postgres://u:p@db/coffer",
                 "redis.password=x", "config.tokenization_secret=x", "database.existingSecret=",
