@@ -6,7 +6,8 @@ Checks, each printed as it passes:
 - docker/Dockerfile: the runtime stage's user, ports, health check, entry point;
 - docker/docker-compose.yml: parses, validates against the Compose JSON schema
   after interpolation with docker/.env.example, and agrees with itself
-  (profiles, dependencies, ports, health checks, config mount, prometheus.yml);
+  (profiles, dependencies, ports, health checks, config mount, prometheus.yml;
+  secure mode on by default, the master key required from docker/.env);
 - the Helm chart rendered by `helm template` (default values and
   ci/all-features-values.yaml) against Kubernetes' JSON schemas
   (kubernetes-validate) and the chart's own promises (non-root, read-only root,
@@ -222,6 +223,11 @@ def check_compose(schema_path, coffer, known_env):
     missing = []
     doc = interpolate(raw, env, missing)
     check(not missing, f"docker/.env.example leaves required variables unset: {sorted(set(missing))}")
+    # Without the master key in docker/.env the stack must not start.
+    without_key = []
+    interpolate(raw, {k: v for k, v in env.items() if k != "COFFER_SECRET_KEY"}, without_key)
+    check(any(m.startswith("COFFER_SECRET_KEY ") for m in without_key),
+          "docker-compose.yml interpolates without COFFER_SECRET_KEY (the master key must be required)")
     schema = json.loads(Path(schema_path).read_text())
     # This schema predates the top-level `name` (the project name, Compose
     # 2.3+): allow it as the current specification does.
@@ -260,6 +266,14 @@ def check_compose(schema_path, coffer, known_env):
         check("../config/compose.json:/etc/coffer/blnk.json:ro" in s.get("volumes", []),
               f"{name} does not mount config/compose.json")
         env_names_known(s.get("environment", {}), f"compose {name}", known_env)
+        raw_env = raw["services"][name].get("environment", {})  # before interpolation
+        check(raw_env.get("BLNK_SERVER_SECURE") == "${COFFER_SECURE:-true}",
+              f"{name}: secure mode is not on by default (BLNK_SERVER_SECURE: ${{COFFER_SECURE:-true}})")
+        check(re.fullmatch(r"\$\{COFFER_SECRET_KEY:\?[^}]+\}", str(raw_env.get("BLNK_SERVER_SECRET_KEY", ""))),
+              f"{name}: BLNK_SERVER_SECRET_KEY is not required from docker/.env (${{COFFER_SECRET_KEY:?...}})")
+        for rate in ("BLNK_RATE_LIMIT_RPS", "BLNK_RATE_LIMIT_BURST", "COFFER_TRUSTED_PROXIES"):
+            check(re.fullmatch(r"\$\{[A-Z_]+:-\}", str(raw_env.get(rate, ""))),
+                  f"{name}: {rate} is not optional (${{VAR:-}}, empty = off)")
     check(services["migrate"].get("restart") == "no", "migrate restarts")
     for name in ("server", "worker"):
         check(services[name]["depends_on"].get("migrate", {}).get("condition") == "service_completed_successfully",
@@ -291,7 +305,8 @@ def check_compose(schema_path, coffer, known_env):
     for example in sorted((ROOT / "config").iterdir()):
         coffer_accepts_settings(coffer, example.read_text(), example.suffix, {}, f"config/{example.name}")
     group_done(f"docker/docker-compose.yml ({len(services)} services, Compose schema, .env.example, "
-               "prometheus.yml, coffer commands and settings, config/*)")
+               "prometheus.yml, secure mode and the required master key, optional rate limit, "
+               "coffer commands and settings, config/*)")
 
 
 # ---------------------------------------------------------------- Helm
