@@ -6,11 +6,15 @@ Checks, each printed as it passes:
 - docker/Dockerfile: the runtime stage's user, ports, health check, entry point;
 - docker/docker-compose.yml: parses, validates against the Compose JSON schema
   after interpolation with docker/.env.example, and agrees with itself
-  (profiles, dependencies, ports, health checks, config mount, prometheus.yml);
+  (profiles, dependencies, ports, health checks, config mount, prometheus.yml;
+  secure mode on by default, the master key required from docker/.env);
 - the Helm chart rendered by `helm template` (default values and
   ci/all-features-values.yaml) against Kubernetes' JSON schemas
   (kubernetes-validate) and the chart's own promises (non-root, read-only root,
-  probes on /health, secrets only by reference, hook Job);
+  probes on /health, secrets only by reference, hook Job, secure mode on by
+  default with the master key from a Secret, rate-limit settings on the API);
+  the values schema refusing secrets (a literal master key among them) and
+  the templates refusing secure mode without the master key's Secret;
 - every `coffer` command line in all of them, against the binary's own parser,
   and every config file and environment they give Coffer, loaded by Coffer;
 - every BLNK_*/COFFER_* variable they set, against the names src/ reads.
@@ -219,6 +223,11 @@ def check_compose(schema_path, coffer, known_env):
     missing = []
     doc = interpolate(raw, env, missing)
     check(not missing, f"docker/.env.example leaves required variables unset: {sorted(set(missing))}")
+    # Without the master key in docker/.env the stack must not start.
+    without_key = []
+    interpolate(raw, {k: v for k, v in env.items() if k != "COFFER_SECRET_KEY"}, without_key)
+    check(any(m.startswith("COFFER_SECRET_KEY ") for m in without_key),
+          "docker-compose.yml interpolates without COFFER_SECRET_KEY (the master key must be required)")
     schema = json.loads(Path(schema_path).read_text())
     # This schema predates the top-level `name` (the project name, Compose
     # 2.3+): allow it as the current specification does.
@@ -257,6 +266,14 @@ def check_compose(schema_path, coffer, known_env):
         check("../config/compose.json:/etc/coffer/blnk.json:ro" in s.get("volumes", []),
               f"{name} does not mount config/compose.json")
         env_names_known(s.get("environment", {}), f"compose {name}", known_env)
+        raw_env = raw["services"][name].get("environment", {})  # before interpolation
+        check(raw_env.get("BLNK_SERVER_SECURE") == "${COFFER_SECURE:-true}",
+              f"{name}: secure mode is not on by default (BLNK_SERVER_SECURE: ${{COFFER_SECURE:-true}})")
+        check(re.fullmatch(r"\$\{COFFER_SECRET_KEY:\?[^}]+\}", str(raw_env.get("BLNK_SERVER_SECRET_KEY", ""))),
+              f"{name}: BLNK_SERVER_SECRET_KEY is not required from docker/.env (${{COFFER_SECRET_KEY:?...}})")
+        for rate in ("BLNK_RATE_LIMIT_RPS", "BLNK_RATE_LIMIT_BURST", "COFFER_TRUSTED_PROXIES"):
+            check(re.fullmatch(r"\$\{[A-Z_]+:-\}", str(raw_env.get(rate, ""))),
+                  f"{name}: {rate} is not optional (${{VAR:-}}, empty = off)")
     check(services["migrate"].get("restart") == "no", "migrate restarts")
     for name in ("server", "worker"):
         check(services[name]["depends_on"].get("migrate", {}).get("condition") == "service_completed_successfully",
@@ -288,7 +305,8 @@ def check_compose(schema_path, coffer, known_env):
     for example in sorted((ROOT / "config").iterdir()):
         coffer_accepts_settings(coffer, example.read_text(), example.suffix, {}, f"config/{example.name}")
     group_done(f"docker/docker-compose.yml ({len(services)} services, Compose schema, .env.example, "
-               "prometheus.yml, coffer commands and settings, config/*)")
+               "prometheus.yml, secure mode and the required master key, optional rate limit, "
+               "coffer commands and settings, config/*)")
 
 
 # ---------------------------------------------------------------- Helm
@@ -323,8 +341,11 @@ def validate_manifests(docs, label):
     return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 
 
-def check_chart_rules(docs, label, coffer, known_env):
-    """What the chart promises beyond valid Kubernetes objects."""
+def check_chart_rules(docs, label, coffer, known_env, secure=None, api_env=None):
+    """What the chart promises beyond valid Kubernetes objects. `secure`: the
+    BLNK_SERVER_SECURE expected (with the master key's Secret iff true);
+    `api_env`: literal variables the API container must have."""
+    api_env = api_env or {}
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     blnk = json.loads(config["data"]["blnk.json"])
     check("dns" not in blnk.get("data_source", {}) and "dns" not in blnk.get("redis", {}),
@@ -355,7 +376,8 @@ def check_chart_rules(docs, label, coffer, known_env):
                 check(not re.search(r"://[^/@\s]*:[^/@\s]*@", str(e.get("value", ""))),
                       f"{name}: {e['name']} has credentials in a literal value")
             for secret_env in ("BLNK_DATA_SOURCE_DNS", "BLNK_REDIS_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN",
-                               "BLNK_TOKENIZATION_SECRET", "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION"):
+                               "BLNK_TOKENIZATION_SECRET", "BLNK_ACCOUNT_NUMBER_GENERATION_HTTP_SERVICE_AUTHORIZATION",
+                               "BLNK_SERVER_SECRET_KEY"):
                 if secret_env in env:
                     check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
                           f"{name}: {secret_env} is not from a Secret")
@@ -363,6 +385,17 @@ def check_chart_rules(docs, label, coffer, known_env):
             if doc["kind"] == "Deployment":
                 check(env.get("COFFER_AUTO_MIGRATE", {}).get("value") == "false", f"{name}: COFFER_AUTO_MIGRATE is not false")
                 check("BLNK_REDIS_DNS" in env, f"{name}: no Redis URL")
+                if secure is not None:
+                    check(env.get("BLNK_SERVER_SECURE", {}).get("value") == str(secure).lower(),
+                          f"{name}: BLNK_SERVER_SECURE is not {str(secure).lower()}")
+                    check(("BLNK_SERVER_SECRET_KEY" in env) == secure,
+                          f"{name}: the master key (BLNK_SERVER_SECRET_KEY) is {'missing' if secure else 'set'}")
+                for var, value in (api_env if component == "api" else {}).items():
+                    check(env.get(var, {}).get("value") == value,
+                          f"{name}: {var} is {env.get(var, {}).get('value')!r}, expected {value!r}")
+                if component != "api":
+                    limits = sorted(set(env) & {"BLNK_RATE_LIMIT_RPS", "BLNK_RATE_LIMIT_BURST", "COFFER_TRUSTED_PROXIES"})
+                    check(not limits, f"{name}: the API's rate-limit settings on a worker: {limits}")
                 port = {p["name"]: p["containerPort"] for p in c["ports"]}.get("http")
                 check(port == ports[component], f"{name}: container port {port}, config says {ports[component]}")
                 for probe in ("readinessProbe", "livenessProbe"):
@@ -387,23 +420,53 @@ def check_helm(helm, coffer, known_env):
     group_done("helm template (default values, all features)")
     kinds = validate_manifests(default, "default")
     full_kinds = validate_manifests(full, "all-features")
-    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget", "Job"):
+    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "PodDisruptionBudget", "Job", "Ingress"):
         check(any(k.startswith(kind + "/") for k in full_kinds), f"all-features renders no {kind}")
     group_done(f"rendered manifests: {len(kinds)} (default) and {len(full_kinds)} (all features) objects "
                f"valid for Kubernetes {' and '.join(KUBE_VERSIONS)} (strict schemas)")
-    check_chart_rules(default, "default", coffer, known_env)
-    check_chart_rules(full, "all-features", coffer, known_env)
+    check_chart_rules(default, "default", coffer, known_env, secure=True)
+    check_chart_rules(full, "all-features", coffer, known_env, secure=True, api_env={
+        "BLNK_RATE_LIMIT_RPS": "1000000", "BLNK_RATE_LIMIT_BURST": "2000",
+        "BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC": "3600",
+        "COFFER_TRUSTED_PROXIES": "10.244.0.0/16,192.168.1.10,fd00:10:244::/56"})
+    ingress = next((d for d in full if d["kind"] == "Ingress"), None)
+    if ingress:
+        check(ingress["spec"].get("tls") and all(t.get("secretName") for t in ingress["spec"]["tls"]),
+              "all-features Ingress: no tls secretName")
+        backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+        api_service = next(d["metadata"]["name"] for d in full if d["kind"] == "Service"
+                           and d["spec"]["selector"].get("app.kubernetes.io/component") == "api")
+        check(backends == {api_service}, f"all-features Ingress routes to {sorted(backends)}, not {api_service}")
+    # Secure mode goes off only when asked to, and then needs no master key.
+    open_mode = helm_template(helm, "--set", "auth.secure=false", "--set", "auth.secretKey.existingSecret=")
+    check_chart_rules(open_mode, "auth.secure=false", coffer, known_env, secure=False)
     group_done("chart rules: non-root, read-only root, /tmp emptyDir, resources, probes on /health, "
-               "Secrets by reference, hook Job, coffer commands and settings")
+               "Secrets by reference, hook Job, secure mode and the master key's Secret in the API and the "
+               "workers (open mode only with auth.secure=false), rate limit and trusted proxies on the API, "
+               "Ingress with TLS, coffer commands and settings")
     # The schema must refuse secrets in values.
     for bad in ("database.url=postgres://u:p@db/coffer", "config.data_source.dns=postgres://u:p@db/coffer",
                 "redis.password=x", "config.tokenization_secret=x", "database.existingSecret=",
-                "config.account_number_generation.http_service.headers.Authorization=x"):
+                "config.account_number_generation.http_service.headers.Authorization=x",
+                # The master key is never a value, under any name.
+                "auth.secretKey=literal-master-key", "auth.secretKey.value=literal-master-key",
+                "auth.secret_key=literal-master-key", "secretKey=literal-master-key",
+                "config.server.secret_key=literal-master-key", "config.server.secure=false",
+                "api.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,api.extraEnv[0].value=literal-master-key",
+                "worker.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,worker.extraEnv[0].value=literal-master-key",
+                "auth.secure=yes", "rateLimit.requestsPerSecond=0", "trustedProxies[0]=not-a-cidr"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
+    # What the schema cannot say, the templates refuse with a message.
+    for args, message in ((["--set", "auth.secretKey.existingSecret="], "auth.secretKey.existingSecret is empty"),
+                          (["--set", "metrics.serviceMonitor.enabled=true"], "metrics.bearerToken.existingSecret")):
+        proc = subprocess.run([helm, "template", "x", str(CHART), *args], capture_output=True, text=True)
+        check(proc.returncode != 0 and message in proc.stderr,
+              f"helm template {' '.join(args)} does not fail with {message!r}: {proc.stderr.strip()[:200]!r}")
     proc = subprocess.run([helm, "template", "x", str(CHART), "--kube-version", "1.22.0"], capture_output=True, text=True)
     check(proc.returncode != 0, "the chart renders for Kubernetes 1.22 (it needs autoscaling/v2 and policy/v1)")
-    group_done("values.schema.json refuses secrets and missing Secret names; kubeVersion refuses 1.22")
+    group_done("values.schema.json refuses secrets (a literal master key among them) and missing Secret names; "
+               "secure mode without the master key's Secret fails to render; kubeVersion refuses 1.22")
 
 
 def main():

@@ -49,6 +49,17 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       key: {{ .Values.database.urlKey }}
 {{- end -}}
 
+{{/* What the schema cannot say: secure mode needs the master key's Secret,
+     and a ServiceMonitor then needs the /metrics bearer token. */}}
+{{- define "coffer.checks" -}}
+{{- if and .Values.auth.secure (not .Values.auth.secretKey.existingSecret) -}}
+{{- fail "auth.secure is on (the chart's default) but auth.secretKey.existingSecret is empty: create a Secret holding the master key, e.g. kubectl create secret generic coffer-master-key --from-literal=secret-key=\"$(openssl rand -hex 32)\", and name it in auth.secretKey.existingSecret (its key in auth.secretKey.key, default secret-key); or turn secure mode off explicitly with auth.secure=false" -}}
+{{- end -}}
+{{- if and .Values.auth.secure .Values.metrics.serviceMonitor.enabled (not .Values.metrics.bearerToken.existingSecret) -}}
+{{- fail "metrics.serviceMonitor.enabled with auth.secure on needs metrics.bearerToken.existingSecret: in secure mode /metrics without a bearer token answers 403 (AUTH_METRICS_DISABLED)" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Environment of the API and worker containers; takes a component context. */}}
 {{- define "coffer.env" -}}
 {{- $v := .root.Values -}}
@@ -63,6 +74,35 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     secretKeyRef:
       name: {{ $v.redis.existingSecret }}
       key: {{ $v.redis.urlKey }}
+# Secure mode, and the master key from its Secret: the API checks X-Blnk-Key
+# with it; the workers need it too (they will sign webhooks with it).
+- name: BLNK_SERVER_SECURE
+  value: {{ $v.auth.secure | toString | quote }}
+{{- with $v.auth.secretKey.existingSecret }}
+- name: BLNK_SERVER_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.auth.secretKey.key }}
+{{- end }}
+{{- if eq .component "api" }}
+{{- with $v.rateLimit.requestsPerSecond }}
+- name: BLNK_RATE_LIMIT_RPS
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.rateLimit.burst }}
+- name: BLNK_RATE_LIMIT_BURST
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.rateLimit.cleanupIntervalSec }}
+- name: BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC
+  value: {{ int64 . | toString | quote }}
+{{- end }}
+{{- with $v.trustedProxies }}
+- name: COFFER_TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
 {{- with $v.typesense.url }}
 - name: BLNK_TYPESENSE_DNS
   value: {{ . | quote }}
