@@ -311,8 +311,14 @@ fi
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo nextest run --workspace --no-fail-fast $*"
     cargo nextest run --workspace --no-fail-fast "$@"
+    # The API suite once more in secure mode: every server requires a key, every request
+    # sends the master key (COFFER_TEST_SECURE in tests/api/helpers.rs).
+    say "COFFER_TEST_SECURE=1 cargo nextest run --test api --no-fail-fast $*"
+    COFFER_TEST_SECURE=1 cargo nextest run --test api --no-fail-fast "$@"
 else
     say "cargo test --workspace --no-fail-fast $*"
     cargo test --workspace --no-fail-fast "$@"
+    say "COFFER_TEST_SECURE=1 cargo test --test api --no-fail-fast $*"
+    COFFER_TEST_SECURE=1 cargo test --test api --no-fail-fast "$@"
 fi
 say "tests passed"
