@@ -76,6 +76,8 @@ impl std::error::Error for TransportError {}
 pub struct Http {
     client: awc::Client,
     base: String,
+    /// Sent as `X-Blnk-Key` on every request (a secure server's master or API key).
+    api_key: Option<std::sync::Arc<str>>,
 }
 
 /// Accepts only `http://127.0.0.1…`, `http://localhost…` or `http://[::1]…`: the bench never
@@ -105,6 +107,11 @@ pub fn check_local_url(url: &str) -> anyhow::Result<String> {
 impl Http {
     /// A client for `url` (which must be local) with up to `connections` open connections.
     pub fn new(url: &str, connections: usize) -> anyhow::Result<Self> {
+        Self::with_key(url, connections, None)
+    }
+
+    /// [`Http::new`] sending `api_key` as `X-Blnk-Key` on every request.
+    pub fn with_key(url: &str, connections: usize, api_key: Option<&str>) -> anyhow::Result<Self> {
         let base = check_local_url(url)?;
         let connector = awc::Connector::new()
             .limit(connections.max(1))
@@ -114,7 +121,11 @@ impl Http {
             .timeout(REQUEST_TIMEOUT)
             .disable_redirects()
             .finish();
-        Ok(Self { client, base })
+        Ok(Self {
+            client,
+            base,
+            api_key: api_key.map(Into::into),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -148,10 +159,13 @@ impl Http {
         body: Option<String>,
     ) -> Result<(u16, Vec<u8>), TransportError> {
         use awc::error::SendRequestError;
-        let request = self
+        let mut request = self
             .client
             .request(method, format!("{}{}", self.base, path))
             .insert_header(("content-type", "application/json"));
+        if let Some(key) = &self.api_key {
+            request = request.insert_header(("X-Blnk-Key", &**key));
+        }
         let sent = match body {
             Some(body) => request.send_body(body).await,
             None => request.send().await,

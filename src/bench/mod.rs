@@ -134,6 +134,10 @@ pub struct BenchArgs {
     /// history: the days the transactions are dated over (0: undated, all now).
     #[arg(long, default_value_t = 30)]
     pub history_days: u32,
+    /// Sent as `X-Blnk-Key` on every request: a secure server's master key or an API key
+    /// (with the scopes the scenario needs, e.g. `ledgers:*`, `balances:*`, `transactions:*`).
+    #[arg(long)]
+    pub api_key: Option<String>,
 }
 
 impl BenchArgs {
@@ -200,7 +204,7 @@ impl BenchArgs {
 /// the only problem is a scenario whose endpoint is missing.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let options = args.options()?;
-    let http = Http::new(&args.url, args.concurrency + 8)?;
+    let http = Http::with_key(&args.url, args.concurrency + 8, args.api_key.as_deref())?;
     let mut reports = Vec::new();
     for plan in args.plans() {
         let report = run_scenario(&http, plan, options.clone()).await;
