@@ -45,7 +45,8 @@ impl Default for AccessSettings {
 pub enum Principal {
     /// The master key (`server.secret_key`), or anyone in open mode: may do everything.
     Master,
-    Key(KeyPrincipal),
+    /// Shared with the key cache: handing a cached key to a request copies a pointer.
+    Key(Arc<KeyPrincipal>),
 }
 
 /// A caller authenticated by an API key.
@@ -124,7 +125,7 @@ pub struct IssuedKey {
 type Digest32 = [u8; 32];
 
 struct CacheEntry {
-    verified: Arc<OnceCell<KeyPrincipal>>,
+    verified: Arc<OnceCell<Arc<KeyPrincipal>>>,
     created: Instant,
 }
 
@@ -179,15 +180,15 @@ impl Access {
         if principal.expires_at <= Utc::now() {
             return Err(AccessError::ExpiredKey);
         }
-        self.0
-            .used
-            .lock()
-            .expect("usage set")
-            .insert(principal.api_key_id.clone());
+        let mut used = self.0.used.lock().expect("usage set");
+        if !used.contains(&principal.api_key_id) {
+            used.insert(principal.api_key_id.clone());
+        }
+        drop(used);
         Ok(Principal::Key(principal))
     }
 
-    async fn verified(&self, key: &str) -> Result<KeyPrincipal, AccessError> {
+    async fn verified(&self, key: &str) -> Result<Arc<KeyPrincipal>, AccessError> {
         let digest: Digest32 = Sha256::digest(key.as_bytes()).into();
         let cell = self.cache_cell(digest);
         let store = self.0.store.clone();
@@ -202,7 +203,7 @@ impl Access {
         outcome
     }
 
-    fn cache_cell(&self, digest: Digest32) -> Arc<OnceCell<KeyPrincipal>> {
+    fn cache_cell(&self, digest: Digest32) -> Arc<OnceCell<Arc<KeyPrincipal>>> {
         let ttl = Duration::from_millis(self.0.settings.cache_ttl_ms);
         let mut cache = self.0.cache.lock().expect("key cache");
         if let Some(entry) = cache.get(&digest) {
@@ -338,7 +339,7 @@ fn owner_for(caller: &Principal, requested: Option<String>) -> Result<String, Ac
 
 /// Finds the key by its prefix and checks it against the stored hash (on a blocking thread:
 /// argon2id would stall the requests sharing this thread).
-async fn verify(store: Store, key: String) -> Result<KeyPrincipal, AccessError> {
+async fn verify(store: Store, key: String) -> Result<Arc<KeyPrincipal>, AccessError> {
     let Some(stored) = store.api_key_by_prefix(access::key_prefix(&key)).await? else {
         return Err(AccessError::InvalidKey);
     };
@@ -353,12 +354,12 @@ async fn verify(store: Store, key: String) -> Result<KeyPrincipal, AccessError> 
         return Err(AccessError::ExpiredKey);
     }
     let scopes = scopes_of(&stored)?;
-    Ok(KeyPrincipal {
+    Ok(Arc::new(KeyPrincipal {
         api_key_id: stored.api_key_id,
         owner_id: stored.owner_id,
         scopes,
         expires_at: stored.expires_at,
-    })
+    }))
 }
 
 /// A stored key's scopes (written by [`Access::create_key`], so always valid).

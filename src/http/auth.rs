@@ -102,24 +102,78 @@ async fn stamp_body(
     Ok(())
 }
 
-/// A JSON object whose values stay raw JSON text: re-serializing parsed numbers could round
-/// big amounts.
-type RawObject = std::collections::BTreeMap<String, Box<RawValue>>;
-
 const META_DATA: &str = "meta_data";
 
+/// Only what the stamp needs from a body: where its `meta_data` lies (borrowed from the
+/// body, so nothing else is copied; the other fields are skipped by the parse).
+#[derive(serde::Deserialize)]
+struct MetaProbe<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    meta_data: Option<&'a RawValue>,
+}
+
+/// `Some` whenever the key is there, a JSON `null` included (`Option`'s own would say `None`).
+fn present<'de, D: serde::Deserializer<'de>>(from: D) -> Result<Option<&'de RawValue>, D::Error> {
+    serde::Deserialize::deserialize(from).map(Some)
+}
+
+/// The body with `meta_data.BLNK_GENERATED_BY` set, spliced into the bytes as sent (numbers
+/// and key order kept; nothing is re-serialized), or `None` when the body is not a JSON
+/// object whose `meta_data` is absent, null or an object. The stamp goes last in
+/// `meta_data`, so it wins over a client's own `BLNK_GENERATED_BY` (the last duplicate
+/// key is the one kept).
 fn stamped(body: &[u8], key_id: &str) -> Option<Vec<u8>> {
-    let mut object: RawObject = serde_json::from_slice(body).ok()?;
-    let mut meta: RawObject = match object.get(META_DATA) {
-        None => RawObject::new(),
-        Some(raw) if raw.get() == "null" => RawObject::new(),
-        Some(raw) => serde_json::from_str(raw.get()).ok()?,
-    };
-    let id = serde_json::to_string(key_id).ok()?;
-    meta.insert(GENERATED_BY_KEY.to_owned(), RawValue::from_string(id).ok()?);
-    let meta = serde_json::to_string(&meta).ok()?;
-    object.insert(META_DATA.to_owned(), RawValue::from_string(meta).ok()?);
-    serde_json::to_vec(&object).ok()
+    let probe: MetaProbe = serde_json::from_slice(body).ok()?;
+    let entry = format!(
+        "{}:{}",
+        serde_json::to_string(GENERATED_BY_KEY).ok()?,
+        serde_json::to_string(key_id).ok()?
+    );
+    let object_start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[object_start] != b'{' {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + entry.len() + META_DATA.len() + 8);
+    match probe.meta_data.map(RawValue::get) {
+        None => {
+            let rest = &body[object_start + 1..];
+            let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            out.extend_from_slice(&body[..=object_start]);
+            out.extend_from_slice(format!("\"{META_DATA}\":{{{entry}}}").as_bytes());
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        }
+        Some("null") => {
+            let at = raw_offset(body, "null", probe.meta_data)?;
+            out.extend_from_slice(&body[..at]);
+            out.push(b'{');
+            out.extend_from_slice(entry.as_bytes());
+            out.push(b'}');
+            out.extend_from_slice(&body[at + 4..]);
+        }
+        Some(meta) if meta.starts_with('{') => {
+            let at = raw_offset(body, meta, probe.meta_data)?;
+            let inner_empty = meta[1..meta.len() - 1].trim().is_empty();
+            let close = at + meta.len() - 1;
+            out.extend_from_slice(&body[..close]);
+            if !inner_empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(entry.as_bytes());
+            out.extend_from_slice(&body[close..]);
+        }
+        Some(_) => return None,
+    }
+    Some(out)
+}
+
+/// Where the borrowed `raw` text starts in `body`, checked to be `expected` there.
+fn raw_offset(body: &[u8], expected: &str, raw: Option<&RawValue>) -> Option<usize> {
+    let raw = raw?.get();
+    let at = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    (body.get(at..at + raw.len())? == expected.as_bytes()).then_some(at)
 }
 
 /// The caller a handler acts for (inserted by [`authorize`]).
@@ -157,15 +211,37 @@ mod tests {
 
     #[test]
     fn missing_or_null_metadata_is_created_and_other_bodies_are_left_alone() {
-        for body in [&br#"{"name": "x"}"#[..], br#"{"meta_data": null}"#] {
-            let stamped: serde_json::Value =
-                serde_json::from_slice(&stamped(body, "k").unwrap()).unwrap();
-            assert_eq!(stamped["meta_data"][GENERATED_BY_KEY], "k");
+        for body in [
+            &br#"{"name": "x"}"#[..],
+            br#"{"meta_data": null}"#,
+            br#" { } "#,
+            br#"{"meta_data": { }, "b": [1]}"#,
+            br#"{"a": {"meta_data": 1}, "meta_data" : {"x": {"y": "}"}} }"#,
+            br#"{"meta_data": {"BLNK_GENERATED_BY": "spoofed"}}"#,
+        ] {
+            let text = stamped(body, "k").unwrap();
+            let stamped: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(
+                stamped["meta_data"][GENERATED_BY_KEY],
+                "k",
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+            let original: serde_json::Value = serde_json::from_slice(body).unwrap();
+            for (key, value) in original.as_object().unwrap() {
+                if key != META_DATA {
+                    assert_eq!(&stamped[key], value);
+                }
+            }
         }
+        let nested = stamped(br#"{"meta_data": {"x": {"y": "}"}}}"#, "k").unwrap();
+        let nested: serde_json::Value = serde_json::from_slice(&nested).unwrap();
+        assert_eq!(nested["meta_data"]["x"]["y"], "}");
         for body in [
             &b"[1, 2]"[..],
             b"not json",
             br#"{"meta_data": "text"}"#,
+            br#"{"meta_data": {}, "meta_data": {}}"#,
             b"",
         ] {
             assert!(stamped(body, "k").is_none());
