@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What authenticating every request costs: `coffer bench --scenario hot-source` against a
-# server in open mode, then against one in secure mode with an API key on every request,
-# alternating (this machine's speed swings by tens of percent between runs, so the rounds
+# server in open mode, against one in secure mode with an API key on every request, and in
+# open mode again with the `meta_data` the key's stamp adds (what storing the stamp costs,
+# apart from authenticating), alternating (this machine's speed swings by tens of percent between runs, so the rounds
 # are paired and the medians compared).
 #
 #   scripts/bench-auth.sh            # 3 rounds of 10 s each mode, PostgreSQL + Redis
@@ -51,6 +52,7 @@ free_port() {
 }
 
 # run MODE ROUND: one server, one bench run; prints "MODE applied/s p99_ms server_us/transfer".
+# MODE: open, key, or stamp (open mode, each transfer sent with the stamp's meta_data).
 run() {
     local mode=$1 round=$2 db="coffer_bench_${RUN}_${mode}_${round}" port secure key_args=()
     DATABASES+=("$db")
@@ -76,6 +78,8 @@ run() {
             -d "{\"name\":\"bench\",\"owner\":\"bench\",\"scopes\":[\"ledgers:*\",\"balances:*\",\"transactions:*\"],\"expires_at\":\"$expires\"}" |
             jq -r .key)
         key_args=(--api-key "$key")
+    elif [[ $mode == stamp ]]; then
+        key_args=(--meta-data '{"BLNK_GENERATED_BY":"api_key_0194a0c2-7b1e-7c3d-9f00-1234567890ab"}')
     fi
     "$BIN" bench --url "http://127.0.0.1:$port" --scenario hot-source --duration-secs "$DURATION" \
         --concurrency "$CONCURRENCY" --json --no-progress "${key_args[@]}" >"$WORK/$mode$round.json"
@@ -86,13 +90,13 @@ run() {
 
 RESULTS="$WORK/results.tsv"
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in open key; do
+    for mode in open key stamp; do
         say "round $round: $mode"
         run "$mode" "$round" | tee -a "$RESULTS"
     done
 done
 echo "mode	applied/s (median)	p99 ms (median)	server µs/transfer (median)"
-for mode in open key; do
+for mode in open key stamp; do
     awk -v m="$mode" '$1 == m' "$RESULTS" | jq -Rrs --arg m "$mode" '
         split("\n") | map(select(length > 0) | split("\t")) as $rows
         | def median(i): ($rows | map(.[i] | tonumber? // empty) | sort) as $v

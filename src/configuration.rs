@@ -71,6 +71,10 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` names the client (IPs or CIDR blocks); from anyone
     /// else the header is ignored and the peer address is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A PEM certificate chain and private key: both set, the API listens with TLS (rustls)
+    /// instead of plain HTTP. The supported production setup ends TLS at the ingress.
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
     /// How long a verified API key is trusted without checking its hash again.
     pub api_key_cache_ttl_ms: u64,
     /// Where `GET /backup` writes (`<backup_dir>/YYYY-MM-DD/<db>-HHMMSS.sql`).
@@ -160,6 +164,8 @@ impl Default for Settings {
             rate_limit_burst: None,
             rate_limit_cleanup_interval_secs: 10_800,
             trusted_proxies: Vec::new(),
+            tls_cert_path: None,
+            tls_key_path: None,
             api_key_cache_ttl_ms: 10_000,
             backup_dir: PathBuf::from("backups"),
             pg_dump: "pg_dump".into(),
@@ -195,6 +201,8 @@ const KEYS: &[(&str, &str)] = &[
         "BLNK_RATE_LIMIT_CLEANUP_INTERVAL_SEC",
     ),
     ("coffer.trusted_proxies", "COFFER_TRUSTED_PROXIES"),
+    ("server.ssl_cert_path", "COFFER_SSL_CERT_PATH"),
+    ("server.ssl_key_path", "COFFER_SSL_KEY_PATH"),
     ("coffer.api_key_cache_ttl_ms", "COFFER_API_KEY_CACHE_TTL_MS"),
     ("monitoring_dsn", "BLNK_MONITORING_DSN"),
     ("backup_dir", "BLNK_BACKUP_DIR"),
@@ -349,6 +357,12 @@ impl Settings {
                 self.rate_limit_cleanup_interval_secs = number::<u64>(value)?.clamp(1, 86_400)
             }
             "coffer.trusted_proxies" => self.trusted_proxies = networks(value)?,
+            "server.ssl_cert_path" => {
+                self.tls_cert_path = text(value).filter(|v| !v.is_empty()).map(PathBuf::from)
+            }
+            "server.ssl_key_path" => {
+                self.tls_key_path = text(value).filter(|v| !v.is_empty()).map(PathBuf::from)
+            }
             "coffer.api_key_cache_ttl_ms" => {
                 self.api_key_cache_ttl_ms = number::<u64>(value)?.min(300_000)
             }

@@ -78,6 +78,7 @@ fn quick() -> Options {
         drain: Duration::from_secs(30),
         progress: false,
         seed: 7,
+        meta_data: None,
     }
 }
 

@@ -50,12 +50,27 @@ pub enum Principal {
 }
 
 /// A caller authenticated by an API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyPrincipal {
     pub api_key_id: String,
     pub owner_id: String,
     pub scopes: Scopes,
     pub expires_at: DateTime<Utc>,
+    /// The stored hash this key was verified against: when its cache entry is renewed and
+    /// the row still holds this hash, the key needs no second argon2id run.
+    verified_hash: String,
+}
+
+impl std::fmt::Debug for KeyPrincipal {
+    /// Without the hash.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPrincipal")
+            .field("api_key_id", &self.api_key_id)
+            .field("owner_id", &self.owner_id)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Principal {
@@ -190,10 +205,10 @@ impl Access {
 
     async fn verified(&self, key: &str) -> Result<Arc<KeyPrincipal>, AccessError> {
         let digest: Digest32 = Sha256::digest(key.as_bytes()).into();
-        let cell = self.cache_cell(digest);
+        let (cell, previous) = self.cache_cell(digest);
         let store = self.0.store.clone();
         let outcome = cell
-            .get_or_try_init(|| verify(store, key.to_owned()))
+            .get_or_try_init(|| verify(store, key.to_owned(), previous))
             .await
             .cloned();
         if outcome.is_err() {
@@ -203,13 +218,20 @@ impl Access {
         outcome
     }
 
-    fn cache_cell(&self, digest: Digest32) -> Arc<OnceCell<Arc<KeyPrincipal>>> {
+    /// The cache cell of this key digest, and what an expired cell held (the renewal then
+    /// re-reads the row, not the hash).
+    fn cache_cell(
+        &self,
+        digest: Digest32,
+    ) -> (Arc<OnceCell<Arc<KeyPrincipal>>>, Option<Arc<KeyPrincipal>>) {
         let ttl = Duration::from_millis(self.0.settings.cache_ttl_ms);
         let mut cache = self.0.cache.lock().expect("key cache");
+        let mut previous = None;
         if let Some(entry) = cache.get(&digest) {
             if entry.created.elapsed() < ttl {
-                return entry.verified.clone();
+                return (entry.verified.clone(), None);
             }
+            previous = entry.verified.get().cloned();
         }
         if cache.len() >= self.0.settings.cache_entries_max {
             cache.retain(|_, entry| entry.created.elapsed() < ttl);
@@ -227,7 +249,7 @@ impl Access {
                 created: Instant::now(),
             },
         );
-        verified
+        (verified, previous)
     }
 
     /// Writes `last_used_at` of the keys used since the last flush.
@@ -338,17 +360,25 @@ fn owner_for(caller: &Principal, requested: Option<String>) -> Result<String, Ac
 }
 
 /// Finds the key by its prefix and checks it against the stored hash (on a blocking thread:
-/// argon2id would stall the requests sharing this thread).
-async fn verify(store: Store, key: String) -> Result<Arc<KeyPrincipal>, AccessError> {
+/// argon2id would stall the requests sharing this thread), unless `previous` verified this
+/// very key (same digest) against the same stored hash.
+async fn verify(
+    store: Store,
+    key: String,
+    previous: Option<Arc<KeyPrincipal>>,
+) -> Result<Arc<KeyPrincipal>, AccessError> {
     let Some(stored) = store.api_key_by_prefix(access::key_prefix(&key)).await? else {
         return Err(AccessError::InvalidKey);
     };
-    let hash = stored.key_hash.clone();
-    let matches = tokio::task::spawn_blocking(move || access::verify_key(&key, &hash))
-        .await
-        .map_err(|e| LedgerError::Internal(format!("key verification failed: {e}")))?;
-    if !matches {
-        return Err(AccessError::InvalidKey);
+    let known = previous.is_some_and(|p| p.verified_hash == stored.key_hash);
+    if !known {
+        let hash = stored.key_hash.clone();
+        let matches = tokio::task::spawn_blocking(move || access::verify_key(&key, &hash))
+            .await
+            .map_err(|e| LedgerError::Internal(format!("key verification failed: {e}")))?;
+        if !matches {
+            return Err(AccessError::InvalidKey);
+        }
     }
     if stored.is_revoked {
         return Err(AccessError::ExpiredKey);
@@ -359,6 +389,7 @@ async fn verify(store: Store, key: String) -> Result<Arc<KeyPrincipal>, AccessEr
         owner_id: stored.owner_id,
         scopes,
         expires_at: stored.expires_at,
+        verified_hash: stored.key_hash,
     }))
 }
 

@@ -138,6 +138,10 @@ pub struct BenchArgs {
     /// (with the scopes the scenario needs, e.g. `ledgers:*`, `balances:*`, `transactions:*`).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// A JSON object sent as every transfer's `meta_data` (e.g. what a key's stamp adds,
+    /// to tell the cost of authenticating from the cost of storing the stamp).
+    #[arg(long)]
+    pub meta_data: Option<String>,
 }
 
 impl BenchArgs {
@@ -195,6 +199,16 @@ impl BenchArgs {
             seed: self
                 .seed
                 .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0),
+            meta_data: self
+                .meta_data
+                .as_deref()
+                .map(
+                    |text| match serde_json::from_str::<serde_json::Value>(text) {
+                        Ok(object @ serde_json::Value::Object(_)) => Ok(object),
+                        _ => Err(anyhow::anyhow!("--meta-data must be a JSON object")),
+                    },
+                )
+                .transpose()?,
         })
     }
 }

@@ -115,6 +115,8 @@ pub struct Options {
     /// Show progress bars (on stderr, when it is a terminal).
     pub progress: bool,
     pub seed: u64,
+    /// Sent as every transfer's `meta_data` (none by default).
+    pub meta_data: Option<Value>,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             drain: Duration::from_secs(60),
             progress: true,
             seed: 0x0c0f_fe4b_e4c4,
+            meta_data: None,
         }
     }
 }
@@ -714,6 +717,7 @@ impl Prepared {
             balances: self.balances.clone(),
             run_id: self.run_id.clone(),
             fresh_prefix: self.fresh_prefix.clone(),
+            meta_data: self.opts.meta_data.clone(),
             batch: self.batch_size(),
             amount_max: self.opts.amount_max.max(1),
             rate: self.opts.rate.filter(|r| *r > 0.0),
@@ -1209,6 +1213,7 @@ struct WorkerContext {
     balances: Rc<Vec<String>>,
     run_id: String,
     fresh_prefix: Option<String>,
+    meta_data: Option<Value>,
     batch: usize,
     amount_max: u32,
     rate: Option<f64>,
@@ -1240,7 +1245,7 @@ impl WorkerContext {
 
     fn transfer(&self, op: &Op) -> Value {
         let reference = format!("bench-{}-{}", self.run_id, op.seq);
-        match &self.fresh_prefix {
+        let mut body = match &self.fresh_prefix {
             Some(prefix) => json!({
                 "precise_amount": op.amount, "precision": 100, "currency": "USD",
                 "reference": reference, "description": "bench",
@@ -1255,7 +1260,11 @@ impl WorkerContext {
                 "destination": self.balances[op.dst as usize],
                 "skip_queue": self.plan.skip_queue, "allow_overdraft": false,
             }),
+        };
+        if let Some(meta_data) = &self.meta_data {
+            body["meta_data"] = meta_data.clone();
         }
+        body
     }
 
     /// Claims the next request number, or `None` when the run is over.
