@@ -66,17 +66,24 @@ run() {
         BLNK_SERVER_SECURE="$secure" BLNK_SERVER_SECRET_KEY="$MASTER" \
         COFFER_DATA_DIR="$WORK/$mode$round" "$BIN" start >"$WORK/$mode$round.log" 2>&1 &
     PID=$!
+    local up=""
     for _ in $(seq 1 300); do
-        curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+        curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }
         sleep 0.2
     done
+    [[ -n $up ]] || { echo "error: the server did not start" >&2; tail -n 20 "$WORK/$mode$round.log" >&2; exit 1; }
     if [[ $mode == key ]]; then
         local expires key
         expires=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
         key=$(curl -fsS -X POST "http://127.0.0.1:$port/api-keys" -H "X-Blnk-Key: $MASTER" \
             -H 'content-type: application/json' \
             -d "{\"name\":\"bench\",\"owner\":\"bench\",\"scopes\":[\"ledgers:*\",\"balances:*\",\"transactions:*\"],\"expires_at\":\"$expires\"}" |
-            jq -r .key)
+            jq -r '.key // empty') || true
+        if [[ -z $key ]]; then
+            echo "error: creating the API key failed; the server's log:" >&2
+            tail -n 20 "$WORK/$mode$round.log" >&2
+            exit 1
+        fi
         key_args=(--api-key "$key")
     elif [[ $mode == stamp ]]; then
         key_args=(--meta-data '{"BLNK_GENERATED_BY":"api_key_0194a0c2-7b1e-7c3d-9f00-1234567890ab"}')

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: the tracing subscriber and OTLP trace export.
 //! - [`shutdown`]: graceful stop on SIGTERM/SIGINT; [`backup`]: `GET /backup`'s dumps.
 //! - [`account_numbers`]: the HTTP client of the account-number service.
+//! - [`tls`]: the optional rustls listener (`server.ssl_cert_path` / `server.ssl_key_path`).
 //! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
 
@@ -21,3 +22,4 @@ pub mod routes;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;

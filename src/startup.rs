@@ -299,12 +299,17 @@ impl Application {
         })
         .workers(settings.http_workers)
         .shutdown_signal(crate::shutdown::signal())
-        .shutdown_timeout(settings.shutdown_timeout_ms.div_ceil(1000))
-        .listen(listener)?
+        .shutdown_timeout(settings.shutdown_timeout_ms.div_ceil(1000));
+        let tls = crate::tls::server_config(&settings)?;
+        let server = match tls.clone() {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         tracing::info!(
             port,
             embedded = settings.database_url.is_none(),
+            tls = tls.is_some(),
             "coffer listening"
         );
         Ok(Self {

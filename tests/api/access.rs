@@ -827,3 +827,81 @@ async fn keys_are_never_logged_or_traced() {
         assert!(!traces.contains(secret), "a key is in the traces");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The optional TLS listener
+// ---------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn with_a_certificate_the_api_serves_https_only_and_sends_hsts() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // An end-entity certificate: openssl's default self-signed one says CA:TRUE, which
+        // webpki refuses as a server's certificate.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut half = test_settings(Backend::Sqlite).await;
+    half.tls_cert_path = Some(cert.clone());
+    let refused = coffer::startup::Application::build(half).await;
+    assert!(refused.is_err(), "a certificate without its key is refused at start");
+    let mut settings = test_settings(Backend::Sqlite).await;
+    settings.tls_cert_path = Some(cert.clone());
+    settings.tls_key_path = Some(key);
+    let app = spawn_with(settings).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
+        .finish();
+    let mut request = client.get(format!("https://localhost:{port}/ledgers"));
+    if let Some(key) = &app.key {
+        request = request.insert_header(("X-Blnk-Key", key.as_str()));
+    }
+    let response = request.send().await.expect("an HTTPS answer");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers().contains_key("strict-transport-security"));
+    assert_eq!(response.headers().get("x-frame-options").unwrap(), "DENY");
+
+    let plain = app
+        .client
+        .get(format!("{}/health", app.address))
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "plain HTTP is not served on a TLS port"
+    );
+}
