@@ -9,6 +9,7 @@
 use super::auth::OPEN_PATHS;
 use crate::routes;
 use actix_web::HttpResponse;
+use serde_json::json;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Object, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
@@ -89,9 +90,10 @@ pub struct ApiDoc;
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes")
+        let mut document =
+            serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        add_links(&mut document);
+        document.to_string()
     })
 }
 
@@ -203,4 +205,191 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
                 .build(),
         )
         .build()
+}
+
+/// Where a created resource's id can go next: OpenAPI links, which the fuzzer's stateful
+/// phase follows (create a ledger, then read, rename, annotate it, open a balance in it, …).
+/// (from operation, to operation, where the id goes, the created object's id field)
+const LINKS: &[(&str, &str, &str, &str)] = &[
+    ("create_ledger", "get_ledger", "path.id", "ledger_id"),
+    ("create_ledger", "update_ledger", "path.id", "ledger_id"),
+    ("create_ledger", "update_metadata", "path.id", "ledger_id"),
+    (
+        "create_ledger",
+        "create_balance",
+        "body.ledger_id",
+        "ledger_id",
+    ),
+    ("create_balance", "get_balance", "path.id", "balance_id"),
+    ("create_balance", "get_balance_at", "path.id", "balance_id"),
+    (
+        "create_balance",
+        "update_balance_identity",
+        "path.id",
+        "balance_id",
+    ),
+    ("create_balance", "update_metadata", "path.id", "balance_id"),
+    (
+        "create_balance",
+        "list_balance_monitors_of_balance",
+        "path.balance_id",
+        "balance_id",
+    ),
+    (
+        "create_balance",
+        "create_balance_monitor",
+        "body.balance_id",
+        "balance_id",
+    ),
+    (
+        "create_balance",
+        "record_transaction",
+        "body.destination",
+        "balance_id",
+    ),
+    (
+        "create_balance",
+        "create_account",
+        "body.balance_id",
+        "balance_id",
+    ),
+    (
+        "record_transaction",
+        "get_transaction",
+        "path.id",
+        "transaction_id",
+    ),
+    (
+        "record_transaction",
+        "get_transaction_by_reference",
+        "path.reference",
+        "reference",
+    ),
+    (
+        "record_transaction",
+        "update_inflight_transaction",
+        "path.id",
+        "transaction_id",
+    ),
+    (
+        "record_transaction",
+        "refund_transaction",
+        "path.id",
+        "transaction_id",
+    ),
+    (
+        "record_transaction",
+        "update_metadata",
+        "path.id",
+        "transaction_id",
+    ),
+    ("create_identity", "get_identity", "path.id", "identity_id"),
+    (
+        "create_identity",
+        "replace_identity",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "delete_identity",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "tokenize_identity",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "tokenize_identity_field",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "detokenize_identity",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "detokenize_identity_field",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "list_tokenized_fields",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "update_metadata",
+        "path.id",
+        "identity_id",
+    ),
+    (
+        "create_identity",
+        "create_balance",
+        "body.identity_id",
+        "identity_id",
+    ),
+    ("create_account", "get_account", "path.id", "account_id"),
+    (
+        "create_balance_monitor",
+        "get_balance_monitor",
+        "path.id",
+        "monitor_id",
+    ),
+    (
+        "create_balance_monitor",
+        "replace_balance_monitor",
+        "path.id",
+        "monitor_id",
+    ),
+    (
+        "create_balance_monitor",
+        "delete_balance_monitor",
+        "path.id",
+        "monitor_id",
+    ),
+    ("create_api_key", "revoke_api_key", "path.id", "api_key_id"),
+];
+
+/// Adds [`LINKS`] to the 201 of each creating operation. On the JSON: utoipa 5.5's `Link`
+/// serializes its fields in snake case (`operation_id`), which no tool reads.
+fn add_links(document: &mut serde_json::Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths.values_mut().filter_map(|item| item.as_object_mut()) {
+        for operation in operation.values_mut() {
+            let from = operation["operationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let Some(created) = operation["responses"]
+                .get_mut("201")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            let mut links = serde_json::Map::new();
+            for (_, to, target, field) in LINKS.iter().filter(|link| link.0 == from) {
+                let value = format!("$response.body#/{field}");
+                let link = match target.strip_prefix("body.") {
+                    Some(key) => json!({ "operationId": to, "requestBody": { key: value } }),
+                    None => json!({ "operationId": to, "parameters": { *target: value } }),
+                };
+                links.insert(format!("{to}.{target}"), link);
+            }
+            if !links.is_empty() {
+                created.insert("links".into(), links.into());
+            }
+        }
+    }
 }

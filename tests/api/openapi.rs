@@ -108,6 +108,64 @@ async fn the_key_checks_are_documented_on_every_path_but_the_open_ones() {
     }
 }
 
+#[actix_web::test]
+async fn every_link_names_an_operation_and_its_parameter() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    let document = app.get("/openapi.json").await.json;
+
+    let mut operations = std::collections::BTreeMap::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for method in METHODS {
+            if let Some(operation) = item.get(method) {
+                operations.insert(operation["operationId"].as_str().unwrap(), operation);
+            }
+        }
+    }
+    let mut links = 0;
+    for operation in operations.values() {
+        let Some(found) = operation["responses"]["201"]["links"].as_object() else {
+            continue;
+        };
+        for (name, link) in found {
+            links += 1;
+            let target = operations[link["operationId"].as_str().unwrap()];
+            for parameter in link["parameters"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|p| p.0)
+            {
+                let (place, name) = parameter.split_once('.').unwrap();
+                assert!(
+                    target["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["in"] == place && p["name"] == name),
+                    "{name}: {parameter}"
+                );
+            }
+            for key in link["requestBody"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|p| p.0)
+            {
+                let body = target["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap();
+                let properties = &document["components"]["schemas"][body]["properties"];
+                assert!(properties.get(key).is_some(), "{name}: {body} has no {key}");
+            }
+        }
+    }
+    assert!(links > 20, "{links} links");
+}
+
 /// Found by the fuzzer: the age went through `Utc::now() - age`, which panics past chrono's
 /// range (and an age past `chrono::Duration`'s own range became zero: recover everything).
 #[actix_web::test]
