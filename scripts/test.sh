@@ -315,4 +315,8 @@ else
     say "cargo test --workspace --no-fail-fast $*"
     cargo test --workspace --no-fail-fast "$@"
 fi
+
+# Schema fuzzing: the built server on both backends against its own /openapi.json.
+say "scripts/fuzz-api.sh"
+bash scripts/fuzz-api.sh
 say "tests passed"
