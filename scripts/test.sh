@@ -321,4 +321,8 @@ else
     say "COFFER_TEST_SECURE=1 cargo test --test api --no-fail-fast $*"
     COFFER_TEST_SECURE=1 cargo test --test api --no-fail-fast "$@"
 fi
+
+# Schema fuzzing: the built server on both backends against its own /openapi.json.
+say "scripts/fuzz-api.sh"
+bash scripts/fuzz-api.sh
 say "tests passed"

@@ -29,7 +29,7 @@ pub const KEY_HEADER: &str = "X-Blnk-Key";
 pub const GENERATED_BY_KEY: &str = "BLNK_GENERATED_BY";
 
 /// Paths anyone may call, in both modes.
-const OPEN_PATHS: [&str; 4] = ["/", "/health", "/metrics", "/openapi.json"];
+pub const OPEN_PATHS: [&str; 4] = ["/", "/health", "/metrics", "/openapi.json"];
 
 /// What the middleware needs (shared by every HTTP worker).
 #[derive(Clone)]

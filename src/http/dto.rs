@@ -1,12 +1,14 @@
 //! The JSON shapes Coffer serves: Blnk's field names and types.
 
 use super::json::{decimal, integer};
+use super::openapi::{integer_schema, number_schema};
 use chrono::{DateTime, SecondsFormat, Utc};
 use coffer_actors::domain::TransactionRecord;
 use coffer_actors::entity::{account, balance, balance_monitor, identity, ledger};
 use coffer_actors::store::QueuedTotals;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Go's zero time, which Blnk emits for unset times.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -22,7 +24,7 @@ fn time_or_zero(value: &Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| ZERO_TIME.to_owned())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LedgerJson {
     pub ledger_id: String,
     pub name: String,
@@ -41,18 +43,26 @@ impl From<&ledger::Model> for LedgerJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BalanceJson {
+    #[schema(schema_with = integer_schema)]
     pub balance: Box<RawValue>,
     pub version: i64,
+    #[schema(schema_with = integer_schema)]
     pub inflight_balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub credit_balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub inflight_credit_balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub debit_balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub inflight_debit_balance: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = integer_schema)]
     pub queued_debit_balance: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = integer_schema)]
     pub queued_credit_balance: Option<Box<RawValue>>,
     pub ledger_id: String,
     pub identity_id: String,
@@ -61,6 +71,7 @@ pub struct BalanceJson {
     pub indicator: Option<String>,
     pub currency: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = integer_schema)]
     pub precision: Option<Box<RawValue>>,
     pub created_at: String,
     pub inflight_expires_at: String,
@@ -109,12 +120,16 @@ impl BalanceJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TransactionJson {
+    #[schema(schema_with = integer_schema)]
     pub precise_amount: Box<RawValue>,
+    #[schema(schema_with = number_schema)]
     pub amount: Box<RawValue>,
     pub amount_string: String,
+    #[schema(schema_with = integer_schema)]
     pub precision: Box<RawValue>,
+    #[schema(schema_with = number_schema)]
     pub overdraft_limit: Box<RawValue>,
     pub transaction_id: String,
     pub parent_transaction: String,
@@ -184,26 +199,28 @@ impl From<&TransactionRecord> for TransactionJson {
     }
 }
 
-#[derive(Serialize)]
-struct Counted<T> {
-    data: Vec<T>,
-    total_count: u64,
+/// A page of `POST /<entity>/filter`: a bare array, or `{data, total_count}` when
+/// `include_count` asked for it.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Page<T> {
+    Rows(Vec<T>),
+    Counted { data: Vec<T>, total_count: u64 },
 }
 
 /// `POST /<entity>/filter` answers a bare array, or `{data, total_count}` when counted.
 pub fn page<T: Serialize>(rows: Vec<T>, total: Option<u64>) -> actix_web::HttpResponse {
-    let mut response = actix_web::HttpResponse::Ok();
-    match total {
-        Some(total_count) => response.json(Counted {
+    actix_web::HttpResponse::Ok().json(match total {
+        Some(total_count) => Page::Counted {
             data: rows,
             total_count,
-        }),
-        None => response.json(rows),
-    }
+        },
+        None => Page::Rows(rows),
+    })
 }
 
 /// One leg of a split in a response: the request's leg with its row id.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LegJson {
     pub identifier: String,
     pub distribution: String,
@@ -236,14 +253,14 @@ impl From<&coffer_actors::ledger::Recorded> for TransactionJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RejectionJson {
     pub code: &'static str,
     pub reason: &'static str,
     pub message: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BalancePreviewJson {
     pub balance_id: String,
     pub role: &'static str,
@@ -264,7 +281,7 @@ pub struct BalancePreviewJson {
     pub resulting_inflight_credit_balance: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LegPreviewJson {
     pub identifier: String,
     pub role: &'static str,
@@ -273,7 +290,7 @@ pub struct LegPreviewJson {
 }
 
 /// Blnk's `TransactionPreview`: every amount as a string.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PreviewJson {
     pub dry_run: bool,
     pub would_apply: bool,
@@ -346,7 +363,7 @@ impl From<&coffer_actors::ledger::Preview> for PreviewJson {
 }
 
 /// Blnk's identity: every text field (`""` when unset), `dob` (Go's zero time when unset).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct IdentityJson {
     pub identity_id: String,
     pub identity_type: String,
@@ -396,7 +413,7 @@ impl From<&identity::Model> for IdentityJson {
 }
 
 /// Blnk's account: `ledger`, `balance` and `identity` are `null` unless included.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccountJson {
     pub account_id: String,
     pub name: String,
@@ -433,19 +450,22 @@ impl From<&account::Model> for AccountJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConditionJson {
     /// The threshold as given, in major units (an exact JSON number).
+    #[schema(schema_with = number_schema)]
     pub value: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub precision: Box<RawValue>,
     /// `value × precision`, exact, in minor units.
+    #[schema(schema_with = integer_schema)]
     pub precise_value: Box<RawValue>,
     pub field: String,
     pub operator: String,
 }
 
 /// Blnk's balance monitor (`call_back_url` is stored, never served, as in Blnk).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MonitorJson {
     pub monitor_id: String,
     pub balance_id: String,
@@ -477,17 +497,20 @@ impl From<&balance_monitor::Model> for MonitorJson {
 }
 
 /// `GET /balances/{id}/at`: Blnk's `{balance: {…}, timestamp, from_source}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BalanceAtJson {
     pub balance: PastBalanceJson,
     pub timestamp: String,
     pub from_source: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PastBalanceJson {
+    #[schema(schema_with = integer_schema)]
     pub balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub debit_balance: Box<RawValue>,
+    #[schema(schema_with = integer_schema)]
     pub credit_balance: Box<RawValue>,
     pub currency: String,
     pub balance_id: String,
@@ -507,18 +530,27 @@ impl From<&coffer_actors::store::HistoricalBalance> for PastBalanceJson {
 
 /// `{"message": …}`, Blnk's answer to updates and deletes.
 pub fn message(text: &str) -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().json(serde_json::json!({ "message": text }))
+    actix_web::HttpResponse::Ok().json(MessageJson {
+        message: text.to_owned(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageJson {
+    pub message: String,
 }
 
 /// An API key (Blnk 1.10). `key` is the plaintext, present only in the answer that created
 /// it (Blnk lists keys with their hash there; Coffer never serves the hash).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyJson {
     pub api_key_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub name: String,
     pub owner_id: String,
+    /// `resource:action` pairs (`transactions:write`, `*:*`).
+    #[schema(value_type = Vec<String>)]
     pub scopes: serde_json::Value,
     pub expires_at: String,
     pub created_at: String,

@@ -6,7 +6,9 @@ use actix_web::{HttpResponse, ResponseError};
 use coffer_actors::access::AccessError;
 use coffer_actors::domain::AmountError;
 use coffer_actors::LedgerError;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -154,49 +156,107 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The status and JSON body of an error (callers may add keys, such as a bulk `batch_id`).
-pub fn error_body(error: &ApiError) -> (StatusCode, serde_json::Value) {
-    {
-        let this = error;
-        let (code, status) = code_and_status(this);
-        // A failed account-number service is named (its own words, never its URL): the
-        // caller can act on it, and nothing internal is in it.
-        let shown = status == StatusCode::SERVICE_UNAVAILABLE
-            || matches!(
-                this,
-                ApiError::Ledger(LedgerError::AccountNumberGeneration(_))
-            );
-        let message = if status.is_server_error() && !shown {
-            // The cause is logged, never sent.
-            tracing::error!(error = %this, "request failed");
-            "internal server error".to_owned()
-        } else {
-            this.to_string()
-        };
-        let details = match this {
-            ApiError::Ledger(LedgerError::InvalidFilter(filter)) => {
-                Some(json!([{ "Param": filter.param, "Message": filter.message }]))
-            }
-            ApiError::Ledger(
-                LedgerError::BulkItemInvalid { index, .. }
-                | LedgerError::BatchRefused { index, .. },
-            ) => Some(json!({ "index": index })),
-            _ => None,
-        };
-        let mut body = json!({
-            "error": message,
-            "error_detail": { "code": code, "message": message },
-        });
-        let filter_errors = matches!(this, ApiError::Ledger(LedgerError::InvalidFilter(_)));
-        if let Some(details) = details {
-            body["error_detail"]["details"] = details.clone();
-            if filter_errors {
-                body["errors"] = details;
-            }
+/// Blnk's error body. The fields are in the order the wire has always had them (the keys of
+/// a `serde_json` map, alphabetical).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The batch a failed `POST /transactions/bulk` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// The message (`"internal server error"` for a 5xx: the cause is logged, never sent).
+    pub error: String,
+    pub error_detail: ErrorDetail,
+    /// Blnk's legacy key on validation failures: the message, or the filter problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code (`TXN_INSUFFICIENT_FUNDS`, `GEN_MALFORMED_REQUEST`, …).
+    pub code: String,
+    /// `{"index": n}` for a bulk item, `[{"Param", "Message"}]` for filter problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// A body with no details: `{"error": message, "error_detail": {"code", "message"}}`.
+    pub fn new(code: &str, message: &str) -> Self {
+        Self {
+            batch_id: None,
+            error: message.to_owned(),
+            error_detail: ErrorDetail {
+                code: code.to_owned(),
+                details: None,
+                message: message.to_owned(),
+            },
+            errors: None,
         }
-        if is_validation(this) && !filter_errors {
-            body["errors"] = json!(message);
+    }
+}
+
+/// The status and body of an error (callers may fill in more, such as a bulk `batch_id`).
+pub fn error_body(error: &ApiError) -> (StatusCode, ErrorBody) {
+    let (code, status) = code_and_status(error);
+    // A failed account-number service is named (its own words, never its URL): the
+    // caller can act on it, and nothing internal is in it.
+    let shown = status == StatusCode::SERVICE_UNAVAILABLE
+        || matches!(
+            error,
+            ApiError::Ledger(LedgerError::AccountNumberGeneration(_))
+        );
+    let message = if status.is_server_error() && !shown {
+        // The cause is logged, never sent.
+        tracing::error!(%error, "request failed");
+        "internal server error".to_owned()
+    } else {
+        error.to_string()
+    };
+    let details = match error {
+        ApiError::Ledger(LedgerError::InvalidFilter(filter)) => {
+            Some(json!([{ "Param": filter.param, "Message": filter.message }]))
         }
-        (status, body)
+        ApiError::Ledger(
+            LedgerError::BulkItemInvalid { index, .. } | LedgerError::BatchRefused { index, .. },
+        ) => Some(json!({ "index": index })),
+        _ => None,
+    };
+    let mut body = ErrorBody::new(code, &message);
+    let filter_errors = matches!(error, ApiError::Ledger(LedgerError::InvalidFilter(_)));
+    if filter_errors {
+        body.errors = details.clone();
+    } else if is_validation(error) {
+        body.errors = Some(json!(message));
+    }
+    body.error_detail.details = details;
+    (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed body serializes exactly as the map it replaced did.
+    #[test]
+    fn the_error_body_keeps_its_wire_bytes() {
+        let (status, body) = error_body(&ApiError::Ledger(LedgerError::TransactionValidation(
+            "currency: cannot be blank.".into(),
+        )));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":"currency: cannot be blank.","error_detail":{"code":"TXN_VALIDATION_ERROR","message":"currency: cannot be blank."},"errors":"currency: cannot be blank."}"#
+        );
+        let (_, mut body) = error_body(&ApiError::Ledger(LedgerError::BulkItemInvalid {
+            index: 3,
+            message: "bad".into(),
+        }));
+        body.batch_id = Some("bulk_1".into());
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"batch_id":"bulk_1","error":"transactions[3]: bad","error_detail":{"code":"TXN_VALIDATION_ERROR","details":{"index":3},"message":"transactions[3]: bad"}}"#
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod query;
 pub mod rate_limit;
 pub mod request_metrics;

@@ -8,6 +8,7 @@ use coffer_actors::store::filter::{
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 /// Decoded `name=value` pairs of a query string, in order.
 pub fn pairs(query: &str) -> Vec<(String, String)> {
@@ -108,14 +109,48 @@ pub fn whole_or_page(query_string: &str, default_limit: u64) -> Result<ListQuery
     Ok(ListQuery::page(UNPAGED_ROWS_MAX, 0))
 }
 
-#[derive(Deserialize)]
+/// The paging parameters of a `GET` list. Filters are more parameters,
+/// `<field>_<op>=<value>` (`currency_eq=USD`, `amount_gt=100`, `status_in=A,B`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation: `list_query` reads the query string
+pub struct ListParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Rows to skip.
+    #[param(minimum = 0, maximum = 1_000_000_000)]
+    offset: Option<u64>,
+    /// How filters combine: `and` (the default) or `or`.
+    logical_operator: Option<String>,
+}
+
+/// One entry of `filters` (documentation of [`BodyFilter`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FilterCondition {
+    /// A column of the entity, or `meta_data.<key>`.
+    field: Option<String>,
+    /// `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `between`, `like`, `isnull`, `isnotnull`.
+    operator: Option<String>,
+    value: Option<serde_json::Value>,
+    values: Option<Vec<serde_json::Value>>,
+}
+
+/// The body of `POST /<entity>/filter`.
+#[derive(Deserialize, ToSchema)]
 pub struct FilterBody {
     #[serde(default)]
+    #[schema(value_type = Vec<FilterCondition>)]
     filters: Vec<BodyFilter>,
+    /// `and` (the default) or `or`.
     logical_operator: Option<String>,
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     offset: Option<i64>,
     sort_by: Option<String>,
+    /// `asc` or `desc` (the default).
     sort_order: Option<String>,
     #[serde(default)]
     include_count: bool,

@@ -2,23 +2,24 @@
 //! and Blnk's mocked account number.
 
 use crate::account_numbers::AccountNumberClient;
-use crate::http::dto::{page, AccountJson, BalanceJson, IdentityJson, LedgerJson};
-use crate::http::error::ApiError;
+use crate::http::dto::{page, AccountJson, BalanceJson, IdentityJson, LedgerJson, Page};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body};
-use crate::http::query::{pairs, values, whole_or_page};
+use crate::http::query::{pairs, values, whole_or_page, FilterBody, ListParams};
 use crate::http::{filter_query, read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::accounts::{self, AccountNumbers, AccountRequest, NUMBER_CHARS_MAX};
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Longest bank name (an account number: `accounts::NUMBER_CHARS_MAX`).
 const BANK_NAME_CHARS_MAX: usize = 256;
 
-#[derive(Deserialize)]
-struct AccountBody {
+#[derive(Deserialize, ToSchema)]
+pub struct AccountBody {
     bank_name: Option<String>,
     number: Option<String>,
     currency: Option<String>,
@@ -89,6 +90,11 @@ fn account_request(body: AccountBody) -> Result<AccountRequest, ApiError> {
     Ok(request)
 }
 
+#[utoipa::path(post, path = "/accounts", operation_id = "create_account", tag = "accounts",
+    request_body = AccountBody,
+    responses((status = 201, description = "The account", body = AccountJson),
+        (status = 404, description = "Balance, ledger or identity not found", body = ErrorBody),
+        (status = 409, description = "The account number is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     numbers: web::Data<AccountNumberClient>,
@@ -103,6 +109,10 @@ pub async fn create(
 
 /// `include=balance`, `include=identity`, `include=ledger` (repeated or comma-separated)
 /// embed those; the others stay `null`, as in Blnk.
+#[utoipa::path(get, path = "/accounts/{id}", operation_id = "get_account", tag = "accounts",
+    params(("id" = String, Path, description = "Account id"),
+        ("include" = Option<String>, Query, description = "`balance`, `identity`, `ledger` (repeated or comma-separated): embed those")),
+    responses((status = 200, description = "The account", body = AccountJson), (status = 404, description = "Account not found", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -135,6 +145,9 @@ async fn respond(state: &AppState, query: ListQuery) -> Result<HttpResponse, Api
 }
 
 /// Every account without paging or filters (Blnk), else a page (20 by default).
+#[utoipa::path(get, path = "/accounts", operation_id = "list_accounts", tag = "accounts",
+    params(ListParams),
+    responses((status = 200, description = "Every account, or a page with `limit`/`offset` or filters", body = Vec<AccountJson>)))]
 pub async fn list(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -142,6 +155,9 @@ pub async fn list(
     respond(&state, whole_or_page(request.query_string(), 20)?).await
 }
 
+#[utoipa::path(post, path = "/accounts/filter", operation_id = "filter_accounts", tag = "accounts",
+    request_body = FilterBody,
+    responses((status = 200, description = "The matching accounts", body = Page<AccountJson>)))]
 pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -150,9 +166,17 @@ pub async fn filter(
 }
 
 /// Blnk's test helper: a bank and a made-up 12-digit account number.
+#[utoipa::path(get, path = "/mocked-account", operation_id = "mocked_account", tag = "accounts",
+    responses((status = 200, description = "A made-up account number", body = MockedAccount)))]
 pub async fn mocked() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "bank_name": "Blnk Bank",
-        "account_number": crate::account_numbers::mock_number(),
-    }))
+    HttpResponse::Ok().json(MockedAccount {
+        account_number: crate::account_numbers::mock_number(),
+        bank_name: "Blnk Bank",
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MockedAccount {
+    account_number: String,
+    bank_name: &'static str,
 }

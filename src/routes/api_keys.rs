@@ -4,7 +4,7 @@
 
 use crate::http::auth::Caller;
 use crate::http::dto::ApiKeyJson;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::parse_body;
 use crate::http::query::{pairs, values};
 use crate::http::{read_body, AppState};
@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::access::{AccessError, KeyRequest};
 use coffer_actors::store::filter::parse_time;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 /// Longest key name and owner id.
 const NAME_CHARS_MAX: usize = 256;
@@ -19,11 +20,14 @@ const OWNER_CHARS_MAX: usize = 256;
 /// Most scopes one key holds.
 const SCOPES_MAX: usize = 64;
 
-#[derive(Deserialize)]
-struct KeyBody {
+#[derive(Deserialize, ToSchema)]
+pub struct KeyBody {
     name: Option<String>,
+    /// Required with the master key; an API key creates keys for its own owner.
     owner: Option<String>,
+    /// `resource:action` (`transactions:write`, `balances:read`, `*:*`).
     scopes: Option<Vec<String>>,
+    /// RFC 3339.
     expires_at: Option<String>,
 }
 
@@ -65,6 +69,9 @@ fn owner_param(request: &HttpRequest) -> Option<String> {
     owner
 }
 
+#[utoipa::path(post, path = "/api-keys", operation_id = "create_api_key", tag = "api-keys",
+    request_body = KeyBody,
+    responses((status = 201, description = "The key, with its plaintext `key` (shown only here)", body = ApiKeyJson)))]
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -78,6 +85,9 @@ pub async fn create(
     Ok(HttpResponse::Created().json(ApiKeyJson::new(&issued.stored, issued.plaintext)))
 }
 
+#[utoipa::path(get, path = "/api-keys", operation_id = "list_api_keys", tag = "api-keys",
+    params(("owner" = Option<String>, Query, description = "The owner whose keys to list (required for the master key)")),
+    responses((status = 200, description = "The owner's keys (never their hashes)", body = Vec<ApiKeyJson>)))]
 pub async fn list(
     caller: Caller,
     request: HttpRequest,
@@ -91,6 +101,9 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(keys))
 }
 
+#[utoipa::path(delete, path = "/api-keys/{id}", operation_id = "revoke_api_key", tag = "api-keys",
+    params(("id" = String, Path, description = "API key id"), ("owner" = Option<String>, Query, description = "The key's owner")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "Key not found", body = ErrorBody)))]
 pub async fn revoke(
     caller: Caller,
     request: HttpRequest,

@@ -3,10 +3,15 @@
 //! endpoints use. Who may call it (the master key, or an API key with a `backup` scope) is
 //! `http::auth`'s rule.
 
+use crate::http::error::ErrorDetail;
 use crate::routes::observability::Operations;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+#[utoipa::path(get, path = "/backup", operation_id = "backup", tag = "system",
+    responses((status = 200, description = "`\"backup successful\"`", content_type = "application/json", body = String),
+        (status = 500, description = "The dump failed (`ADMIN_BACKUP_FAILED`; the cause is logged)", body = BackupFailure)))]
 pub async fn backup(state: web::Data<Operations>) -> HttpResponse {
     let Some(backup) = state.backup() else {
         return failed();
@@ -26,6 +31,19 @@ pub async fn backup(state: web::Data<Operations>) -> HttpResponse {
 
 /// Blnk's backup error shape: `{"error": {code, message}, "error_detail": {code, message}}`.
 fn failed() -> HttpResponse {
-    let detail = json!({ "code": "ADMIN_BACKUP_FAILED", "message": "backup failed" });
-    HttpResponse::InternalServerError().json(json!({ "error": detail, "error_detail": detail }))
+    let detail = || ErrorDetail {
+        code: "ADMIN_BACKUP_FAILED".to_owned(),
+        details: None,
+        message: "backup failed".to_owned(),
+    };
+    HttpResponse::InternalServerError().json(BackupFailure {
+        error: detail(),
+        error_detail: detail(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackupFailure {
+    error: ErrorDetail,
+    error_detail: ErrorDetail,
 }

@@ -1,7 +1,8 @@
-use crate::http::dto::{message, page, BalanceJson, IdentityJson, LedgerJson};
-use crate::http::error::ApiError;
+use crate::http::dto::{message, page, BalanceJson, IdentityJson, LedgerJson, MessageJson, Page};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body, raw_text};
-use crate::http::query::{flag, list_query, pairs, values};
+use crate::http::openapi::integer_schema;
+use crate::http::query::{flag, list_query, pairs, values, FilterBody, ListParams};
 use crate::http::{filter_query, read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::ids::{is_indicator, GENERAL_LEDGER_ID};
@@ -10,16 +11,19 @@ use coffer_actors::store::{ListQuery, NewBalance};
 use coffer_actors::LedgerError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Longest currency code (Blnk takes free text; this bounds it).
 pub const CURRENCY_CHARS_MAX: usize = 64;
 
-#[derive(Deserialize)]
-struct BalanceBody {
+#[derive(Deserialize, ToSchema)]
+pub struct BalanceBody {
     ledger_id: Option<String>,
     currency: Option<String>,
     identity_id: Option<String>,
     indicator: Option<String>,
+    /// Minor units per major unit (100: cents).
+    #[schema(schema_with = integer_schema)]
     precision: Option<Box<RawValue>>,
     meta_data: Option<serde_json::Value>,
     #[serde(default)]
@@ -97,6 +101,11 @@ fn new_balance(body: BalanceBody) -> Result<NewBalance, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/balances", operation_id = "create_balance", tag = "balances",
+    request_body = BalanceBody,
+    responses((status = 201, description = "The balance", body = BalanceJson),
+        (status = 404, description = "Ledger or identity not found", body = ErrorBody),
+        (status = 409, description = "A balance with this indicator and currency exists", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -112,6 +121,11 @@ pub async fn create(
 
 /// `include=ledger` and `include=identity` embed those; `with_queued=true` adds the QUEUED
 /// totals.
+#[utoipa::path(get, path = "/balances/{id}", operation_id = "get_balance", tag = "balances",
+    params(("id" = String, Path, description = "Balance id"),
+        ("include" = Option<String>, Query, description = "`ledger`, `identity` (repeated or comma-separated): embed those"),
+        ("with_queued" = Option<bool>, Query, description = "`true`: add the totals of QUEUED transactions")),
+    responses((status = 200, description = "The balance", body = BalanceJson), (status = 404, description = "Balance not found", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -136,12 +150,15 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(json))
 }
 
-#[derive(Deserialize)]
-struct IdentityLink {
+#[derive(Deserialize, ToSchema)]
+pub struct IdentityLink {
     identity_id: Option<String>,
 }
 
 /// `PUT /balances/{id}/identity`: links the balance to another identity.
+#[utoipa::path(put, path = "/balances/{id}/identity", operation_id = "update_balance_identity", tag = "balances",
+    params(("id" = String, Path, description = "Balance id")), request_body = IdentityLink,
+    responses((status = 200, description = "Linked", body = MessageJson), (status = 404, description = "Balance or identity not found", body = ErrorBody)))]
 pub async fn relink_identity(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -160,6 +177,9 @@ pub async fn relink_identity(
     Ok(message("Balance identity updated successfully"))
 }
 
+#[utoipa::path(get, path = "/balances/indicator/{indicator}/currency/{currency}", operation_id = "get_balance_by_indicator", tag = "balances",
+    params(("indicator" = String, Path, description = "Indicator (`@World`)"), ("currency" = String, Path, description = "Currency")),
+    responses((status = 200, description = "The balance", body = BalanceJson), (status = 404, description = "Balance not found", body = ErrorBody)))]
 pub async fn by_indicator(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -178,6 +198,9 @@ async fn respond(state: &AppState, query: ListQuery) -> Result<HttpResponse, Api
     Ok(page(rows.iter().map(BalanceJson::new).collect(), total))
 }
 
+#[utoipa::path(get, path = "/balances", operation_id = "list_balances", tag = "balances",
+    params(ListParams),
+    responses((status = 200, description = "A page of balances", body = Vec<BalanceJson>)))]
 pub async fn list(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -185,6 +208,9 @@ pub async fn list(
     respond(&state, list_query(request.query_string(), 10)?).await
 }
 
+#[utoipa::path(post, path = "/balances/filter", operation_id = "filter_balances", tag = "balances",
+    request_body = FilterBody,
+    responses((status = 200, description = "The matching balances", body = Page<BalanceJson>)))]
 pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,

@@ -1,9 +1,9 @@
 //! Identities (Blnk 1.6): CRUD, filters, and the tokenization of personal fields.
 
-use crate::http::dto::{message, page, IdentityJson};
-use crate::http::error::ApiError;
+use crate::http::dto::{message, page, IdentityJson, MessageJson, Page};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body};
-use crate::http::query::whole_or_page;
+use crate::http::query::{whole_or_page, FilterBody, ListParams};
 use crate::http::{filter_query, read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::identity::{
@@ -12,12 +12,12 @@ use coffer_actors::domain::identity::{
 use coffer_actors::domain::ids;
 use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// An identity as a client sends it (every field optional: Blnk stores `""` for absent ones).
-#[derive(Deserialize)]
-struct IdentityBody {
+#[derive(Deserialize, ToSchema)]
+pub struct IdentityBody {
     identity_id: Option<String>,
     identity_type: Option<String>,
     organization_name: Option<String>,
@@ -83,6 +83,9 @@ impl IdentityBody {
     }
 }
 
+#[utoipa::path(post, path = "/identities", operation_id = "create_identity", tag = "identities",
+    request_body = IdentityBody,
+    responses((status = 201, description = "The identity", body = IdentityJson)))]
 pub async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -104,6 +107,9 @@ pub async fn create(
     Ok(HttpResponse::Created().json(IdentityJson::from(&created)))
 }
 
+#[utoipa::path(get, path = "/identities/{id}", operation_id = "get_identity", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The identity", body = IdentityJson), (status = 404, description = "Identity not found", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -118,6 +124,9 @@ async fn respond(state: &AppState, query: ListQuery) -> Result<HttpResponse, Api
 }
 
 /// Every identity without paging or filters (Blnk), else a page (20 by default).
+#[utoipa::path(get, path = "/identities", operation_id = "list_identities", tag = "identities",
+    params(ListParams),
+    responses((status = 200, description = "Every identity, or a page with `limit`/`offset` or filters", body = Vec<IdentityJson>)))]
 pub async fn list(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -125,6 +134,9 @@ pub async fn list(
     respond(&state, whole_or_page(request.query_string(), 20)?).await
 }
 
+#[utoipa::path(post, path = "/identities/filter", operation_id = "filter_identities", tag = "identities",
+    request_body = FilterBody,
+    responses((status = 200, description = "The matching identities", body = Page<IdentityJson>)))]
 pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -134,6 +146,9 @@ pub async fn filter(
 
 /// `PUT`: a full replace (Blnk updates only the fields given; a careful client expects PUT
 /// to replace). The id in the path wins over one in the body.
+#[utoipa::path(put, path = "/identities/{id}", operation_id = "replace_identity", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")), request_body = IdentityBody,
+    responses((status = 200, description = "Replaced", body = MessageJson), (status = 404, description = "Identity not found", body = ErrorBody)))]
 pub async fn replace(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -145,6 +160,10 @@ pub async fn replace(
     Ok(message("Identity updated successfully"))
 }
 
+#[utoipa::path(delete, path = "/identities/{id}", operation_id = "delete_identity", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "Deleted", body = MessageJson), (status = 404, description = "Identity not found", body = ErrorBody),
+        (status = 409, description = "Balances or accounts still use it", body = ErrorBody)))]
 pub async fn delete(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -153,9 +172,25 @@ pub async fn delete(
     Ok(message("Identity deleted successfully"))
 }
 
-#[derive(Deserialize)]
-struct FieldsBody {
+#[derive(Deserialize, ToSchema)]
+pub struct FieldsBody {
     fields: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DetokenizedField {
+    field: String,
+    value: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DetokenizedFields {
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenizedFields {
+    tokenized_fields: Vec<&'static str>,
 }
 
 /// Tokenizable fields by the names a client used (unknown names refused, repeats once).
@@ -171,6 +206,11 @@ fn tokenizable(names: &[String]) -> Result<Vec<TokenField>, ApiError> {
     Ok(fields)
 }
 
+#[utoipa::path(post, path = "/identities/{id}/tokenize/{field}", operation_id = "tokenize_identity_field", tag = "identities",
+    params(("id" = String, Path, description = "Identity id"), ("field" = String, Path, description = "A tokenizable field (`FirstName`, `email_address`, …)")),
+    responses((status = 200, description = "Tokenized", body = MessageJson), (status = 404, description = "Identity not found", body = ErrorBody),
+        (status = 403, description = "Tokenization is not configured (`IDT_TOKENIZATION_DISABLED`)", body = ErrorBody),
+        (status = 409, description = "Already tokenized", body = ErrorBody)))]
 pub async fn tokenize_field(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -188,6 +228,11 @@ pub async fn tokenize_field(
 
 /// All of `fields`, or none: one already tokenized refuses the request (Blnk stops there,
 /// keeping the fields before it tokenized).
+#[utoipa::path(post, path = "/identities/{id}/tokenize", operation_id = "tokenize_identity", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")), request_body = FieldsBody,
+    responses((status = 200, description = "Tokenized", body = MessageJson), (status = 404, description = "Identity not found", body = ErrorBody),
+        (status = 403, description = "Tokenization is not configured (`IDT_TOKENIZATION_DISABLED`)", body = ErrorBody),
+        (status = 409, description = "A field is already tokenized", body = ErrorBody)))]
 pub async fn tokenize(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -210,6 +255,10 @@ pub async fn tokenize(
     Ok(message("Fields tokenized successfully"))
 }
 
+#[utoipa::path(get, path = "/identities/{id}/detokenize/{field}", operation_id = "detokenize_identity_field", tag = "identities",
+    params(("id" = String, Path, description = "Identity id"), ("field" = String, Path, description = "A tokenized field")),
+    responses((status = 200, description = "The field's value", body = DetokenizedField), (status = 404, description = "Identity not found", body = ErrorBody),
+        (status = 403, description = "Tokenization is not configured (`IDT_TOKENIZATION_DISABLED`)", body = ErrorBody)))]
 pub async fn detokenize_field(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -223,11 +272,15 @@ pub async fn detokenize_field(
         .detokenize_identity_fields(&id, Some(requested), tokenizer)
         .await?;
     let (_, value) = values.pop().expect("one value per field asked");
-    Ok(HttpResponse::Ok().json(json!({ "field": field, "value": value })))
+    Ok(HttpResponse::Ok().json(DetokenizedField { field, value }))
 }
 
 /// The values of `fields` by the names asked, or of every tokenized field (Blnk's names)
 /// when none are named.
+#[utoipa::path(post, path = "/identities/{id}/detokenize", operation_id = "detokenize_identity", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")), request_body = FieldsBody,
+    responses((status = 200, description = "The values, by the names asked", body = DetokenizedFields), (status = 404, description = "Identity not found", body = ErrorBody),
+        (status = 403, description = "Tokenization is not configured (`IDT_TOKENIZATION_DISABLED`)", body = ErrorBody)))]
 pub async fn detokenize(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -249,21 +302,21 @@ pub async fn detokenize(
         .store()
         .detokenize_identity_fields(&id, requested, tokenizer)
         .await?;
-    let fields: serde_json::Map<String, serde_json::Value> = values
-        .into_iter()
-        .map(|(name, value)| (name, value.into()))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "fields": fields })))
+    let fields = values.into_iter().collect();
+    Ok(HttpResponse::Ok().json(DetokenizedFields { fields }))
 }
 
+#[utoipa::path(get, path = "/identities/{id}/tokenized-fields", operation_id = "list_tokenized_fields", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The tokenized fields", body = TokenizedFields), (status = 404, description = "Identity not found", body = ErrorBody)))]
 pub async fn tokenized(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.ledger.store().identity(&id).await?;
-    let names: Vec<&str> = tokenized_fields(identity.meta_data.as_ref())
+    let tokenized_fields = tokenized_fields(identity.meta_data.as_ref())
         .into_iter()
         .map(TokenField::pascal)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "tokenized_fields": names })))
+    Ok(HttpResponse::Ok().json(TokenizedFields { tokenized_fields }))
 }

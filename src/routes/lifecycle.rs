@@ -3,30 +3,35 @@
 
 use super::transactions::{transfer_request, TransactionBody};
 use crate::http::dto::{PreviewJson, TransactionJson};
-use crate::http::error::{error_body, ApiError};
+use crate::http::error::{error_body, ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body, raw_text};
+use crate::http::openapi::{integer_schema, number_schema};
 use crate::http::query::pairs;
 use crate::http::{read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
-use coffer_actors::domain::ids;
 use coffer_actors::domain::inflight::HoldAction;
-use coffer_actors::domain::Amount;
+use coffer_actors::domain::{ids, Amount};
 use coffer_actors::ledger::{BulkRequest, HoldCommand, HoldReply, RefundRequest};
 use coffer_actors::LedgerError;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Most transactions of one bulk request (Blnk's limit).
 const BULK_ITEMS_MAX: usize = 10_000;
 /// Most ids of one bulk commit or void.
 const BULK_ACTIONS_MAX: usize = 100;
 
-#[derive(Deserialize)]
-struct InflightBody {
+#[derive(Deserialize, ToSchema)]
+pub struct InflightBody {
+    /// `commit` or `void`.
     status: Option<String>,
+    /// A partial commit, in major units (0 or none: all that remains).
+    #[schema(schema_with = number_schema)]
     amount: Option<Box<RawValue>>,
+    /// A partial commit, in minor units.
+    #[schema(schema_with = integer_schema)]
     precise_amount: Option<Box<RawValue>>,
     #[serde(default)]
     skip_queue: bool,
@@ -74,6 +79,12 @@ fn hold_command(
 }
 
 /// `PUT /transactions/inflight/{id}`.
+#[utoipa::path(put, path = "/transactions/inflight/{id}", operation_id = "update_inflight_transaction", tag = "transactions",
+    params(("id" = String, Path, description = "The inflight transaction's id")), request_body = InflightBody,
+    responses((status = 200, description = "Committed or voided (`queued: true` when queued); with `dry_run`, the preview", body = InflightReply),
+        (status = 404, description = "Transaction not found", body = ErrorBody),
+        (status = 409, description = "Already committed, voided, or an action is queued", body = ErrorBody),
+        (status = 503, description = "The queue or the committer is full (`QUEUE_BACKPRESSURE`): retry later", body = ErrorBody)))]
 pub async fn update_inflight(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -89,16 +100,49 @@ pub async fn update_inflight(
     )?;
     if body.dry_run {
         let preview = state.ledger.preview_hold_action(&command).await?;
-        return Ok(HttpResponse::Ok().json(PreviewJson::from(&preview)));
+        return Ok(
+            HttpResponse::Ok().json(InflightReply::Preview(Box::new(PreviewJson::from(
+                &preview,
+            )))),
+        );
     }
-    Ok(match state.ledger.hold_action(command).await? {
-        HoldReply::Applied(rows) => HttpResponse::Ok().json(TransactionJson::from(&rows[0])),
+    let json = match state.ledger.hold_action(command).await? {
+        HoldReply::Applied(rows) => TransactionJson::from(&rows[0]),
         HoldReply::Queued(rows) => {
             let mut json = TransactionJson::from(&rows[0]);
             json.queued = Some(true);
-            HttpResponse::Ok().json(json)
+            json
         }
-    })
+    };
+    Ok(HttpResponse::Ok().json(InflightReply::Transaction(Box::new(json))))
+}
+
+/// The answer to `PUT /transactions/inflight/{id}`: the commit or void, or its preview.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InflightReply {
+    Transaction(Box<TransactionJson>),
+    Preview(Box<PreviewJson>),
+}
+
+/// One id's outcome in a bulk commit or void (keys in their wire order).
+#[derive(Serialize, ToSchema)]
+pub struct BulkActionResult {
+    /// `QUEUED`, or why it failed (`NOT_FOUND`, `ALREADY_VOIDED`, `INVALID_AMOUNT`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// `succeeded`, `queued` or `failed`.
+    status: &'static str,
+    transaction_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkActionsJson {
+    failed: usize,
+    results: Vec<BulkActionResult>,
+    succeeded: usize,
 }
 
 /// Blnk's per-item result codes of bulk commits and voids.
@@ -120,43 +164,66 @@ async fn run_bulk_actions(
     state: &AppState,
     commands: Vec<Result<HoldCommand, (String, ApiError)>>,
 ) -> HttpResponse {
+    let result = |transaction_id, status, code, message| BulkActionResult {
+        code,
+        message,
+        status,
+        transaction_id,
+    };
     let runs = commands.into_iter().map(|command| async move {
         let command = match command {
             Ok(command) => command,
             Err((id, error)) => {
-                return json!({ "transaction_id": id, "status": "failed", "code": "INVALID_AMOUNT", "message": error.to_string() })
+                return result(
+                    id,
+                    "failed",
+                    Some("INVALID_AMOUNT"),
+                    Some(error.to_string()),
+                )
             }
         };
         let id = command.id.clone();
         match state.ledger.hold_action(command).await {
-            Ok(HoldReply::Applied(_)) => json!({ "transaction_id": id, "status": "succeeded" }),
-            Ok(HoldReply::Queued(_)) => json!({ "transaction_id": id, "status": "queued", "code": "QUEUED" }),
-            Err(error) => json!({ "transaction_id": id, "status": "failed", "code": result_code(&error), "message": error.to_string() }),
+            Ok(HoldReply::Applied(_)) => result(id, "succeeded", None, None),
+            Ok(HoldReply::Queued(_)) => result(id, "queued", Some("QUEUED"), None),
+            Err(error) => result(
+                id,
+                "failed",
+                Some(result_code(&error)),
+                Some(error.to_string()),
+            ),
         }
     });
     let results = futures_util::future::join_all(runs).await;
-    let failed = results.iter().filter(|r| r["status"] == "failed").count();
-    HttpResponse::Ok()
-        .json(json!({ "succeeded": results.len() - failed, "failed": failed, "results": results }))
+    let failed = results.iter().filter(|r| r.status == "failed").count();
+    HttpResponse::Ok().json(BulkActionsJson {
+        failed,
+        succeeded: results.len() - failed,
+        results,
+    })
 }
 
-#[derive(Deserialize)]
-struct BulkCommitItem {
+#[derive(Deserialize, ToSchema)]
+pub struct BulkCommitItem {
     transaction_id: Option<String>,
+    /// A partial commit, in major units.
+    #[schema(schema_with = number_schema)]
     amount: Option<Box<RawValue>>,
+    /// A partial commit, in minor units.
+    #[schema(schema_with = integer_schema)]
     precise_amount: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
-struct BulkCommitBody {
+#[derive(Deserialize, ToSchema)]
+pub struct BulkCommitBody {
     #[serde(default)]
     transactions: Vec<BulkCommitItem>,
     #[serde(default)]
     skip_queue: bool,
 }
 
-#[derive(Deserialize)]
-struct BulkVoidBody {
+#[derive(Deserialize, ToSchema)]
+pub struct BulkVoidBody {
     #[serde(default)]
     transaction_ids: Vec<String>,
     #[serde(default)]
@@ -174,6 +241,9 @@ fn check_action_count(count: usize) -> Result<(), ApiError> {
 }
 
 /// `POST /transactions/inflight/bulk/commit`.
+#[utoipa::path(post, path = "/transactions/inflight/bulk/commit", operation_id = "bulk_commit_inflight", tag = "transactions",
+    request_body = BulkCommitBody,
+    responses((status = 200, description = "Each id's outcome", body = BulkActionsJson)))]
 pub async fn bulk_commit(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -199,6 +269,9 @@ pub async fn bulk_commit(
 }
 
 /// `POST /transactions/inflight/bulk/void`.
+#[utoipa::path(post, path = "/transactions/inflight/bulk/void", operation_id = "bulk_void_inflight", tag = "transactions",
+    request_body = BulkVoidBody,
+    responses((status = 200, description = "Each id's outcome", body = BulkActionsJson)))]
 pub async fn bulk_void(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -215,8 +288,8 @@ pub async fn bulk_void(
     Ok(run_bulk_actions(&state, commands).await)
 }
 
-#[derive(Deserialize)]
-struct RefundBody {
+#[derive(Deserialize, ToSchema)]
+pub struct RefundBody {
     #[serde(default)]
     skip_queue: bool,
     #[serde(default)]
@@ -226,6 +299,13 @@ struct RefundBody {
 }
 
 /// `POST /refund-transaction/{id}` (the body is optional).
+#[utoipa::path(post, path = "/refund-transaction/{id}", operation_id = "refund_transaction", tag = "transactions",
+    params(("id" = String, Path, description = "The transaction to refund")), request_body = RefundBody,
+    responses((status = 201, description = "The refund", body = TransactionJson),
+        (status = 200, description = "`dry_run`: what would happen", body = PreviewJson),
+        (status = 404, description = "Transaction not found", body = ErrorBody),
+        (status = 409, description = "Already refunded", body = ErrorBody),
+        (status = 503, description = "The queue or the committer is full (`QUEUE_BACKPRESSURE`): retry later", body = ErrorBody)))]
 pub async fn refund(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -246,8 +326,8 @@ pub async fn refund(
     Ok(HttpResponse::Created().json(TransactionJson::from(&record)))
 }
 
-#[derive(Deserialize)]
-struct BulkBody {
+#[derive(Deserialize, ToSchema)]
+pub struct BulkBody {
     #[serde(default)]
     transactions: Vec<TransactionBody>,
     #[serde(default)]
@@ -263,6 +343,14 @@ struct BulkBody {
 }
 
 /// `POST /transactions/bulk`.
+#[utoipa::path(post, path = "/transactions/bulk", operation_id = "record_bulk_transactions", tag = "transactions",
+    request_body = BulkBody,
+    responses((status = 201, description = "Recorded", body = BulkRecordedJson),
+        (status = 202, description = "`run_async`: stored, the workers apply it", body = BulkAcceptedJson),
+        (status = 200, description = "`dry_run`: what would happen", body = BulkPreviewJson),
+        (status = 404, description = "Balance not found", body = ErrorBody),
+        (status = 409, description = "A reference has been used", body = ErrorBody),
+        (status = 503, description = "The queue or the committer is full (`QUEUE_BACKPRESSURE`): retry later", body = ErrorBody)))]
 pub async fn bulk(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -294,15 +382,29 @@ pub async fn bulk(
             .ledger
             .preview_transfers(&items, atomic, "bulk")
             .await?;
-        return Ok(HttpResponse::Ok().json(json!({
-            "dry_run": true, "atomic": atomic, "would_apply": preview.would_apply,
-            "cumulative": PreviewJson::from(&preview),
-            "results": preview.row_rejections.iter().enumerate().map(|(index, rejection)| json!({
-                "index": index,
-                "would_apply": rejection.is_none(),
-                "rejection": rejection.as_ref().map(|r| json!({ "code": r.code, "reason": r.reason, "message": r.message })),
-            })).collect::<Vec<_>>(),
-        })));
+        let results = preview
+            .row_rejections
+            .iter()
+            .enumerate()
+            .map(|(index, rejection)| BulkRowPreview {
+                index,
+                rejection: rejection.as_ref().map(|r| BulkRejection {
+                    code: r.code,
+                    message: r.message.clone(),
+                    reason: r.reason,
+                }),
+                would_apply: rejection.is_none(),
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(BulkPreviewJson {
+            atomic,
+            // As a map, as it has always been sent: its keys in alphabetical order.
+            cumulative: serde_json::to_value(PreviewJson::from(&preview))
+                .expect("a preview serializes"),
+            dry_run: true,
+            results,
+            would_apply: preview.would_apply,
+        }));
     }
     let bulk = BulkRequest {
         batch_id: ids::new_id(ids::BULK_PREFIX),
@@ -312,21 +414,74 @@ pub async fn bulk(
         skip_queue,
     };
     match state.ledger.record_bulk(bulk).await {
-        Ok(outcome) if run_async => Ok(HttpResponse::Accepted().json(json!({
-            "message": "Bulk transaction processing started", "batch_id": outcome.batch_id,
-            "status": "processing",
-        }))),
+        Ok(outcome) if run_async => Ok(HttpResponse::Accepted().json(BulkAcceptedJson {
+            batch_id: outcome.batch_id,
+            message: "Bulk transaction processing started",
+            status: "processing",
+        })),
         // Blnk answers `inflight` or `applied`, whether or not the items were queued.
-        Ok(outcome) => Ok(HttpResponse::Created().json(json!({
-            "batch_id": outcome.batch_id, "status": if inflight { "inflight" } else { "applied" },
-            "transaction_count": outcome.transaction_count,
-        }))),
+        Ok(outcome) => Ok(HttpResponse::Created().json(BulkRecordedJson {
+            batch_id: outcome.batch_id,
+            status: if inflight { "inflight" } else { "applied" },
+            transaction_count: outcome.transaction_count,
+        })),
         Err((error, batch_id)) => {
             let (status, mut body) = error_body(&ApiError::Ledger(error));
-            body["batch_id"] = json!(batch_id);
+            body.batch_id = Some(batch_id);
             Ok(HttpResponse::build(status).json(body))
         }
     }
+}
+
+/// `dry_run` of a bulk request (keys in their wire order).
+#[derive(Serialize, ToSchema)]
+pub struct BulkPreviewJson {
+    atomic: bool,
+    /// The whole batch's effect.
+    #[schema(value_type = PreviewJson)]
+    cumulative: serde_json::Value,
+    dry_run: bool,
+    results: Vec<BulkRowPreview>,
+    would_apply: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkRowPreview {
+    index: usize,
+    rejection: Option<BulkRejection>,
+    would_apply: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkRejection {
+    code: &'static str,
+    message: String,
+    reason: &'static str,
+}
+
+/// `run_async`: stored, to be applied by the workers.
+#[derive(Serialize, ToSchema)]
+pub struct BulkAcceptedJson {
+    batch_id: String,
+    message: &'static str,
+    /// `processing`.
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkRecordedJson {
+    batch_id: String,
+    /// `applied` or `inflight`.
+    status: &'static str,
+    transaction_count: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveredJson {
+    /// How many stuck transactions were queued again.
+    recovered: usize,
+    /// The age threshold used, as a Go duration (`2m0s`).
+    threshold: String,
 }
 
 /// Parses a Go duration (`2m`, `1h30m`, `90s`, `500ms`).
@@ -369,6 +524,9 @@ fn go_format(duration: Duration) -> String {
 }
 
 /// `POST /transactions/recover?threshold=2m`: the recovery sweep, now.
+#[utoipa::path(post, path = "/transactions/recover", operation_id = "recover_transactions", tag = "transactions",
+    params(("threshold" = Option<String>, Query, pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$", description = "Minimum age of a stuck QUEUED transaction, a Go duration (`2m`, `1h30m`); default 2m")),
+    responses((status = 200, description = "Queued again", body = RecoveredJson)))]
 pub async fn recover(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -380,8 +538,10 @@ pub async fn recover(
         None => Duration::from_secs(120),
     };
     let recovered = coffer_actors::queue::sweep::recover(&state.ledger, threshold, 10_000).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "recovered": recovered, "threshold": go_format(threshold) })))
+    Ok(HttpResponse::Ok().json(RecoveredJson {
+        recovered,
+        threshold: go_format(threshold),
+    }))
 }
 
 #[cfg(test)]

@@ -2,19 +2,31 @@
 //! identity's or transaction's `meta_data`; on a balance, `BLNK_RUN_RECONCILIATION: "SOURCE"`
 //! also recomputes it from its transactions.
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::parse_body;
 use crate::http::{read_body, AppState};
 use actix_web::{web, HttpResponse};
 use coffer_actors::LedgerError;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct MetadataBody {
+#[derive(Deserialize, ToSchema)]
+pub struct MetadataBody {
+    /// The keys to merge (a JSON object).
     meta_data: Option<Value>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct MetadataJson {
+    meta_data: Value,
+}
+
+#[utoipa::path(post, path = "/{id}/metadata", operation_id = "update_metadata", tag = "metadata",
+    params(("id" = String, Path, description = "A ledger, balance, identity or transaction id (`ldg_…`, `bln_…`, `idt_…`, `txn_…`)")),
+    request_body = MetadataBody,
+    responses((status = 200, description = "The merged metadata", body = MetadataJson),
+        (status = 404, description = "Entity not found", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -33,5 +45,5 @@ pub async fn update(
         }
     };
     let meta_data = state.ledger.update_metadata(&id, update).await?;
-    Ok(HttpResponse::Ok().json(json!({ "meta_data": meta_data })))
+    Ok(HttpResponse::Ok().json(MetadataJson { meta_data }))
 }

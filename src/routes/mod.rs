@@ -15,6 +15,7 @@ pub mod observability;
 pub mod system;
 pub mod transactions;
 
+use crate::http::openapi;
 use crate::http::route_pattern::RoutePattern;
 use actix_web::http::Method;
 use actix_web::{guard, web, FromRequest, Handler, Resource, Responder, Route, Scope};
@@ -37,6 +38,7 @@ fn route_groups() -> Vec<(&'static str, Vec<Endpoint>)> {
         endpoint(M::GET, "/backup", backup::backup),
         endpoint(M::POST, "/balances-snapshots", history::take_snapshots),
         endpoint(M::GET, "/mocked-account", accounts::mocked),
+        endpoint(M::GET, "/openapi.json", openapi::openapi_json),
     ];
     vec![
         ("", top_level),

@@ -1,10 +1,11 @@
 //! Balance monitors (Blnk 1.4): create, read, list (all, or one balance's), replace, delete.
 //! They fire in the events work; here they are stored with their exact threshold.
 
-use crate::http::dto::{message, MonitorJson};
-use crate::http::error::ApiError;
+use crate::http::dto::{message, MessageJson, MonitorJson};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body, raw_text};
-use crate::http::query::whole_or_page;
+use crate::http::openapi::{integer_schema, number_schema};
+use crate::http::query::{whole_or_page, ListParams};
 use crate::http::{read_body, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::domain::ids;
@@ -14,21 +15,27 @@ use coffer_actors::store::MonitorSpec;
 use coffer_actors::LedgerError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Longest description and callback URL.
 const DESCRIPTION_CHARS_MAX: usize = 1024;
 const CALLBACK_URL_CHARS_MAX: usize = 2048;
 
-#[derive(Deserialize)]
-struct ConditionBody {
+#[derive(Deserialize, ToSchema)]
+pub struct ConditionBody {
+    /// `balance`, `credit_balance`, `debit_balance`, `inflight_balance`, …
     field: Option<String>,
+    /// `>`, `<`, `>=`, `<=`, `=`, `!=`.
     operator: Option<String>,
+    /// The threshold, in major units.
+    #[schema(schema_with = number_schema)]
     value: Option<Box<RawValue>>,
+    #[schema(schema_with = integer_schema)]
     precision: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
-struct MonitorBody {
+#[derive(Deserialize, ToSchema)]
+pub struct MonitorBody {
     balance_id: Option<String>,
     condition: Option<ConditionBody>,
     description: Option<String>,
@@ -87,6 +94,9 @@ fn monitor_spec(body: MonitorBody) -> Result<MonitorSpec, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/balance-monitors", operation_id = "create_balance_monitor", tag = "balance-monitors",
+    request_body = MonitorBody,
+    responses((status = 201, description = "The monitor", body = MonitorJson), (status = 404, description = "Balance not found", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -101,6 +111,9 @@ pub async fn create(
     Ok(HttpResponse::Created().json(MonitorJson::from(&created)))
 }
 
+#[utoipa::path(get, path = "/balance-monitors/{id}", operation_id = "get_balance_monitor", tag = "balance-monitors",
+    params(("id" = String, Path, description = "Monitor id")),
+    responses((status = 200, description = "The monitor", body = MonitorJson), (status = 404, description = "Monitor not found", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -110,6 +123,9 @@ pub async fn get(
 }
 
 /// Every monitor (Blnk lists all), or a page with `limit`/`offset`.
+#[utoipa::path(get, path = "/balance-monitors", operation_id = "list_balance_monitors", tag = "balance-monitors",
+    params(ListParams),
+    responses((status = 200, description = "Every monitor, or a page with `limit`/`offset`", body = Vec<MonitorJson>)))]
 pub async fn list(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -120,6 +136,9 @@ pub async fn list(
 }
 
 /// A balance's monitors (an unknown balance has none).
+#[utoipa::path(get, path = "/balance-monitors/balances/{balance_id}", operation_id = "list_balance_monitors_of_balance", tag = "balance-monitors",
+    params(("balance_id" = String, Path, description = "Balance id"), ListParams),
+    responses((status = 200, description = "The balance's monitors", body = Vec<MonitorJson>)))]
 pub async fn by_balance(
     state: web::Data<AppState>,
     balance_id: web::Path<String>,
@@ -136,6 +155,9 @@ pub async fn by_balance(
 }
 
 /// `PUT`: the whole monitor again, checked like a new one (`precise_value` recomputed).
+#[utoipa::path(put, path = "/balance-monitors/{id}", operation_id = "replace_balance_monitor", tag = "balance-monitors",
+    params(("id" = String, Path, description = "Monitor id")), request_body = MonitorBody,
+    responses((status = 200, description = "Replaced", body = MessageJson), (status = 404, description = "Monitor or balance not found", body = ErrorBody)))]
 pub async fn replace(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -147,6 +169,9 @@ pub async fn replace(
     Ok(message("BalanceMonitor updated successfully"))
 }
 
+#[utoipa::path(delete, path = "/balance-monitors/{id}", operation_id = "delete_balance_monitor", tag = "balance-monitors",
+    params(("id" = String, Path, description = "Monitor id")),
+    responses((status = 200, description = "Deleted", body = MessageJson), (status = 404, description = "Monitor not found", body = ErrorBody)))]
 pub async fn delete(
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -5,11 +5,10 @@
 
 use crate::backup::Backup;
 use crate::configuration::Settings;
-use actix_web::http::header;
-use actix_web::http::StatusCode;
+use crate::http::error::ErrorBody;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_actors::ledger::Ledger;
-use serde_json::json;
 use std::sync::Arc;
 
 /// What `/metrics` and `/backup` need (who may call them is `http::auth`'s); shared by the HTTP workers of one server.
@@ -49,6 +48,10 @@ impl Operations {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "`metrics_bearer_token` is set: `Authorization: Bearer <token>` missing or wrong", body = ErrorBody),
+        (status = 403, description = "Secure mode without `metrics_bearer_token`: metrics are off", body = ErrorBody)))]
 pub async fn metrics(request: HttpRequest, state: web::Data<Operations>) -> HttpResponse {
     if let Some(refused) = bearer_refusal(
         state.0.metrics_token.as_deref(),
@@ -119,10 +122,7 @@ fn unauthorized(code: &str, message: &str) -> HttpResponse {
 fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "error": message,
-            "error_detail": { "code": code, "message": message },
-        }))
+        .json(ErrorBody::new(code, message))
 }
 
 /// Compares without stopping at the first difference (the length is not hidden).

@@ -1,7 +1,8 @@
-use crate::http::dto::{page, PreviewJson, TransactionJson};
-use crate::http::error::ApiError;
+use crate::http::dto::{page, Page, PreviewJson, TransactionJson};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::json::{meta_object, parse_body, raw_text};
-use crate::http::query::list_query;
+use crate::http::openapi::{integer_schema, number_schema};
+use crate::http::query::{list_query, FilterBody, ListParams};
 use crate::http::{filter_query, read_body, AppState};
 use crate::routes::balances::CURRENCY_CHARS_MAX;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,21 +16,32 @@ use coffer_actors::store::ListQuery;
 use coffer_actors::LedgerError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 /// Longest reference, description or balance identifier.
 const TEXT_CHARS_MAX: usize = 1024;
 
-#[derive(Deserialize)]
+/// One leg of a split: a balance and its share.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LegBody {
     identifier: Option<String>,
+    /// A percentage (`"20%"`), an amount in major units, or `"left"`.
     distribution: Option<serde_json::Value>,
+    /// An amount in minor units.
     precise_distribution: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// A transfer: `source` to `destination`, or a split over `sources` or `destinations`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct TransactionBody {
+    /// In major units (`12.34`); or give `precise_amount`.
+    #[schema(schema_with = number_schema)]
     amount: Option<Box<RawValue>>,
+    /// In minor units.
+    #[schema(schema_with = integer_schema)]
     precise_amount: Option<Box<RawValue>>,
+    /// Minor units per major unit (default 1).
+    #[schema(schema_with = integer_schema)]
     precision: Option<Box<RawValue>>,
     currency: Option<String>,
     reference: Option<String>,
@@ -40,6 +52,8 @@ pub(crate) struct TransactionBody {
     destinations: Option<Vec<LegBody>>,
     #[serde(default)]
     allow_overdraft: bool,
+    /// In major units.
+    #[schema(schema_with = number_schema)]
     overdraft_limit: Option<Box<RawValue>>,
     #[serde(default)]
     pub(crate) inflight: bool,
@@ -219,6 +233,13 @@ pub(crate) fn transfer_request(body: TransactionBody) -> Result<TransferRequest,
     })
 }
 
+#[utoipa::path(post, path = "/transactions", operation_id = "record_transaction", tag = "transactions",
+    request_body = TransactionBody,
+    responses((status = 201, description = "Recorded (APPLIED, INFLIGHT, or QUEUED: stored before this answer)", body = TransactionJson),
+        (status = 200, description = "`dry_run`: what would happen", body = PreviewJson),
+        (status = 404, description = "Balance not found", body = ErrorBody),
+        (status = 409, description = "The reference has been used (`TXN_DUPLICATE_REFERENCE`)", body = ErrorBody),
+        (status = 503, description = "The queue or the committer is full (`QUEUE_BACKPRESSURE`): retry later", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -234,6 +255,9 @@ pub async fn create(
     Ok(HttpResponse::Created().json(TransactionJson::from(&recorded)))
 }
 
+#[utoipa::path(get, path = "/transactions/{id}", operation_id = "get_transaction", tag = "transactions",
+    params(("id" = String, Path, description = "Transaction id")),
+    responses((status = 200, description = "The transaction", body = TransactionJson), (status = 404, description = "Transaction not found", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -242,6 +266,9 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(TransactionJson::from(&record)))
 }
 
+#[utoipa::path(get, path = "/transactions/reference/{reference}", operation_id = "get_transaction_by_reference", tag = "transactions",
+    params(("reference" = String, Path, description = "The transaction's reference")),
+    responses((status = 200, description = "The transaction", body = TransactionJson), (status = 404, description = "Transaction not found", body = ErrorBody)))]
 pub async fn by_reference(
     state: web::Data<AppState>,
     reference: web::Path<String>,
@@ -263,6 +290,9 @@ async fn respond(state: &AppState, query: ListQuery) -> Result<HttpResponse, Api
     ))
 }
 
+#[utoipa::path(get, path = "/transactions", operation_id = "list_transactions", tag = "transactions",
+    params(ListParams),
+    responses((status = 200, description = "A page of transactions", body = Vec<TransactionJson>)))]
 pub async fn list(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -270,6 +300,9 @@ pub async fn list(
     respond(&state, list_query(request.query_string(), 20)?).await
 }
 
+#[utoipa::path(post, path = "/transactions/filter", operation_id = "filter_transactions", tag = "transactions",
+    request_body = FilterBody,
+    responses((status = 200, description = "The matching transactions", body = Page<TransactionJson>)))]
 pub async fn filter(
     state: web::Data<AppState>,
     payload: web::Payload,

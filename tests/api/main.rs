@@ -17,6 +17,7 @@ mod lifecycle;
 mod metadata;
 mod monitors;
 mod observability;
+mod openapi;
 mod processes;
 mod property;
 mod tokenization;

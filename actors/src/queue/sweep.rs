@@ -42,8 +42,10 @@ pub async fn recover_since(
     since: Option<DateTime<Utc>>,
     limit: u64,
 ) -> Result<(usize, DateTime<Utc>), LedgerError> {
-    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::zero());
-    let cutoff = Utc::now() - age;
+    // An age past chrono's range is as old as anything stored (not zero: that would
+    // recover everything).
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    let cutoff = before(Utc::now(), age);
     let rows = ledger
         .store()
         .unfinished_queued(cutoff, since, limit)
@@ -71,7 +73,15 @@ pub fn next_since(
     cutoff: DateTime<Utc>,
     age: chrono::Duration,
 ) -> DateTime<Utc> {
-    oldest_found.unwrap_or(cutoff - age)
+    oldest_found.unwrap_or_else(|| before(cutoff, age))
+}
+
+/// `age` before `time`, but no earlier than any stored time: a huge age (`?threshold=
+/// 99999999999h`) finds nothing instead of overflowing.
+fn before(time: DateTime<Utc>, age: chrono::Duration) -> DateTime<Utc> {
+    let earliest = *crate::domain::history::storable_times().start();
+    time.checked_sub_signed(age)
+        .map_or(earliest, |before| before.max(earliest))
 }
 
 /// Enqueues SCHEDULED rows whose time has come and queues due hold expiries and
@@ -181,5 +191,15 @@ mod tests {
         let found = cutoff - Duration::seconds(300);
         assert_eq!(next_since(Some(found), cutoff, age), found);
         assert_eq!(next_since(None, cutoff, age), cutoff - age);
+    }
+
+    #[test]
+    fn an_age_past_any_stored_time_stops_at_the_earliest_instead_of_overflowing() {
+        let earliest = *crate::domain::history::storable_times().start();
+        let now = Utc::now();
+        for age in [Duration::hours(99_999_999_999), Duration::MAX] {
+            assert_eq!(super::before(now, age), earliest);
+            assert_eq!(next_since(None, now, age), earliest);
+        }
     }
 }
