@@ -865,7 +865,10 @@ async fn with_a_certificate_the_api_serves_https_only_and_sends_hsts() {
     let mut half = test_settings(Backend::Sqlite).await;
     half.tls_cert_path = Some(cert.clone());
     let refused = coffer::startup::Application::build(half).await;
-    assert!(refused.is_err(), "a certificate without its key is refused at start");
+    assert!(
+        refused.is_err(),
+        "a certificate without its key is refused at start"
+    );
     let mut settings = test_settings(Backend::Sqlite).await;
     settings.tls_cert_path = Some(cert.clone());
     settings.tls_key_path = Some(key);
