@@ -15,13 +15,16 @@ pub struct Migration;
 ///   destination balance; otherwise the entity itself).
 /// - `status` is `pending`, `delivered` or `dead`; times are Unix milliseconds (portable and
 ///   compared as integers on both backends).
-/// - Partial indexes cover only what the dispatcher looks up: pending rows in id order and by
-///   key, delivered rows by age (pruning), dead rows.
+/// - Partial indexes cover only what the dispatcher looks up: pending rows in id order;
+///   by key, only the pending rows that hold later ones back (retrying or leased: a few,
+///   however long the backlog of one hot balance grows); delivered rows by age (pruning);
+///   dead rows.
 const INDEXES: [&str; 5] = [
     "CREATE INDEX idx_outbox_pending ON outbox_events (id) WHERE status = 'pending'",
-    "CREATE INDEX idx_outbox_pending_key_a ON outbox_events (key_a, id) WHERE status = 'pending'",
-    "CREATE INDEX idx_outbox_pending_key_b ON outbox_events (key_b, id) \
-     WHERE status = 'pending' AND key_b IS NOT NULL",
+    "CREATE INDEX idx_outbox_holding_a ON outbox_events (key_a, id) \
+     WHERE status = 'pending' AND (attempts > 0 OR leased_until_ms IS NOT NULL)",
+    "CREATE INDEX idx_outbox_holding_b ON outbox_events (key_b, id) \
+     WHERE status = 'pending' AND (attempts > 0 OR leased_until_ms IS NOT NULL)",
     "CREATE INDEX idx_outbox_delivered ON outbox_events (delivered_ms) WHERE status = 'delivered'",
     "CREATE INDEX idx_outbox_dead ON outbox_events (id) WHERE status = 'dead'",
 ];
