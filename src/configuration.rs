@@ -98,6 +98,16 @@ pub struct Settings {
     pub snapshot_tick_budget_ms: u64,
     /// Run the daily snapshot pass over every balance (default: where queue workers run).
     pub snapshot_daily_full_pass: Option<bool>,
+    /// Blnk's global webhook (`notification.webhook.url`). Unset: no events are written at
+    /// all (the outbox stays empty and the write path does no extra work).
+    pub webhook_url: Option<String>,
+    /// `notification.webhook.headers`: static headers sent with every delivery (may hold
+    /// credentials: never logged).
+    pub webhook_headers: Vec<(String, SecretString)>,
+    /// Timeout of one webhook call.
+    pub webhook_timeout_ms: u64,
+    /// The event dispatcher's limits (`coffer.outbox_*`).
+    pub outbox: coffer_actors::events::dispatcher::DispatcherSettings,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -177,6 +187,10 @@ impl Default for Settings {
             snapshot_every_transactions: 32,
             snapshot_tick_budget_ms: 200,
             snapshot_daily_full_pass: None,
+            webhook_url: None,
+            webhook_headers: Vec::new(),
+            webhook_timeout_ms: 10_000,
+            outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
         }
     }
 }
@@ -280,6 +294,26 @@ const KEYS: &[(&str, &str)] = &[
         "coffer.snapshot_daily_full_pass",
         "COFFER_SNAPSHOT_DAILY_FULL_PASS",
     ),
+    ("notification.webhook.url", "BLNK_WEBHOOK_URL"),
+    // An object in the file; a JSON object as text in the environment.
+    ("notification.webhook.headers", "BLNK_WEBHOOK_HEADERS"),
+    ("coffer.webhook_timeout_ms", "COFFER_WEBHOOK_TIMEOUT_MS"),
+    ("coffer.outbox_batch_size", "COFFER_OUTBOX_BATCH_SIZE"),
+    (
+        "coffer.outbox_poll_interval_ms",
+        "COFFER_OUTBOX_POLL_INTERVAL_MS",
+    ),
+    (
+        "coffer.outbox_backoff_base_ms",
+        "COFFER_OUTBOX_BACKOFF_BASE_MS",
+    ),
+    (
+        "coffer.outbox_backoff_cap_ms",
+        "COFFER_OUTBOX_BACKOFF_CAP_MS",
+    ),
+    ("coffer.outbox_attempts_max", "COFFER_OUTBOX_ATTEMPTS_MAX"),
+    ("coffer.outbox_lease_ms", "COFFER_OUTBOX_LEASE_MS"),
+    ("coffer.outbox_retention_ms", "COFFER_OUTBOX_RETENTION_MS"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -473,6 +507,34 @@ impl Settings {
             "coffer.snapshot_daily_full_pass" => {
                 self.snapshot_daily_full_pass = Some(boolean(value)?)
             }
+            "notification.webhook.url" => {
+                self.webhook_url = text(value).filter(|v| !v.trim().is_empty())
+            }
+            "notification.webhook.headers" => self.webhook_headers = headers(value)?,
+            "coffer.webhook_timeout_ms" => {
+                self.webhook_timeout_ms = number::<u64>(value)?.clamp(100, 300_000)
+            }
+            "coffer.outbox_batch_size" => {
+                self.outbox.batch_size = number::<usize>(value)?.clamp(1, 10_000)
+            }
+            "coffer.outbox_poll_interval_ms" => {
+                self.outbox.poll_interval_ms = number::<u64>(value)?.clamp(5, 60_000)
+            }
+            "coffer.outbox_backoff_base_ms" => {
+                self.outbox.backoff_base_ms = number::<u64>(value)?.clamp(1, 3_600_000)
+            }
+            "coffer.outbox_backoff_cap_ms" => {
+                self.outbox.backoff_cap_ms = number::<u64>(value)?.clamp(1, 86_400_000)
+            }
+            "coffer.outbox_attempts_max" => {
+                self.outbox.attempts_max = number::<u32>(value)?.clamp(1, 1_000)
+            }
+            "coffer.outbox_lease_ms" => {
+                self.outbox.lease_ms = number::<u64>(value)?.clamp(1_000, 3_600_000)
+            }
+            "coffer.outbox_retention_ms" => {
+                self.outbox.retention_ms = number::<u64>(value)?.max(1_000)
+            }
             other => anyhow::bail!("no such setting {other}"),
         }
         Ok(())
@@ -513,6 +575,24 @@ fn read_file(path: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(value)
+}
+
+/// Static headers: a JSON object of strings (in the file, or as text in the environment).
+fn headers(value: &Value) -> anyhow::Result<Vec<(String, SecretString)>> {
+    let object = match value {
+        Value::String(raw) => serde_json::from_str(raw)
+            .map_err(|_| anyhow::anyhow!("webhook headers must be a JSON object of strings"))?,
+        other => other.clone(),
+    };
+    let Value::Object(map) = object else {
+        anyhow::bail!("webhook headers must be an object of strings");
+    };
+    map.into_iter()
+        .map(|(name, value)| match value {
+            Value::String(value) => Ok((name, SecretString::from(value))),
+            _ => anyhow::bail!("webhook header {name} must be a string"),
+        })
+        .collect()
 }
 
 /// Addresses or CIDR blocks, as a comma list or a JSON array (`10.0.0.0/8, ::1`).
@@ -633,6 +713,42 @@ mod tests {
             )
             .unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_webhook_and_the_outbox_limits_are_read() {
+        let file = serde_json::json!({
+            "notification": {"webhook": {
+                "url": "https://hooks.example/blnk",
+                "headers": {"Authorization": "Bearer s3cret"},
+            }},
+            "coffer": {"outbox_attempts_max": 0, "outbox_batch_size": 50},
+        });
+        let mut settings = Settings::default();
+        for (key, _) in KEYS {
+            if let Some(value) = lookup(&file, key) {
+                settings.apply(key, value).unwrap();
+            }
+        }
+        assert_eq!(
+            settings.webhook_url.as_deref(),
+            Some("https://hooks.example/blnk")
+        );
+        assert_eq!(settings.webhook_headers.len(), 1);
+        assert_eq!(settings.webhook_headers[0].0, "Authorization");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        assert_eq!(settings.outbox.attempts_max, 1, "at least one attempt");
+        assert_eq!(settings.outbox.batch_size, 50);
+        settings
+            .apply(
+                "notification.webhook.headers",
+                &serde_json::json!(r#"{"X-Env": "yes"}"#),
+            )
+            .unwrap();
+        assert_eq!(settings.webhook_headers[0].0, "X-Env");
+        assert!(settings
+            .apply("notification.webhook.headers", &serde_json::json!([1]))
+            .is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: the tracing subscriber and OTLP trace export.
 //! - [`shutdown`]: graceful stop on SIGTERM/SIGINT; [`backup`]: `GET /backup`'s dumps.
 //! - [`account_numbers`]: the HTTP client of the account-number service.
+//! - [`webhook`]: the global webhook (the events' sink) and the event payloads.
 //! - [`tls`]: the optional rustls listener (`server.ssl_cert_path` / `server.ssl_key_path`).
 //! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
@@ -23,3 +24,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;

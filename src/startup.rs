@@ -11,6 +11,7 @@ use crate::http::request_metrics::RequestMetrics;
 use crate::http::security_headers;
 use crate::http::AppState;
 use crate::routes;
+use crate::webhook::{BlnkPayloads, WebhookConfig, WebhookSink};
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -19,6 +20,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use coffer_actors::access::{Access, AccessSettings};
 use coffer_actors::domain::pii::Tokenizer;
+use coffer_actors::events::dispatcher::Dispatcher;
+use coffer_actors::events::Sink;
 use coffer_actors::ledger::committer::CommitterSettings;
 use coffer_actors::ledger::registry::RegistrySettings;
 use coffer_actors::ledger::snapshotter::SnapshotSettings;
@@ -32,6 +35,7 @@ use coffer_actors::shutdown::Shutdown;
 use coffer_actors::store::{PoolSettings, Store};
 use futures_util::FutureExt;
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -41,6 +45,8 @@ pub struct Workers {
     shutdown: Shutdown,
     _workers: Vec<Addr<QueueWorker>>,
     _sweep: Addr<RecoverySweep>,
+    /// Delivers the outbox's events to the webhook, when one is configured.
+    _dispatcher: Option<Addr<Dispatcher>>,
 }
 
 impl Drop for Workers {
@@ -79,11 +85,20 @@ impl Workers {
         let sweep = RecoverySweep::start_in_arbiter(&arbiter.handle(), move |_| {
             RecoverySweep::new(sweep_ledger, sweep_settings)
         });
+        let dispatcher = WebhookConfig::from_settings(settings).map(|config| {
+            Dispatcher::start(
+                &arbiter.handle(),
+                ledger.store().clone(),
+                move || Rc::new(WebhookSink::new(config)) as Rc<dyn Sink>,
+                settings.outbox.clone(),
+            )
+        });
         Self {
             arbiter,
             shutdown,
             _workers: workers,
             _sweep: sweep,
+            _dispatcher: dispatcher,
         }
     }
 
@@ -116,9 +131,13 @@ pub async fn build_ledger(settings: &Settings, runs_workers: bool) -> anyhow::Re
         tcp_nodelay_relay: settings.db_tcp_nodelay_relay,
         ..PoolSettings::default()
     };
-    let store = Store::connect(&url, &pool, settings.auto_migrate)
+    let mut store = Store::connect(&url, &pool, settings.auto_migrate)
         .await
         .context("opening the database")?;
+    // Without a webhook nothing would deliver events: none are written (see README).
+    if settings.webhook_url.is_some() {
+        store.write_events(Arc::new(BlnkPayloads));
+    }
     let queue: Arc<dyn TransactionQueue> = match &settings.redis_url {
         Some(url) => Arc::new(
             RedisQueue::connect(RedisSettings {

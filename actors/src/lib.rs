@@ -16,6 +16,8 @@
 //! - [`accounts`]: opening accounts (a balance, a name and a number, the number possibly from
 //!   the configured account-number service).
 //! - [`error`]: [`LedgerError`], in precedence order.
+//! - [`events`]: the transactional outbox of events and the dispatcher that delivers them
+//!   to a sink (the webhook, implemented by the HTTP shell).
 //! - [`metrics`], [`telemetry`], [`shutdown`]: Prometheus metrics, trace-context hooks for
 //!   the queue, and the graceful stop of the workers.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod accounts;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod events;
 pub mod ledger;
 pub mod metrics;
 pub mod queue;

@@ -12,9 +12,10 @@
 //! - [`Ledger`]'s submit: rows stored, by status and currency (REJECTED rows of the queued
 //!   path also count as rejections); units waiting for the committer;
 //! - the committer: batch sizes and commit latency ([`Metrics::observe_commit`]);
-//! - the queue workers: how long a QUEUED row waited until it was applied.
+//! - the queue workers: how long a QUEUED row waited until it was applied;
+//! - the event dispatcher: deliveries by outcome.
 //!
-//! Gauges read at scrape time: live balance actors, queue depth, outbox lag.
+//! Gauges read at scrape time: live balance actors, queue depth, outbox depth and lag.
 
 use crate::domain::transaction::REJECTION_REASON_KEY;
 use crate::domain::{TransactionRecord, TransactionStatus};
@@ -210,6 +211,10 @@ pub struct Metrics {
     snapshot_full_passes: Counter,
     /// Balances the snapshotter knows have entries not covered by a snapshot yet.
     snapshot_pending_balances: AtomicI64,
+    /// Event deliveries by outcome: delivered, failed (to be retried), dead.
+    events_delivered: Counter,
+    events_failed: Counter,
+    events_dead: Counter,
 }
 
 impl Default for Metrics {
@@ -237,6 +242,9 @@ impl Default for Metrics {
             snapshot_entries_read: Counter::default(),
             snapshot_full_passes: Counter::default(),
             snapshot_pending_balances: AtomicI64::new(0),
+            events_delivered: Counter::default(),
+            events_failed: Counter::default(),
+            events_dead: Counter::default(),
         }
     }
 }
@@ -361,6 +369,7 @@ impl Metrics {
     /// Everything recorded so far, in the text exposition format.
     pub fn render(&self, out: &mut String) {
         self.render_snapshots(out);
+        self.render_events(out);
         header(
             out,
             "coffer_http_requests_total",
@@ -529,6 +538,38 @@ impl Metrics {
     }
 }
 
+/// The outbox gauges (all 0 when no events are written).
+fn render_outbox(out: &mut String, stats: &crate::events::outbox::OutboxStats) {
+    header(
+        out,
+        "coffer_outbox_lag_seconds",
+        "gauge",
+        "Age of the oldest undelivered (pending) outbox event; 0 when none is.",
+    );
+    let lag_ms = stats.oldest_pending_ms.map_or(0, |oldest| {
+        (chrono::Utc::now().timestamp_millis() - oldest).max(0)
+    });
+    let _ = writeln!(
+        out,
+        "coffer_outbox_lag_seconds {}",
+        format_float(lag_ms as f64 / 1000.0)
+    );
+    header(
+        out,
+        "coffer_outbox_depth",
+        "gauge",
+        "Outbox events not delivered yet (pending, retries included).",
+    );
+    let _ = writeln!(out, "coffer_outbox_depth {}", stats.pending);
+    header(
+        out,
+        "coffer_outbox_dead",
+        "gauge",
+        "Outbox events out of attempts, kept with their last error.",
+    );
+    let _ = writeln!(out, "coffer_outbox_dead {}", stats.dead);
+}
+
 /// The full exposition of a ledger: its recorded metrics and the gauges read now.
 pub async fn exposition(ledger: &Ledger) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -557,14 +598,15 @@ pub async fn exposition(ledger: &Ledger) -> String {
         Ok(Err(error)) => tracing::debug!(%error, "queue depth unavailable"),
         Err(_) => tracing::debug!("queue depth timed out"),
     }
-    header(
-        &mut out,
-        "coffer_outbox_lag_seconds",
-        "gauge",
-        "Age of the oldest unprocessed outbox entry. Coffer has no outbox yet (no lineage, \
-         webhooks or search sync), so this is always 0.",
-    );
-    let _ = writeln!(out, "coffer_outbox_lag_seconds 0");
+    if ledger.store().writes_events() {
+        match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, ledger.store().outbox_stats()).await {
+            Ok(Ok(stats)) => render_outbox(&mut out, &stats),
+            Ok(Err(error)) => tracing::debug!(%error, "outbox stats unavailable"),
+            Err(_) => tracing::debug!("outbox stats timed out"),
+        }
+    } else {
+        render_outbox(&mut out, &crate::events::outbox::OutboxStats::default());
+    }
     header(
         &mut out,
         "coffer_build_info",
@@ -580,6 +622,37 @@ pub async fn exposition(ledger: &Ledger) -> String {
 }
 
 impl Metrics {
+    /// What a dispatcher did with a claimed batch.
+    pub fn observe_deliveries(&self, settled: &crate::events::outbox::Settled) {
+        self.events_delivered.add(settled.delivered.len() as u64);
+        for (_, _, next, _) in &settled.failed {
+            match next {
+                Some(_) => self.events_failed.inc(),
+                None => self.events_dead.inc(),
+            }
+        }
+    }
+
+    fn render_events(&self, out: &mut String) {
+        header(
+            out,
+            "coffer_event_deliveries_total",
+            "counter",
+            "Event deliveries by this process: delivered, failed (retried later), dead (out of attempts).",
+        );
+        for (outcome, counter) in [
+            ("delivered", &self.events_delivered),
+            ("failed", &self.events_failed),
+            ("dead", &self.events_dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "coffer_event_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                counter.get()
+            );
+        }
+    }
+
     fn render_snapshots(&self, out: &mut String) {
         let values = [
             (

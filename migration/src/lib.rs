@@ -20,6 +20,7 @@
 //! - `m20261202_000010_immutable_transactions`: transaction rows refuse updates (but of
 //!   `meta_data`) and deletes.
 //! - `m20261202_000011_api_keys`: API keys (hashed, found by prefix, listed by owner).
+//! - `m20261203_000012_outbox_events`: the transactional outbox of events (webhooks).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -38,6 +39,7 @@ mod m20261202_000008_identities_accounts_monitors;
 mod m20261202_000009_balance_history;
 mod m20261202_000010_immutable_transactions;
 mod m20261202_000011_api_keys;
+mod m20261203_000012_outbox_events;
 
 pub struct Migrator;
 
@@ -107,6 +109,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_balance_history::Migration),
             Box::new(m20261202_000010_immutable_transactions::Migration),
             Box::new(m20261202_000011_api_keys::Migration),
+            Box::new(m20261203_000012_outbox_events::Migration),
         ]
     }
 }

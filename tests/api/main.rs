@@ -9,6 +9,7 @@ mod balances;
 mod concurrency;
 mod database;
 mod errors_and_limits;
+mod events;
 mod hardening;
 mod health_and_ledgers;
 mod history;

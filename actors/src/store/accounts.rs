@@ -123,6 +123,7 @@ impl Store {
     /// Stores an account (and its new balance) in one transaction; a taken number is
     /// refused with nothing stored.
     pub async fn insert_account(&self, new: NewAccount) -> Result<account::Model, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             // Read before, checked again here: a delete of the identity meanwhile refuses this.
@@ -169,7 +170,7 @@ impl Store {
                 }
                 Err(error) => return Err(error.into()),
             };
-            changes::record(&txn, Change::AccountCreated(&stored)).await?;
+            changes::record(&txn, events.as_deref(), Change::AccountCreated(&stored)).await?;
             txn.commit().await?;
             Ok(stored)
         })

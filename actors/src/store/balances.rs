@@ -3,6 +3,7 @@ use super::Store;
 use crate::domain::ids::{self, GENERAL_LEDGER_ID};
 use crate::domain::{BalanceAmounts, Precision};
 use crate::entity::{balance, ledger, Money};
+use crate::events::outbox::{self, NewEvent};
 use crate::LedgerError;
 use bigdecimal::num_bigint::BigInt;
 use chrono::Utc;
@@ -327,6 +328,7 @@ impl Store {
     /// `identities::identity_exists`): a concurrent delete of that identity never leaves the
     /// balance linked to nothing.
     pub async fn create_balance(&self, new: NewBalance) -> Result<balance::Model, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             let ledger_id = new.ledger_id.clone();
@@ -358,6 +360,14 @@ impl Store {
             }
             let id = insert_balance(&txn, new).await?;
             let stored = find_balance(&txn, &id).await?;
+            if let Some(payloads) = events {
+                let event = NewEvent::of(
+                    "balance.created",
+                    &stored.balance_id,
+                    payloads.balance(&stored),
+                );
+                outbox::insert(&txn, &[event]).await?;
+            }
             txn.commit().await?;
             Ok(stored)
         })

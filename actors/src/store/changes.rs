@@ -2,12 +2,14 @@
 //! identity, account, monitor or entity metadata calls [`record`] inside the database
 //! transaction that made the change, with the change as it was stored.
 //!
-//! The events work turns each [`Change`] into outbox rows right here, in the same
-//! transaction (`identity.created`, …), so nothing is published before its commit and nothing
-//! committed is lost. Until then a change is only counted in the logs at `trace` level; no
-//! personal data is logged (only kinds and ids).
+//! Each [`Change`] becomes an outbox row right here, in the same transaction
+//! (`identity.created`, …; see [`crate::events`]), when the store writes events: nothing is
+//! published before its commit and nothing committed is lost. No personal data is logged
+//! (only kinds and ids).
 
 use crate::entity::{account, balance_monitor, identity};
+use crate::events::outbox::{self, NewEvent};
+use crate::events::Payloads;
 use sea_orm::{ConnectionTrait, DbErr};
 
 /// What changed, as stored.
@@ -56,8 +58,38 @@ impl Change<'_> {
     }
 }
 
-/// Records a change inside the transaction `db` that made it (see the module docs).
-pub(crate) async fn record<C: ConnectionTrait>(_db: &C, change: Change<'_>) -> Result<(), DbErr> {
+impl Change<'_> {
+    /// Blnk's `data` object of the change's event: the entity as the API serves it, or, for a
+    /// deletion or a change named only by its id, that id.
+    fn payload(&self, payloads: &dyn Payloads) -> String {
+        let id_only = |field: &str, id: &str| serde_json::json!({ field: id }).to_string();
+        match self {
+            Change::IdentityCreated(model) | Change::IdentityUpdated(model) => {
+                payloads.identity(model)
+            }
+            Change::AccountCreated(model) => payloads.account(model),
+            Change::MonitorCreated(model) | Change::MonitorUpdated(model) => {
+                payloads.monitor(model)
+            }
+            Change::IdentityDeleted(id) => id_only("identity_id", id),
+            Change::MonitorDeleted(id) => id_only("monitor_id", id),
+            Change::MetadataUpdated(id) => id_only("entity_id", id),
+            Change::BalanceReconstructed(id) => id_only("balance_id", id),
+        }
+    }
+}
+
+/// Records a change inside the transaction `db` that made it (see the module docs); with
+/// `payloads`, as an outbox event.
+pub(crate) async fn record<C: ConnectionTrait>(
+    db: &C,
+    payloads: Option<&dyn Payloads>,
+    change: Change<'_>,
+) -> Result<(), DbErr> {
     tracing::trace!(kind = change.kind(), id = change.entity_id(), "change");
-    Ok(())
+    let Some(payloads) = payloads else {
+        return Ok(());
+    };
+    let event = NewEvent::of(change.kind(), change.entity_id(), change.payload(payloads));
+    outbox::insert(db, &[event]).await
 }

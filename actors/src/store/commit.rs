@@ -226,6 +226,21 @@ pub async fn commit_batch(
         truncate_to_stored(&mut item.record);
     }
     let metrics = store.metrics().clone();
+    let payloads = store.events();
+    // The payloads of the rows as submitted, made before the transaction (not while its
+    // balances are locked); only rows rewritten inside it are serialized there.
+    let prepared: Vec<Vec<String>> = match &payloads {
+        Some(payloads) => units
+            .iter()
+            .map(|u| {
+                u.items
+                    .iter()
+                    .map(|i| payloads.transaction(&i.record))
+                    .collect()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     store
         .run(|db| async move {
             let mut attempt = 0;
@@ -238,6 +253,17 @@ pub async fn commit_batch(
                         let horizon = Utc::now() - super::history::SNAPSHOT_SETTLE / 2;
                         let late = late_entries(&units, &attempt.decided, horizon);
                         super::history::invalidate_snapshots(&txn, &late).await?;
+                        // Last, after every balance row the batch changed is locked: the
+                        // events of one balance get ids in the order their batches commit.
+                        if let Some(payloads) = &payloads {
+                            let events = transaction_events(
+                                &units,
+                                &attempt.decided,
+                                &prepared,
+                                &**payloads,
+                            );
+                            crate::events::outbox::insert(&txn, &events).await?;
+                        }
                         txn.commit().await?;
                         return Ok(BatchOutcome {
                             units: outcomes(units, attempt.decided),
@@ -304,6 +330,39 @@ fn late_entries(
         .into_iter()
         .map(|(balance, at)| (balance.to_owned(), at))
         .collect()
+}
+
+/// The events of the batch's stored rows (`transaction.applied`, …), in batch order: each
+/// keyed by its source and destination balances, its payload the row as the API serves it
+/// (`prepared[unit][item]` for a row stored as submitted).
+fn transaction_events(
+    units: &[BatchUnit],
+    decided: &Decisions,
+    prepared: &[Vec<String>],
+    payloads: &dyn crate::events::Payloads,
+) -> Vec<crate::events::outbox::NewEvent> {
+    let mut events = Vec::new();
+    for (u, (unit, decided)) in units.iter().zip(decided).enumerate() {
+        for (i, (item, decision)) in unit.items.iter().zip(decided).enumerate() {
+            let (record, payload) = match decision {
+                Some(Decision::Stored) => {
+                    let payload = prepared.get(u).and_then(|unit| unit.get(i)).cloned();
+                    let payload = payload.unwrap_or_else(|| payloads.transaction(&item.record));
+                    (&item.record, payload)
+                }
+                Some(Decision::StoredAs(record)) => (record, payloads.transaction(record)),
+                Some(Decision::Refused(_)) | None => continue,
+            };
+            events.push(crate::events::outbox::NewEvent {
+                name: crate::events::transaction_event(record.status),
+                entity_id: record.transaction_id.clone(),
+                key_a: record.source.clone(),
+                key_b: Some(record.destination.clone()),
+                payload,
+            });
+        }
+    }
+    events
 }
 
 /// What an attempt decided for an item. An item stored as it is names no record: its own is

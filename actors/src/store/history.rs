@@ -868,6 +868,7 @@ impl Store {
         use crate::domain::identity::merge_meta;
         use serde_json::{json, Value};
         let balance_id = balance_id.to_owned();
+        let events = self.events();
         self.run(move |db| async move {
             let txn = db.begin().await?;
             let mut select = balance::Entity::find_by_id(balance_id.clone());
@@ -919,6 +920,7 @@ impl Store {
                 .await?;
             super::changes::record(
                 &txn,
+                events.as_deref(),
                 super::changes::Change::BalanceReconstructed(&balance_id),
             )
             .await?;

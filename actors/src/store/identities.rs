@@ -112,6 +112,7 @@ impl Store {
         identity_id: String,
         fields: IdentityFields,
     ) -> Result<identity::Model, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             let mut model = identity::ActiveModel {
@@ -136,7 +137,7 @@ impl Store {
                 }
                 Err(error) => return Err(error.into()),
             };
-            changes::record(&txn, Change::IdentityCreated(&stored)).await?;
+            changes::record(&txn, events.as_deref(), Change::IdentityCreated(&stored)).await?;
             txn.commit().await?;
             Ok(stored)
         })
@@ -167,6 +168,7 @@ impl Store {
         fields: IdentityFields,
     ) -> Result<identity::Model, LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             let stored = locked(&txn, &id).await?;
@@ -181,7 +183,7 @@ impl Store {
                 },
             );
             let updated = model.update(&txn).await?;
-            changes::record(&txn, Change::IdentityUpdated(&updated)).await?;
+            changes::record(&txn, events.as_deref(), Change::IdentityUpdated(&updated)).await?;
             txn.commit().await?;
             Ok(updated)
         })
@@ -191,6 +193,7 @@ impl Store {
     /// Deletes an identity no balance or account names any more (a linked one: 409).
     pub async fn delete_identity(&self, id: &str) -> Result<(), LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             locked(&txn, &id).await?;
@@ -212,7 +215,7 @@ impl Store {
             identity::Entity::delete_by_id(id.clone())
                 .exec(&txn)
                 .await?;
-            changes::record(&txn, Change::IdentityDeleted(&id)).await?;
+            changes::record(&txn, events.as_deref(), Change::IdentityDeleted(&id)).await?;
             txn.commit().await?;
             Ok(())
         })
@@ -228,6 +231,7 @@ impl Store {
         tokenizer: Arc<Tokenizer>,
     ) -> Result<(), LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(move |db| async move {
             let txn = db.begin().await?;
             let stored = locked(&txn, &id).await?;
@@ -251,7 +255,7 @@ impl Store {
             let mut model: identity::ActiveModel = stored.into();
             set_fields(&mut model, current);
             let updated = model.update(&txn).await?;
-            changes::record(&txn, Change::IdentityUpdated(&updated)).await?;
+            changes::record(&txn, events.as_deref(), Change::IdentityUpdated(&updated)).await?;
             txn.commit().await?;
             Ok(())
         })

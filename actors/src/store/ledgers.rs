@@ -1,9 +1,10 @@
 use super::filter::{self, FieldKind, ListQuery};
 use super::Store;
 use crate::entity::ledger;
+use crate::events::outbox::{self, NewEvent};
 use crate::LedgerError;
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, TransactionTrait};
 
 pub struct NewLedger {
     pub ledger_id: String,
@@ -18,7 +19,10 @@ pub(crate) const LEDGER_FIELDS: &[(&str, FieldKind)] = &[
 ];
 
 impl Store {
+    /// Stores a new ledger (and, when the store writes events, its `ledger.created`, in the
+    /// same transaction).
     pub async fn create_ledger(&self, new: NewLedger) -> Result<ledger::Model, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             let model = ledger::ActiveModel {
                 ledger_id: Set(new.ledger_id),
@@ -26,7 +30,19 @@ impl Store {
                 created_at: Set(Utc::now()),
                 meta_data: Set(new.meta_data),
             };
-            Ok(model.insert(&db).await?)
+            let Some(payloads) = events else {
+                return Ok(model.insert(&db).await?);
+            };
+            let txn = db.begin().await?;
+            let stored = model.insert(&txn).await?;
+            let event = NewEvent::of(
+                "ledger.created",
+                &stored.ledger_id,
+                payloads.ledger(&stored),
+            );
+            outbox::insert(&txn, &[event]).await?;
+            txn.commit().await?;
+            Ok(stored)
         })
         .await
     }

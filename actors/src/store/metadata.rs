@@ -54,6 +54,7 @@ impl Store {
         update: Map<String, Value>,
     ) -> Result<Value, LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(move |db| async move {
             let protected = protected_keys(target);
             let kept: Map<String, Value> = update
@@ -70,7 +71,7 @@ impl Store {
             let Some(merged) = merged else {
                 return Err(LedgerError::EntityNotFound(id));
             };
-            changes::record(&txn, Change::MetadataUpdated(&id)).await?;
+            changes::record(&txn, events.as_deref(), Change::MetadataUpdated(&id)).await?;
             txn.commit().await?;
             Ok(match target {
                 MetadataTarget::Transactions => Value::Object(update),

@@ -89,6 +89,8 @@ pub struct Store {
     metrics: Arc<crate::metrics::Metrics>,
     /// Lives as long as the pool whose connections it carries.
     relay: Option<Arc<relay::NodelayRelay>>,
+    /// Set: every change writes its events to the outbox (see [`crate::events`]).
+    events: Option<Arc<dyn crate::events::Payloads>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,7 +132,23 @@ impl Store {
             runtime,
             metrics: Arc::default(),
             relay: relay.map(Arc::new),
+            events: None,
         })
+    }
+
+    /// From now on, every change this store writes also writes its events, their payloads
+    /// made by `payloads` (call before the store is shared: clones made earlier write none).
+    pub fn write_events(&mut self, payloads: Arc<dyn crate::events::Payloads>) {
+        self.events = Some(payloads);
+    }
+
+    /// Whether changes write events.
+    pub fn writes_events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    pub(crate) fn events(&self) -> Option<Arc<dyn crate::events::Payloads>> {
+        self.events.clone()
     }
 
     /// The metrics of this store's ledger (one set per store; see [`crate::metrics`]).

@@ -56,6 +56,7 @@ impl Store {
         monitor_id: String,
         spec: MonitorSpec,
     ) -> Result<balance_monitor::Model, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             balance_must_exist(&db, &spec.balance_id).await?;
             let txn = db.begin().await?;
@@ -66,7 +67,7 @@ impl Store {
             };
             set_spec(&mut model, spec);
             let stored = model.insert(&txn).await?;
-            changes::record(&txn, Change::MonitorCreated(&stored)).await?;
+            changes::record(&txn, events.as_deref(), Change::MonitorCreated(&stored)).await?;
             txn.commit().await?;
             Ok(stored)
         })
@@ -105,6 +106,7 @@ impl Store {
         spec: MonitorSpec,
     ) -> Result<balance_monitor::Model, LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(|db| async move {
             balance_must_exist(&db, &spec.balance_id).await?;
             let txn = db.begin().await?;
@@ -115,7 +117,7 @@ impl Store {
             let mut model: balance_monitor::ActiveModel = stored.into();
             set_spec(&mut model, spec);
             let updated = model.update(&txn).await?;
-            changes::record(&txn, Change::MonitorUpdated(&updated)).await?;
+            changes::record(&txn, events.as_deref(), Change::MonitorUpdated(&updated)).await?;
             txn.commit().await?;
             Ok(updated)
         })
@@ -124,6 +126,7 @@ impl Store {
 
     pub async fn delete_monitor(&self, id: &str) -> Result<(), LedgerError> {
         let id = id.to_owned();
+        let events = self.events();
         self.run(|db| async move {
             let txn = db.begin().await?;
             let deleted = balance_monitor::Entity::delete_many()
@@ -133,7 +136,7 @@ impl Store {
             if deleted.rows_affected == 0 {
                 return Err(LedgerError::MonitorNotFound(id));
             }
-            changes::record(&txn, Change::MonitorDeleted(&id)).await?;
+            changes::record(&txn, events.as_deref(), Change::MonitorDeleted(&id)).await?;
             txn.commit().await?;
             Ok(())
         })

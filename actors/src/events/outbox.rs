@@ -1,0 +1,334 @@
+//! The `outbox_events` rows: written inside the transaction of the change they tell of
+//! ([`insert`]), then claimed, marked, pruned and counted by the dispatcher.
+
+use super::Event;
+use crate::store::Store;
+use crate::LedgerError;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
+
+/// Rows per multi-row INSERT (7 values a row: well under PostgreSQL's and SQLite's bind
+/// limits; the same chunk as the transaction rows').
+pub const INSERT_ROWS_MAX: usize = 500;
+
+/// Key of the PostgreSQL advisory lock that serializes claims across processes, so that two
+/// dispatchers never claim events of one key at once (ordering; see [`Store::claim_events`]).
+const CLAIM_LOCK_KEY: i64 = 0x00C0_FFE6;
+
+/// An event to write.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub name: &'static str,
+    pub entity_id: String,
+    pub key_a: String,
+    pub key_b: Option<String>,
+    pub payload: String,
+}
+
+impl NewEvent {
+    /// An event of one entity, ordered by that entity.
+    pub fn of(name: &'static str, entity_id: &str, payload: String) -> Self {
+        Self {
+            name,
+            entity_id: entity_id.to_owned(),
+            key_a: entity_id.to_owned(),
+            key_b: None,
+            payload,
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `$n` on PostgreSQL, `?` on SQLite.
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// `(p1, p2, …)` for `count` values starting at `first`.
+fn placeholders(backend: DbBackend, first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count)
+        .map(|n| placeholder(backend, n))
+        .collect();
+    format!("({})", list.join(", "))
+}
+
+/// Writes `events` on `db` as it is: inside the caller's transaction. One statement per
+/// [`INSERT_ROWS_MAX`] events; nothing at all for none.
+pub(crate) async fn insert<C: ConnectionTrait>(db: &C, events: &[NewEvent]) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    let now = now_ms();
+    for chunk in events.chunks(INSERT_ROWS_MAX) {
+        let mut sql = String::with_capacity(160 + chunk.len() * 32);
+        sql.push_str(
+            "INSERT INTO outbox_events \
+             (event, entity_id, key_a, key_b, payload, created_ms, next_attempt_ms) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
+        for (row, event) in chunk.iter().enumerate() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&placeholders(backend, row * 7 + 1, 7));
+            values.push(event.name.into());
+            values.push(event.entity_id.clone().into());
+            values.push(event.key_a.clone().into());
+            values.push(event.key_b.clone().into());
+            values.push(event.payload.clone().into());
+            values.push(now.into());
+            values.push(now.into());
+        }
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What became of a claimed batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub delivered: Vec<i64>,
+    /// `(id, attempts so far including this one, when to try again, why)`; `None` for the
+    /// time: no attempts left, the event is dead.
+    pub failed: Vec<(i64, u32, Option<i64>, String)>,
+    /// Not attempted (an earlier event of a key failed): claimable again at once.
+    pub released: Vec<i64>,
+}
+
+/// What the outbox holds, for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub dead: u64,
+    /// Creation time (Unix ms) of the oldest pending event.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+fn event_of(row: &QueryResult) -> Result<Event, DbErr> {
+    let attempts: i32 = row.try_get("", "attempts")?;
+    Ok(Event {
+        id: row.try_get("", "id")?,
+        name: row.try_get("", "event")?,
+        entity_id: row.try_get("", "entity_id")?,
+        key_a: row.try_get("", "key_a")?,
+        key_b: row.try_get("", "key_b")?,
+        payload: row.try_get("", "payload")?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+    })
+}
+
+/// The claim: due pending events not leased, none of whose keys has an earlier pending event
+/// that is waiting for a retry or leased (by anyone), in id order; leased until `$1`. The
+/// holding-back test repeats the predicate of the `idx_outbox_holding_*` indexes, so it probes
+/// only those few rows, not every pending event of a hot balance.
+fn claim_sql(backend: DbBackend) -> String {
+    let p = |n| placeholder(backend, n);
+    let (lease, now, limit) = (p(1), p(2), p(3));
+    let (now2, now3) = (p(4), p(5));
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    format!(
+        "UPDATE outbox_events SET leased_until_ms = {lease} WHERE id IN (\
+           SELECT e.id FROM outbox_events e \
+           WHERE e.status = 'pending' AND e.next_attempt_ms <= {now} \
+             AND (e.leased_until_ms IS NULL OR e.leased_until_ms < {now2}) \
+             AND NOT EXISTS (SELECT 1 FROM outbox_events b \
+               WHERE b.status = 'pending' AND (b.attempts > 0 OR b.leased_until_ms IS NOT NULL) \
+                 AND b.id < e.id AND (b.attempts > 0 OR b.leased_until_ms >= {now3}) \
+                 AND (b.key_a = e.key_a OR b.key_a = e.key_b \
+                      OR b.key_b = e.key_a OR b.key_b = e.key_b)) \
+           ORDER BY e.id LIMIT {limit}{lock}) \
+         RETURNING id, event, entity_id, key_a, key_b, payload, attempts"
+    )
+}
+
+fn id_list(backend: DbBackend, first: usize, ids: &[i64]) -> (String, Vec<Value>) {
+    (
+        placeholders(backend, first, ids.len()),
+        ids.iter().map(|id| Value::from(*id)).collect(),
+    )
+}
+
+impl Store {
+    /// Claims up to `limit` due events, leased for `lease_ms` (another dispatcher takes them
+    /// over if this one dies before settling them: at least once). In id order.
+    pub async fn claim_events(
+        &self,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<Event>, LedgerError> {
+        self.run(move |db| async move {
+            let backend = db.get_database_backend();
+            let now = now_ms();
+            let lease = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+            let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let txn = db.begin().await?;
+            if backend == DbBackend::Postgres {
+                txn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [CLAIM_LOCK_KEY.into()],
+                ))
+                .await?;
+            }
+            let values: Vec<Value> = vec![
+                lease.into(),
+                now.into(),
+                limit.into(),
+                now.into(),
+                now.into(),
+            ];
+            // SQLite takes its placeholders in text order: now, now, now, limit after lease.
+            let values = if backend == DbBackend::Postgres {
+                values
+            } else {
+                vec![
+                    lease.into(),
+                    now.into(),
+                    now.into(),
+                    now.into(),
+                    limit.into(),
+                ]
+            };
+            let rows = txn
+                .query_all_raw(Statement::from_sql_and_values(
+                    backend,
+                    claim_sql(backend),
+                    values,
+                ))
+                .await?;
+            txn.commit().await?;
+            let mut events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
+            events.sort_by_key(|e| e.id);
+            Ok(events)
+        })
+        .await
+    }
+
+    /// Records what became of a claimed batch, in one transaction.
+    pub async fn settle_events(&self, settled: Settled) -> Result<(), LedgerError> {
+        if settled == Settled::default() {
+            return Ok(());
+        }
+        self.run(move |db| async move {
+            let backend = db.get_database_backend();
+            let txn = db.begin().await?;
+            if !settled.delivered.is_empty() {
+                let (list, mut values) = id_list(backend, 2, &settled.delivered);
+                values.insert(0, now_ms().into());
+                let sql = format!(
+                    "UPDATE outbox_events SET status = 'delivered', delivered_ms = {}, \
+                     leased_until_ms = NULL, last_error = NULL WHERE id IN {list}",
+                    placeholder(backend, 1)
+                );
+                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?;
+            }
+            if !settled.released.is_empty() {
+                let (list, values) = id_list(backend, 1, &settled.released);
+                let sql =
+                    format!("UPDATE outbox_events SET leased_until_ms = NULL WHERE id IN {list}");
+                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?;
+            }
+            let p = |n| placeholder(backend, n);
+            let failed_sql = format!(
+                "UPDATE outbox_events SET status = {}, attempts = {}, next_attempt_ms = {}, \
+                 last_error = {}, leased_until_ms = NULL WHERE id = {}",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5)
+            );
+            for (id, attempts, next, error) in settled.failed {
+                let status = if next.is_some() { "pending" } else { "dead" };
+                let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+                let values: Vec<Value> = vec![
+                    status.into(),
+                    attempts.into(),
+                    next.unwrap_or_else(now_ms).into(),
+                    error.into(),
+                    id.into(),
+                ];
+                txn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    failed_sql.clone(),
+                    values,
+                ))
+                .await?;
+            }
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes up to `limit` events delivered before `before_ms`; returns how many.
+    pub async fn prune_events(&self, before_ms: i64, limit: usize) -> Result<u64, LedgerError> {
+        self.run(move |db| async move {
+            let backend = db.get_database_backend();
+            let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let sql = format!(
+                "DELETE FROM outbox_events WHERE id IN (SELECT id FROM outbox_events \
+                 WHERE status = 'delivered' AND delivered_ms < {} LIMIT {})",
+                placeholder(backend, 1),
+                placeholder(backend, 2)
+            );
+            let result = db
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [before_ms.into(), limit.into()],
+                ))
+                .await?;
+            Ok(result.rows_affected())
+        })
+        .await
+    }
+
+    /// Pending and dead events, and the age of the oldest pending one.
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, LedgerError> {
+        self.run(|db| async move {
+            let backend = db.get_database_backend();
+            let sql = "SELECT \
+                 (SELECT COUNT(*) FROM outbox_events WHERE status = 'pending') AS pending, \
+                 (SELECT COUNT(*) FROM outbox_events WHERE status = 'dead') AS dead, \
+                 (SELECT MIN(created_ms) FROM outbox_events WHERE status = 'pending') AS oldest";
+            let row = db
+                .query_one_raw(Statement::from_string(backend, sql))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("outbox stats".into()))?;
+            let count = |name: &str| -> Result<u64, DbErr> {
+                let value: i64 = row.try_get("", name)?;
+                Ok(u64::try_from(value).unwrap_or(0))
+            };
+            Ok(OutboxStats {
+                pending: count("pending")?,
+                dead: count("dead")?,
+                oldest_pending_ms: row.try_get("", "oldest")?,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        assert_eq!(placeholders(DbBackend::Postgres, 8, 3), "($8, $9, $10)");
+        assert_eq!(placeholders(DbBackend::Sqlite, 8, 3), "(?, ?, ?)");
+        assert!(claim_sql(DbBackend::Postgres).contains("FOR UPDATE SKIP LOCKED"));
+        assert!(!claim_sql(DbBackend::Sqlite).contains("FOR UPDATE"));
+    }
+}
