@@ -63,6 +63,23 @@ impl BalanceActor {
         Ok(())
     }
 
+    /// Whether the floor allows the debit against the stored amounts alone (no reservation).
+    fn fits_stored(&self, change: &GuardedChange) -> bool {
+        let debit = -change.delta.available_change();
+        change
+            .floor
+            .as_ref()
+            .is_none_or(|floor| floor.permits(&(self.row.amounts.available() - &debit)))
+    }
+
+    /// Reserves the debit without the floor check (the commit's guard checks it).
+    fn reserve_over(&mut self, change: &GuardedChange) {
+        let debit = -change.delta.available_change();
+        if debit.sign() == Sign::Plus {
+            self.reserved += debit;
+        }
+    }
+
     fn observe(&mut self, row: BalanceRow) {
         if row.version > self.row.version {
             self.row = row;
@@ -169,7 +186,19 @@ impl Handler<Reserve> for BalanceActor {
                     if let Some(row) = rows.remove(&actor.row.balance_id) {
                         actor.observe(row);
                     }
-                    actor.try_reserve(&message.change)
+                    actor.try_reserve(&message.change).or_else(|refusal| {
+                        // Two committers' settlements can arrive in another order than their
+                        // batches committed: the later batch's state then already holds the
+                        // earlier one's debits while their reservation is still counted here.
+                        // When the debit fits what is stored, the group commit's guarded
+                        // update decides (the database is the arbiter), not this cache.
+                        if actor.fits_stored(&message.change) {
+                            actor.reserve_over(&message.change);
+                            Ok(())
+                        } else {
+                            Err(refusal)
+                        }
+                    })
                 }),
         ))
     }
