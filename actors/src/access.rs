@@ -74,12 +74,14 @@ impl std::fmt::Debug for KeyPrincipal {
 }
 
 impl Principal {
-    /// Refuses what the caller's scopes do not allow.
-    pub fn authorize(&self, resource: Option<Resource>, action: Action) -> Result<(), AccessError> {
+    /// Refuses a request (its path and method) the caller's scopes do not allow. The master
+    /// may do everything, so its requests are not mapped to a resource at all.
+    pub fn authorize(&self, path: &str, method: &str) -> Result<(), AccessError> {
         let Principal::Key(key) = self else {
             return Ok(());
         };
-        let resource = resource.ok_or(AccessError::UnknownResource)?;
+        let resource = Resource::of_path(path).ok_or(AccessError::UnknownResource)?;
+        let action = Action::of_method(method);
         if key.scopes.allows(resource, action) {
             Ok(())
         } else {

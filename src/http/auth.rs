@@ -7,7 +7,8 @@
 //! - Secure mode: `X-Blnk-Key` is the master key (compared in constant time) or an API key
 //!   (see [`coffer_actors::access`]); missing, invalid, expired or revoked → 401.
 //! - An API key's request needs a scope allowing the path's resource
-//!   ([`Resource::of_path`]) and the method's action ([`Action::of_method`]) → else 403.
+//!   ([`coffer_actors::domain::access::Resource::of_path`]) and the method's action
+//!   ([`coffer_actors::domain::access::Action::of_method`]) → else 403.
 //! - A `POST` made with an API key gets `meta_data.BLNK_GENERATED_BY` = the key's id in its
 //!   body, as Blnk does (the body's other bytes are kept as sent: numbers stay exact).
 //!
@@ -19,7 +20,6 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use coffer_actors::access::{Access, Principal};
-use coffer_actors::domain::access::{Action, Resource};
 use serde_json::value::RawValue;
 use std::future::{ready, Ready};
 
@@ -79,9 +79,7 @@ async fn admit(gate: &Gate, request: &ServiceRequest) -> Result<Principal, ApiEr
     } else {
         Principal::Master
     };
-    let resource = Resource::of_path(request.path());
-    let action = Action::of_method(request.method().as_str());
-    principal.authorize(resource, action)?;
+    principal.authorize(request.path(), request.method().as_str())?;
     Ok(principal)
 }
 
