@@ -106,6 +106,11 @@ pub struct Settings {
     pub webhook_headers: Vec<(String, SecretString)>,
     /// Timeout of one webhook call.
     pub webhook_timeout_ms: u64,
+    /// `notification.webhook.events` (an extension; Blnk's issue #172): only these event
+    /// names go to the webhook. Empty: every event.
+    pub webhook_events: Vec<String>,
+    /// Webhook deliveries in flight at once (events of one entity still go one by one).
+    pub webhook_concurrency: usize,
     /// The event dispatcher's limits (`coffer.outbox_*`).
     pub outbox: coffer_actors::events::dispatcher::DispatcherSettings,
 }
@@ -190,6 +195,8 @@ impl Default for Settings {
             webhook_url: None,
             webhook_headers: Vec::new(),
             webhook_timeout_ms: 10_000,
+            webhook_events: Vec::new(),
+            webhook_concurrency: 16,
             outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
         }
     }
@@ -298,6 +305,9 @@ const KEYS: &[(&str, &str)] = &[
     // An object in the file; a JSON object as text in the environment.
     ("notification.webhook.headers", "BLNK_WEBHOOK_HEADERS"),
     ("coffer.webhook_timeout_ms", "COFFER_WEBHOOK_TIMEOUT_MS"),
+    // A list in the file; a comma list in the environment.
+    ("notification.webhook.events", "BLNK_WEBHOOK_EVENTS"),
+    ("coffer.webhook_concurrency", "COFFER_WEBHOOK_CONCURRENCY"),
     ("coffer.outbox_batch_size", "COFFER_OUTBOX_BATCH_SIZE"),
     (
         "coffer.outbox_poll_interval_ms",
@@ -514,6 +524,10 @@ impl Settings {
             "coffer.webhook_timeout_ms" => {
                 self.webhook_timeout_ms = number::<u64>(value)?.clamp(100, 300_000)
             }
+            "notification.webhook.events" => self.webhook_events = names(value),
+            "coffer.webhook_concurrency" => {
+                self.webhook_concurrency = number::<usize>(value)?.clamp(1, 1_024)
+            }
             "coffer.outbox_batch_size" => {
                 self.outbox.batch_size = number::<usize>(value)?.clamp(1, 10_000)
             }
@@ -592,6 +606,23 @@ fn headers(value: &Value) -> anyhow::Result<Vec<(String, SecretString)>> {
             Value::String(value) => Ok((name, SecretString::from(value))),
             _ => anyhow::bail!("webhook header {name} must be a string"),
         })
+        .collect()
+}
+
+/// Names, as a comma list or a JSON array; blanks dropped.
+fn names(value: &Value) -> Vec<String> {
+    let items: Vec<String> = match value {
+        Value::Array(items) => items.iter().filter_map(text).collect(),
+        other => text(other)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
         .collect()
 }
 

@@ -9,7 +9,8 @@
 //! - [`telemetry`]: the tracing subscriber and OTLP trace export.
 //! - [`shutdown`]: graceful stop on SIGTERM/SIGINT; [`backup`]: `GET /backup`'s dumps.
 //! - [`account_numbers`]: the HTTP client of the account-number service.
-//! - [`webhook`]: the global webhook (the events' sink) and the event payloads.
+//! - [`sinks`]: the event sinks this deployment has (their routes and dispatchers);
+//!   [`event_payloads`]: the events' `data` objects.
 //! - [`tls`]: the optional rustls listener (`server.ssl_cert_path` / `server.ssl_key_path`).
 //! - [`bench`]: `coffer bench`, the load generator and its report.
 #![forbid(unsafe_code)]
@@ -18,10 +19,11 @@ pub mod account_numbers;
 pub mod backup;
 pub mod bench;
 pub mod configuration;
+pub mod event_payloads;
 pub mod http;
 pub mod routes;
 pub mod shutdown;
+pub mod sinks;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
-pub mod webhook;

@@ -11,7 +11,6 @@ use crate::http::request_metrics::RequestMetrics;
 use crate::http::security_headers;
 use crate::http::AppState;
 use crate::routes;
-use crate::webhook::{BlnkPayloads, WebhookConfig, WebhookSink};
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -21,7 +20,6 @@ use anyhow::Context;
 use coffer_actors::access::{Access, AccessSettings};
 use coffer_actors::domain::pii::Tokenizer;
 use coffer_actors::events::dispatcher::Dispatcher;
-use coffer_actors::events::Sink;
 use coffer_actors::ledger::committer::CommitterSettings;
 use coffer_actors::ledger::registry::RegistrySettings;
 use coffer_actors::ledger::snapshotter::SnapshotSettings;
@@ -35,7 +33,6 @@ use coffer_actors::shutdown::Shutdown;
 use coffer_actors::store::{PoolSettings, Store};
 use futures_util::FutureExt;
 use std::net::TcpListener;
-use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -45,8 +42,8 @@ pub struct Workers {
     shutdown: Shutdown,
     _workers: Vec<Addr<QueueWorker>>,
     _sweep: Addr<RecoverySweep>,
-    /// Delivers the outbox's events to the webhook, when one is configured.
-    _dispatcher: Option<Addr<Dispatcher>>,
+    /// Deliver the outbox's events, one per configured sink.
+    _dispatchers: Vec<Addr<Dispatcher>>,
 }
 
 impl Drop for Workers {
@@ -85,20 +82,14 @@ impl Workers {
         let sweep = RecoverySweep::start_in_arbiter(&arbiter.handle(), move |_| {
             RecoverySweep::new(sweep_ledger, sweep_settings)
         });
-        let dispatcher = WebhookConfig::from_settings(settings).map(|config| {
-            Dispatcher::start(
-                &arbiter.handle(),
-                ledger.store().clone(),
-                move || Rc::new(WebhookSink::new(config)) as Rc<dyn Sink>,
-                settings.outbox.clone(),
-            )
-        });
+        let dispatchers =
+            crate::sinks::start_dispatchers(settings, &arbiter.handle(), ledger.store());
         Self {
             arbiter,
             shutdown,
             _workers: workers,
             _sweep: sweep,
-            _dispatcher: dispatcher,
+            _dispatchers: dispatchers,
         }
     }
 
@@ -134,10 +125,8 @@ pub async fn build_ledger(settings: &Settings, runs_workers: bool) -> anyhow::Re
     let mut store = Store::connect(&url, &pool, settings.auto_migrate)
         .await
         .context("opening the database")?;
-    // Without a webhook nothing would deliver events: none are written (see README).
-    if settings.webhook_url.is_some() {
-        store.write_events(Arc::new(BlnkPayloads));
-    }
+    // Events are written only for the sinks configured (none: nothing is written).
+    store.write_events(crate::sinks::event_writer(settings));
     let queue: Arc<dyn TransactionQueue> = match &settings.redis_url {
         Some(url) => Arc::new(
             RedisQueue::connect(RedisSettings {

@@ -21,6 +21,8 @@
 //!   `meta_data`) and deletes.
 //! - `m20261202_000011_api_keys`: API keys (hashed, found by prefix, listed by owner).
 //! - `m20261203_000012_outbox_events`: the transactional outbox of events (webhooks).
+//! - `m20261203_000013_outbox_sinks`: one outbox row per event and sink (webhook, search,
+//!   monitors, each hook), each sink ordered and retried on its own.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -40,6 +42,7 @@ mod m20261202_000009_balance_history;
 mod m20261202_000010_immutable_transactions;
 mod m20261202_000011_api_keys;
 mod m20261203_000012_outbox_events;
+mod m20261203_000013_outbox_sinks;
 
 pub struct Migrator;
 
@@ -110,6 +113,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_immutable_transactions::Migration),
             Box::new(m20261202_000011_api_keys::Migration),
             Box::new(m20261203_000012_outbox_events::Migration),
+            Box::new(m20261203_000013_outbox_sinks::Migration),
         ]
     }
 }

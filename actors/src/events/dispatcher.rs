@@ -1,14 +1,14 @@
-//! The dispatcher: a supervised actor that claims due events in bounded batches, delivers
-//! them to its [`Sink`] in id order and settles them (delivered; failed, to be retried after
-//! a backoff or dead; released). Several dispatchers, in several processes, share one
-//! outbox: a claim leases its events, and claims are serialized on PostgreSQL.
+//! The dispatcher: a supervised actor that claims due events of its sink in bounded
+//! batches, hands them to its [`Sink`] and settles them by their outcomes (delivered;
+//! failed, to be retried after a backoff or dead; deferred; released). Several dispatchers,
+//! in several processes, share one outbox: a claim leases its events, and claims are
+//! serialized on PostgreSQL.
 
-use super::outbox::{now_ms, Settled};
-use super::{Event, Sink};
+use super::outbox::{now_ms, Settled, SinkSelector};
+use super::Sink;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use actix::prelude::*;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,46 +62,9 @@ pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64) -> u64 {
     base_ms.saturating_mul(1u64 << doublings).min(cap_ms)
 }
 
-/// Delivers a claimed batch in id order. An event is not attempted once an earlier event of
-/// the batch sharing a key failed (it is released, and the failed one, now waiting for its
-/// retry, holds back every later event of its keys).
-pub async fn deliver_batch(
-    sink: &dyn Sink,
-    events: &[Event],
-    settings: &DispatcherSettings,
-    at_ms: impl Fn() -> i64,
-) -> Settled {
-    let mut settled = Settled::default();
-    let mut blocked: HashSet<&str> = HashSet::new();
-    for event in events {
-        if event.keys().any(|key| blocked.contains(key)) {
-            settled.released.push(event.id);
-            continue;
-        }
-        match sink.deliver(event).await {
-            Ok(()) => settled.delivered.push(event.id),
-            Err(error) => {
-                let attempts = event.attempts.saturating_add(1);
-                let next = (attempts < settings.attempts_max).then(|| {
-                    let wait =
-                        backoff_ms(attempts, settings.backoff_base_ms, settings.backoff_cap_ms);
-                    at_ms().saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
-                });
-                if next.is_none() {
-                    tracing::warn!(id = event.id, event = %event.name, %error, "event dead");
-                } else {
-                    tracing::debug!(id = event.id, event = %event.name, %error, "delivery failed");
-                }
-                settled.failed.push((event.id, attempts, next, error.0));
-                blocked.extend(event.keys());
-            }
-        }
-    }
-    settled
-}
-
 pub struct Dispatcher {
     store: Store,
+    selector: SinkSelector,
     sink: Rc<dyn Sink>,
     metrics: Arc<Metrics>,
     settings: DispatcherSettings,
@@ -115,10 +78,16 @@ pub struct Dispatcher {
 struct Tick;
 
 impl Dispatcher {
-    pub fn new(store: Store, sink: Rc<dyn Sink>, settings: DispatcherSettings) -> Self {
+    pub fn new(
+        store: Store,
+        selector: SinkSelector,
+        sink: Rc<dyn Sink>,
+        settings: DispatcherSettings,
+    ) -> Self {
         Self {
             metrics: store.metrics().clone(),
             store,
+            selector,
             sink,
             settings,
             running: false,
@@ -126,15 +95,18 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a supervised dispatcher on `arbiter`; `sink` is made there (an HTTP client
-    /// belongs to its thread).
+    /// Starts a supervised dispatcher of the `selector`'s rows on `arbiter`; `sink` is made
+    /// there (an HTTP client belongs to its thread).
     pub fn start(
         arbiter: &ArbiterHandle,
         store: Store,
+        selector: SinkSelector,
         sink: impl FnOnce() -> Rc<dyn Sink> + Send + 'static,
         settings: DispatcherSettings,
     ) -> Addr<Self> {
-        Supervisor::start_in_arbiter(arbiter, move |_| Self::new(store, sink(), settings))
+        Supervisor::start_in_arbiter(arbiter, move |_| {
+            Self::new(store, selector, sink(), settings)
+        })
     }
 
     fn run(&mut self, ctx: &mut Context<Self>) {
@@ -142,8 +114,12 @@ impl Dispatcher {
             return;
         }
         self.running = true;
-        let (store, sink, settings) =
-            (self.store.clone(), self.sink.clone(), self.settings.clone());
+        let (store, sink, settings, selector) = (
+            self.store.clone(),
+            self.sink.clone(),
+            self.settings.clone(),
+            self.selector.clone(),
+        );
         let prune_due = now_ms().saturating_sub(self.last_prune_ms)
             >= i64::try_from(settings.prune_interval_ms).unwrap_or(i64::MAX);
         if prune_due {
@@ -161,9 +137,16 @@ impl Dispatcher {
                 }
             }
             let events = store
-                .claim_events(settings.batch_size, settings.lease_ms)
+                .claim_events(&selector, settings.batch_size, settings.lease_ms)
                 .await?;
-            let settled = deliver_batch(sink.as_ref(), &events, &settings, now_ms).await;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let outcomes = sink.deliver(&events).await;
+            let settled =
+                Settled::from_outcomes(&events, outcomes, settings.attempts_max, now_ms(), |n| {
+                    backoff_ms(n, settings.backoff_base_ms, settings.backoff_cap_ms)
+                });
             metrics.observe_deliveries(&settled);
             store.settle_events(settled).await?;
             Ok::<usize, crate::LedgerError>(events.len())
@@ -174,7 +157,7 @@ impl Dispatcher {
                 Ok(claimed) if claimed >= actor.settings.batch_size => 0,
                 Ok(_) => actor.settings.poll_interval_ms,
                 Err(error) => {
-                    tracing::warn!(%error, "event dispatch failed");
+                    tracing::warn!(%error, sink = actor.selector.label(), "event dispatch failed");
                     actor.settings.error_backoff_ms
                 }
             };
@@ -211,7 +194,7 @@ mod tests {
     use super::*;
     use crate::events::SinkError;
     use futures_util::future::LocalBoxFuture;
-    use std::cell::RefCell;
+    use std::collections::HashSet;
 
     #[test]
     fn backoff_doubles_from_the_base_up_to_the_cap_without_overflow() {
@@ -223,16 +206,14 @@ mod tests {
         assert_eq!(backoff_ms(0, 100, 10_000), 100);
     }
 
-    /// Fails the events whose ids it was told to, records the others.
-    struct Recording {
-        failing: HashSet<i64>,
-        seen: RefCell<Vec<i64>>,
-    }
+    use crate::events::delivery::{Ordered, Sender};
+    use crate::events::{Event, Outcome};
 
-    impl Sink for Recording {
-        fn deliver<'a>(&'a self, event: &'a Event) -> LocalBoxFuture<'a, Result<(), SinkError>> {
-            self.seen.borrow_mut().push(event.id);
-            let failed = self.failing.contains(&event.id);
+    struct Failing(HashSet<i64>);
+
+    impl Sender for Failing {
+        fn send<'a>(&'a self, event: &'a Event) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+            let failed = self.0.contains(&event.id);
             Box::pin(async move {
                 if failed {
                     Err(SinkError("HTTP 500".into()))
@@ -243,55 +224,46 @@ mod tests {
         }
     }
 
-    fn event(id: i64, a: &str, b: Option<&str>, attempts: u32) -> Event {
+    fn event(id: i64, a: &str, attempts: u32) -> Event {
         Event {
             id,
+            sink: "webhook".into(),
             name: "transaction.applied".into(),
             entity_id: format!("txn_{id}"),
             key_a: a.into(),
-            key_b: b.map(str::to_owned),
+            key_b: None,
             payload: "{}".into(),
             attempts,
         }
     }
 
     #[actix::test]
-    async fn a_failure_holds_back_the_later_events_of_its_keys_only() {
-        let sink = Recording {
-            failing: HashSet::from([2]),
-            seen: RefCell::default(),
-        };
-        let settings = DispatcherSettings {
-            backoff_base_ms: 100,
-            backoff_cap_ms: 1_000,
-            attempts_max: 3,
-            ..DispatcherSettings::default()
-        };
-        let events = [
-            event(1, "a", Some("b"), 0),
-            event(2, "b", Some("c"), 0),
-            event(3, "c", None, 0),
-            event(4, "d", Some("a"), 0),
-            event(5, "e", Some("b"), 0),
-        ];
-        let settled = deliver_batch(&sink, &events, &settings, || 1_000).await;
-        assert_eq!(settled.delivered, [1, 4]);
-        assert_eq!(settled.failed, [(2, 1, Some(1_100), "HTTP 500".to_owned())]);
-        assert_eq!(settled.released, [3, 5]);
-        assert_eq!(*sink.seen.borrow(), [1, 2, 4]);
+    async fn failures_back_off_and_the_last_attempt_makes_an_event_dead() {
+        let sink = Ordered::new(Failing(HashSet::from([2, 7])), 4);
+        let events = [event(2, "a", 0), event(3, "a", 0), event(7, "b", 2)];
+        let outcomes = sink.deliver(&events).await;
+        assert_eq!(outcomes[1], Outcome::Skipped);
+        let settled =
+            Settled::from_outcomes(&events, outcomes, 3, 1_000, |n| backoff_ms(n, 100, 1_000));
+        assert_eq!(
+            settled.failed,
+            [
+                (2, 1, Some(1_100), "HTTP 500".to_owned()),
+                (7, 3, None, "HTTP 500".to_owned())
+            ]
+        );
+        assert_eq!(settled.released, [3]);
     }
 
-    #[actix::test]
-    async fn the_last_attempt_makes_an_event_dead() {
-        let sink = Recording {
-            failing: HashSet::from([7]),
-            seen: RefCell::default(),
-        };
-        let settings = DispatcherSettings {
-            attempts_max: 3,
-            ..DispatcherSettings::default()
-        };
-        let settled = deliver_batch(&sink, &[event(7, "a", None, 2)], &settings, || 0).await;
-        assert_eq!(settled.failed, [(7, 3, None, "HTTP 500".to_owned())]);
+    #[test]
+    fn a_deferred_event_keeps_its_attempts() {
+        let events = [event(1, "a", 4)];
+        let outcomes = vec![Outcome::Deferred {
+            until_ms: 5_000,
+            why: "circuit open".into(),
+        }];
+        let settled = Settled::from_outcomes(&events, outcomes, 10, 0, |_| 0);
+        assert_eq!(settled.deferred, [(1, 5_000, "circuit open".to_owned())]);
+        assert!(settled.failed.is_empty());
     }
 }

@@ -3,15 +3,19 @@
 //! Every committed change with a side effect writes its events into `outbox_events` in the
 //! **same database transaction** as the change ([`outbox`]): a group commit writes its
 //! batch's transaction events with one multi-row insert, and a rolled-back batch writes
-//! none. The [`dispatcher`] claims due events in bounded batches, hands each to a [`Sink`]
-//! (the HTTP shell implements the webhook one) and marks it delivered; a failure is retried
-//! with exponential backoff, up to a bounded number of attempts, then kept as `dead` with its
-//! last error.
+//! none. An event is written once per **sink** that wants it ([`routing`]: the webhook, the
+//! search index, the monitors, each transaction hook), and each sink's rows are delivered,
+//! retried and ordered on their own, so a dead receiver holds back nobody else.
+//!
+//! The [`dispatcher`] of a sink claims its due rows in bounded batches, hands them to the
+//! [`Sink`] and settles each by its [`Outcome`]: delivered; failed, retried with exponential
+//! backoff up to a bounded number of attempts, then kept as `dead` with its last error;
+//! deferred (the destination's circuit is open: no attempt counted); skipped.
 //!
 //! Ordering: events are keyed by the entities they concern (a transaction by its source and
-//! destination balances). An event is not delivered while an earlier event sharing one of its
-//! keys is waiting for a retry or leased by another dispatcher, so one balance's events
-//! arrive in commit order.
+//! destination balances). Within a sink, an event is not delivered while an earlier event
+//! sharing one of its keys is waiting for a retry or leased by another dispatcher, so one
+//! balance's events arrive in commit order.
 //!
 //! The core never serializes an entity itself: [`Payloads`] (implemented by the HTTP shell
 //! with the serializers it answers with) turns stored rows into Blnk's `data` objects, so an
@@ -20,10 +24,20 @@
 //! # Layout
 //! - [`outbox`]: the rows: written inside the change's transaction; claimed, marked,
 //!   pruned, counted.
-//! - [`dispatcher`]: the supervised actor that delivers them.
+//! - [`routing`]: which sinks an event is written for ([`routing::Route`]), and the
+//!   [`routing::EventWriter`] a store writes events with.
+//! - [`delivery`]: [`delivery::Ordered`], the [`Sink`] made of a per-event sender: key
+//!   order kept within a batch.
+//! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
+//! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
+//! - The sinks, one file each: [`webhook`] (the global webhook).
 
+pub mod delivery;
 pub mod dispatcher;
+pub mod http;
 pub mod outbox;
+pub mod routing;
+pub mod webhook;
 
 use crate::domain::{TransactionRecord, TransactionStatus};
 use crate::entity::{account, balance, balance_monitor, identity, ledger};
@@ -56,6 +70,8 @@ pub fn transaction_event(status: TransactionStatus) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub id: i64,
+    /// The sink this row is for (`webhook`, `search`, `hook:<id>`, …).
+    pub sink: String,
     /// Blnk's event name (`transaction.applied`, …).
     pub name: String,
     pub entity_id: String,
@@ -100,10 +116,30 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
 #[error("{0}")]
 pub struct SinkError(pub String);
 
-/// Where events go (the webhook; later search and hooks). Deliveries run on the
-/// dispatcher's thread, one at a time, each bounded by the sink's own timeout.
+/// What became of one event handed to a [`Sink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Counts as an attempt: retried after a backoff, dead when out of attempts.
+    Failed(SinkError),
+    /// Not attempted, and no attempt counted: try again at `until_ms` (Unix ms), e.g. while
+    /// the destination's circuit breaker is open.
+    Deferred {
+        until_ms: i64,
+        why: String,
+    },
+    /// Not attempted (an earlier event of one of its keys failed in this batch): claimable
+    /// again at once, behind that event.
+    Skipped,
+}
+
+/// Where a sink's events go. Runs on its dispatcher's thread.
 pub trait Sink {
-    fn deliver<'a>(&'a self, event: &'a Event) -> LocalBoxFuture<'a, Result<(), SinkError>>;
+    /// Delivers a claimed batch (in id order, every row of this sink); returns one
+    /// [`Outcome`] per event, in the same order. An event must not be delivered after an
+    /// earlier event of the batch sharing one of its keys failed or was deferred (it is
+    /// [`Outcome::Skipped`]): that keeps each entity's events in commit order.
+    fn deliver<'a>(&'a self, events: &'a [Event]) -> LocalBoxFuture<'a, Vec<Outcome>>;
 }
 
 #[cfg(test)]
@@ -124,6 +160,7 @@ mod tests {
     fn the_body_is_blnks_envelope_with_the_payload_as_stored() {
         let event = Event {
             id: 1,
+            sink: "webhook".into(),
             name: "transaction.applied".into(),
             entity_id: "txn_1".into(),
             key_a: "bln_a".into(),

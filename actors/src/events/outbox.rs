@@ -1,7 +1,8 @@
 //! The `outbox_events` rows: written inside the transaction of the change they tell of
 //! ([`insert`]), then claimed, marked, pruned and counted by the dispatcher.
 
-use super::Event;
+use super::routing::EventWriter;
+use super::{Event, Outcome};
 use crate::store::Store;
 use crate::LedgerError;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
@@ -57,23 +58,44 @@ fn placeholders(backend: DbBackend, first: usize, count: usize) -> String {
     format!("({})", list.join(", "))
 }
 
-/// Writes `events` on `db` as it is: inside the caller's transaction. One statement per
-/// [`INSERT_ROWS_MAX`] events; nothing at all for none.
-pub(crate) async fn insert<C: ConnectionTrait>(db: &C, events: &[NewEvent]) -> Result<(), DbErr> {
+/// Writes `events` on `db` as it is (inside the caller's transaction), once for every sink
+/// `writer` routes each to. One statement per [`INSERT_ROWS_MAX`] rows; nothing at all when
+/// no sink wants any of them.
+pub(crate) async fn insert<C: ConnectionTrait>(
+    db: &C,
+    writer: &EventWriter,
+    events: &[NewEvent],
+) -> Result<(), DbErr> {
+    let mut rows: Vec<(String, &NewEvent)> = Vec::with_capacity(events.len());
+    for event in events {
+        for sink in writer.sinks(event) {
+            rows.push((sink, event));
+        }
+    }
+    insert_rows(db, &rows).await
+}
+
+/// Writes one row per `(sink, event)`.
+pub(crate) async fn insert_rows<C: ConnectionTrait>(
+    db: &C,
+    rows: &[(String, &NewEvent)],
+) -> Result<(), DbErr> {
+    const COLUMNS: usize = 8;
     let backend = db.get_database_backend();
     let now = now_ms();
-    for chunk in events.chunks(INSERT_ROWS_MAX) {
-        let mut sql = String::with_capacity(160 + chunk.len() * 32);
+    for chunk in rows.chunks(INSERT_ROWS_MAX) {
+        let mut sql = String::with_capacity(160 + chunk.len() * 36);
         sql.push_str(
             "INSERT INTO outbox_events \
-             (event, entity_id, key_a, key_b, payload, created_ms, next_attempt_ms) VALUES ",
+             (sink, event, entity_id, key_a, key_b, payload, created_ms, next_attempt_ms) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
-        for (row, event) in chunk.iter().enumerate() {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
+        for (row, (sink, event)) in chunk.iter().enumerate() {
             if row > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&placeholders(backend, row * 7 + 1, 7));
+            sql.push_str(&placeholders(backend, row * COLUMNS + 1, COLUMNS));
+            values.push(sink.clone().into());
             values.push(event.name.into());
             values.push(event.entity_id.clone().into());
             values.push(event.key_a.clone().into());
@@ -88,6 +110,34 @@ pub(crate) async fn insert<C: ConnectionTrait>(db: &C, events: &[NewEvent]) -> R
     Ok(())
 }
 
+/// Which rows a dispatcher claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSelector {
+    /// The rows of this sink (`webhook`, `search`, `monitors`).
+    Exact(String),
+    /// The rows of every sink starting with this (`hook:`: every transaction hook).
+    Prefix(String),
+}
+
+impl SinkSelector {
+    /// The SQL condition on `alias.sink`, and its bound value.
+    fn condition(&self, alias: &str, placeholder: &str) -> (String, Value) {
+        match self {
+            Self::Exact(sink) => (format!("{alias}.sink = {placeholder}"), sink.clone().into()),
+            Self::Prefix(prefix) => (
+                format!("{alias}.sink LIKE {placeholder}"),
+                format!("{}%", prefix.replace('%', "").replace('_', "\\_")).into(),
+            ),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Exact(sink) | Self::Prefix(sink) => sink.trim_end_matches(':'),
+        }
+    }
+}
+
 /// What became of a claimed batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Settled {
@@ -97,6 +147,48 @@ pub struct Settled {
     pub failed: Vec<(i64, u32, Option<i64>, String)>,
     /// Not attempted (an earlier event of a key failed): claimable again at once.
     pub released: Vec<i64>,
+    /// `(id, not before, why)`: not attempted, no attempt counted (an open circuit).
+    pub deferred: Vec<(i64, i64, String)>,
+}
+
+impl Settled {
+    /// Settles `events` by their sink's `outcomes` (one each, in order): a failure is retried
+    /// after `backoff(attempts so far)` ms from `now_ms`, or dead after `attempts_max`.
+    pub fn from_outcomes(
+        events: &[Event],
+        outcomes: Vec<Outcome>,
+        attempts_max: u32,
+        now_ms: i64,
+        backoff: impl Fn(u32) -> u64,
+    ) -> Self {
+        let mut settled = Self::default();
+        let mut outcomes = outcomes.into_iter();
+        for event in events {
+            match outcomes.next().unwrap_or(Outcome::Skipped) {
+                Outcome::Delivered => settled.delivered.push(event.id),
+                Outcome::Skipped => settled.released.push(event.id),
+                Outcome::Deferred { until_ms, why } => {
+                    settled.deferred.push((event.id, until_ms, why))
+                }
+                Outcome::Failed(error) => {
+                    let attempts = event.attempts.saturating_add(1);
+                    let next = (attempts < attempts_max).then(|| {
+                        let wait = i64::try_from(backoff(attempts)).unwrap_or(i64::MAX);
+                        now_ms.saturating_add(wait)
+                    });
+                    if next.is_none() {
+                        tracing::warn!(id = event.id, sink = %event.sink, event = %event.name,
+                            %error, "event dead");
+                    } else {
+                        tracing::debug!(id = event.id, sink = %event.sink, event = %event.name,
+                            %error, "delivery failed");
+                    }
+                    settled.failed.push((event.id, attempts, next, error.0));
+                }
+            }
+        }
+        settled
+    }
 }
 
 /// What the outbox holds, for the metrics.
@@ -112,6 +204,7 @@ fn event_of(row: &QueryResult) -> Result<Event, DbErr> {
     let attempts: i32 = row.try_get("", "attempts")?;
     Ok(Event {
         id: row.try_get("", "id")?,
+        sink: row.try_get("", "sink")?,
         name: row.try_get("", "event")?,
         entity_id: row.try_get("", "entity_id")?,
         key_a: row.try_get("", "key_a")?,
@@ -121,32 +214,40 @@ fn event_of(row: &QueryResult) -> Result<Event, DbErr> {
     })
 }
 
-/// The claim: due pending events not leased, none of whose keys has an earlier pending event
-/// that is waiting for a retry or leased (by anyone), in id order; leased until `$1`. The
-/// holding-back test repeats the predicate of the `idx_outbox_holding_*` indexes, so it probes
-/// only those few rows, not every pending event of a hot balance.
-fn claim_sql(backend: DbBackend) -> String {
+/// The claim: due pending events of the selected sinks, not leased, none of whose keys has
+/// an earlier pending event of its sink that is waiting for a retry or leased (by anyone), in
+/// id order; leased until `$1`. The holding-back test repeats the predicate of the
+/// `idx_outbox_holding_*` indexes, so it probes only those few rows, not every pending event
+/// of a hot balance. Values in text order: lease, sink, now, now, now, limit.
+fn claim_sql(backend: DbBackend, selector: &SinkSelector) -> (String, Value) {
     let p = |n| placeholder(backend, n);
-    let (lease, now, limit) = (p(1), p(2), p(3));
-    let (now2, now3) = (p(4), p(5));
+    let (lease, sink, now, now2, now3, limit) = (p(1), p(2), p(3), p(4), p(5), p(6));
+    let (sink_condition, sink_value) = selector.condition("e", &sink);
+    let escape = if matches!(selector, SinkSelector::Prefix(_)) {
+        " ESCAPE '\\'"
+    } else {
+        ""
+    };
     let lock = if backend == DbBackend::Postgres {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""
     };
-    format!(
+    let sql = format!(
         "UPDATE outbox_events SET leased_until_ms = {lease} WHERE id IN (\
            SELECT e.id FROM outbox_events e \
-           WHERE e.status = 'pending' AND e.next_attempt_ms <= {now} \
+           WHERE e.status = 'pending' AND {sink_condition}{escape} AND e.next_attempt_ms <= {now} \
              AND (e.leased_until_ms IS NULL OR e.leased_until_ms < {now2}) \
              AND NOT EXISTS (SELECT 1 FROM outbox_events b \
                WHERE b.status = 'pending' AND (b.attempts > 0 OR b.leased_until_ms IS NOT NULL) \
-                 AND b.id < e.id AND (b.attempts > 0 OR b.leased_until_ms >= {now3}) \
+                 AND b.sink = e.sink AND b.id < e.id \
+                 AND (b.attempts > 0 OR b.leased_until_ms >= {now3}) \
                  AND (b.key_a = e.key_a OR b.key_a = e.key_b \
                       OR b.key_b = e.key_a OR b.key_b = e.key_b)) \
            ORDER BY e.id LIMIT {limit}{lock}) \
-         RETURNING id, event, entity_id, key_a, key_b, payload, attempts"
-    )
+         RETURNING id, sink, event, entity_id, key_a, key_b, payload, attempts"
+    );
+    (sql, sink_value)
 }
 
 fn id_list(backend: DbBackend, first: usize, ids: &[i64]) -> (String, Vec<Value>) {
@@ -161,9 +262,11 @@ impl Store {
     /// over if this one dies before settling them: at least once). In id order.
     pub async fn claim_events(
         &self,
+        selector: &SinkSelector,
         limit: usize,
         lease_ms: u64,
     ) -> Result<Vec<Event>, LedgerError> {
+        let selector = selector.clone();
         self.run(move |db| async move {
             let backend = db.get_database_backend();
             let now = now_ms();
@@ -178,31 +281,18 @@ impl Store {
                 ))
                 .await?;
             }
+            let (sql, sink) = claim_sql(backend, &selector);
+            // Numbered on PostgreSQL, in text order on SQLite: the same order here.
             let values: Vec<Value> = vec![
                 lease.into(),
+                sink,
+                now.into(),
+                now.into(),
                 now.into(),
                 limit.into(),
-                now.into(),
-                now.into(),
             ];
-            // SQLite takes its placeholders in text order: now, now, now, limit after lease.
-            let values = if backend == DbBackend::Postgres {
-                values
-            } else {
-                vec![
-                    lease.into(),
-                    now.into(),
-                    now.into(),
-                    now.into(),
-                    limit.into(),
-                ]
-            };
             let rows = txn
-                .query_all_raw(Statement::from_sql_and_values(
-                    backend,
-                    claim_sql(backend),
-                    values,
-                ))
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?;
             txn.commit().await?;
             let mut events = rows.iter().map(event_of).collect::<Result<Vec<_>, _>>()?;
@@ -239,6 +329,22 @@ impl Store {
                     .await?;
             }
             let p = |n| placeholder(backend, n);
+            let deferred_sql = format!(
+                "UPDATE outbox_events SET next_attempt_ms = {}, last_error = {}, \
+                 leased_until_ms = NULL WHERE id = {}",
+                p(1),
+                p(2),
+                p(3)
+            );
+            for (id, until, why) in settled.deferred {
+                let values: Vec<Value> = vec![until.into(), why.into(), id.into()];
+                txn.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    deferred_sql.clone(),
+                    values,
+                ))
+                .await?;
+            }
             let failed_sql = format!(
                 "UPDATE outbox_events SET status = {}, attempts = {}, next_attempt_ms = {}, \
                  last_error = {}, leased_until_ms = NULL WHERE id = {}",
@@ -328,7 +434,16 @@ mod tests {
     fn placeholders_follow_the_backend() {
         assert_eq!(placeholders(DbBackend::Postgres, 8, 3), "($8, $9, $10)");
         assert_eq!(placeholders(DbBackend::Sqlite, 8, 3), "(?, ?, ?)");
-        assert!(claim_sql(DbBackend::Postgres).contains("FOR UPDATE SKIP LOCKED"));
-        assert!(!claim_sql(DbBackend::Sqlite).contains("FOR UPDATE"));
+        let webhook = SinkSelector::Exact("webhook".into());
+        assert!(claim_sql(DbBackend::Postgres, &webhook)
+            .0
+            .contains("FOR UPDATE SKIP LOCKED"));
+        assert!(!claim_sql(DbBackend::Sqlite, &webhook)
+            .0
+            .contains("FOR UPDATE"));
+        let hooks = SinkSelector::Prefix("hook:".into());
+        let (sql, value) = claim_sql(DbBackend::Postgres, &hooks);
+        assert!(sql.contains("e.sink LIKE $2 ESCAPE"));
+        assert_eq!(value, Value::from("hook:%".to_owned()));
     }
 }

@@ -360,13 +360,13 @@ impl Store {
             }
             let id = insert_balance(&txn, new).await?;
             let stored = find_balance(&txn, &id).await?;
-            if let Some(payloads) = events {
+            if let Some(events) = events {
                 let event = NewEvent::of(
                     "balance.created",
                     &stored.balance_id,
-                    payloads.balance(&stored),
+                    events.payloads.balance(&stored),
                 );
-                outbox::insert(&txn, &[event]).await?;
+                outbox::insert(&txn, &events, &[event]).await?;
             }
             txn.commit().await?;
             Ok(stored)

@@ -9,6 +9,7 @@
 
 use crate::entity::{account, balance_monitor, identity};
 use crate::events::outbox::{self, NewEvent};
+use crate::events::routing::EventWriter;
 use crate::events::Payloads;
 use sea_orm::{ConnectionTrait, DbErr};
 
@@ -83,13 +84,14 @@ impl Change<'_> {
 /// `payloads`, as an outbox event.
 pub(crate) async fn record<C: ConnectionTrait>(
     db: &C,
-    payloads: Option<&dyn Payloads>,
+    events: Option<&EventWriter>,
     change: Change<'_>,
 ) -> Result<(), DbErr> {
     tracing::trace!(kind = change.kind(), id = change.entity_id(), "change");
-    let Some(payloads) = payloads else {
+    let Some(events) = events else {
         return Ok(());
     };
-    let event = NewEvent::of(change.kind(), change.entity_id(), change.payload(payloads));
-    outbox::insert(db, &[event]).await
+    let payload = change.payload(&*events.payloads);
+    let event = NewEvent::of(change.kind(), change.entity_id(), payload);
+    outbox::insert(db, events, &[event]).await
 }

@@ -226,16 +226,16 @@ pub async fn commit_batch(
         truncate_to_stored(&mut item.record);
     }
     let metrics = store.metrics().clone();
-    let payloads = store.events();
+    let events = store.events();
     // The payloads of the rows as submitted, made before the transaction (not while its
     // balances are locked); only rows rewritten inside it are serialized there.
-    let prepared: Vec<Vec<String>> = match &payloads {
-        Some(payloads) => units
+    let prepared: Vec<Vec<String>> = match &events {
+        Some(events) => units
             .iter()
             .map(|u| {
                 u.items
                     .iter()
-                    .map(|i| payloads.transaction(&i.record))
+                    .map(|i| events.payloads.transaction(&i.record))
                     .collect()
             })
             .collect(),
@@ -255,14 +255,14 @@ pub async fn commit_batch(
                         super::history::invalidate_snapshots(&txn, &late).await?;
                         // Last, after every balance row the batch changed is locked: the
                         // events of one balance get ids in the order their batches commit.
-                        if let Some(payloads) = &payloads {
-                            let events = transaction_events(
+                        if let Some(events) = &events {
+                            let batch = transaction_events(
                                 &units,
                                 &attempt.decided,
                                 &prepared,
-                                &**payloads,
+                                &*events.payloads,
                             );
-                            crate::events::outbox::insert(&txn, &events).await?;
+                            crate::events::outbox::insert(&txn, events, &batch).await?;
                         }
                         txn.commit().await?;
                         return Ok(BatchOutcome {

@@ -30,7 +30,7 @@ impl Store {
                 created_at: Set(Utc::now()),
                 meta_data: Set(new.meta_data),
             };
-            let Some(payloads) = events else {
+            let Some(events) = events else {
                 return Ok(model.insert(&db).await?);
             };
             let txn = db.begin().await?;
@@ -38,9 +38,9 @@ impl Store {
             let event = NewEvent::of(
                 "ledger.created",
                 &stored.ledger_id,
-                payloads.ledger(&stored),
+                events.payloads.ledger(&stored),
             );
-            outbox::insert(&txn, &[event]).await?;
+            outbox::insert(&txn, &events, &[event]).await?;
             txn.commit().await?;
             Ok(stored)
         })

@@ -90,7 +90,7 @@ pub struct Store {
     /// Lives as long as the pool whose connections it carries.
     relay: Option<Arc<relay::NodelayRelay>>,
     /// Set: every change writes its events to the outbox (see [`crate::events`]).
-    events: Option<Arc<dyn crate::events::Payloads>>,
+    events: Option<Arc<crate::events::routing::EventWriter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,10 +136,11 @@ impl Store {
         })
     }
 
-    /// From now on, every change this store writes also writes its events, their payloads
-    /// made by `payloads` (call before the store is shared: clones made earlier write none).
-    pub fn write_events(&mut self, payloads: Arc<dyn crate::events::Payloads>) {
-        self.events = Some(payloads);
+    /// From now on, every change this store writes also writes its events, with `writer`
+    /// (call before the store is shared: clones made earlier write none). A writer without
+    /// routes writes nothing: no event is written for nobody.
+    pub fn write_events(&mut self, writer: crate::events::routing::EventWriter) {
+        self.events = writer.has_routes().then(|| Arc::new(writer));
     }
 
     /// Whether changes write events.
@@ -147,7 +148,7 @@ impl Store {
         self.events.is_some()
     }
 
-    pub(crate) fn events(&self) -> Option<Arc<dyn crate::events::Payloads>> {
+    pub(crate) fn events(&self) -> Option<Arc<crate::events::routing::EventWriter>> {
         self.events.clone()
     }
 

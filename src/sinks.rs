@@ -1,0 +1,64 @@
+//! Which event sinks this deployment has, from its settings: the [`EventWriter`] the write
+//! path routes events with, and the dispatchers (one per sink) the workers deliver them
+//! with. A sink is added here in both halves: its route, and its dispatcher.
+
+use crate::configuration::Settings;
+use crate::event_payloads::BlnkPayloads;
+use actix::{Addr, ArbiterHandle};
+use coffer_actors::events::delivery::Ordered;
+use coffer_actors::events::dispatcher::Dispatcher;
+use coffer_actors::events::outbox::SinkSelector;
+use coffer_actors::events::routing::{EventWriter, WebhookRoute, WEBHOOK_SINK};
+use coffer_actors::events::webhook::{WebhookConfig, WebhookSender};
+use coffer_actors::events::Sink;
+use coffer_actors::store::Store;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn webhook_config(settings: &Settings) -> Option<WebhookConfig> {
+    Some(WebhookConfig {
+        url: settings.webhook_url.clone()?,
+        headers: settings.webhook_headers.clone(),
+        secret_key: settings.secret_key.clone(),
+        timeout: Duration::from_millis(settings.webhook_timeout_ms),
+    })
+}
+
+/// The routes of the configured sinks (no sink: a writer without routes, which writes
+/// nothing).
+pub fn event_writer(settings: &Settings) -> EventWriter {
+    let mut writer = EventWriter::new(Arc::new(BlnkPayloads));
+    if settings.webhook_url.is_some() {
+        let subscribed = (!settings.webhook_events.is_empty()).then(|| {
+            settings
+                .webhook_events
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>()
+        });
+        writer = writer.route(Arc::new(WebhookRoute { subscribed }));
+    }
+    writer
+}
+
+/// One dispatcher per configured sink, on `arbiter`.
+pub fn start_dispatchers(
+    settings: &Settings,
+    arbiter: &ArbiterHandle,
+    store: &Store,
+) -> Vec<Addr<Dispatcher>> {
+    let mut dispatchers = Vec::new();
+    if let Some(config) = webhook_config(settings) {
+        let concurrency = settings.webhook_concurrency;
+        dispatchers.push(Dispatcher::start(
+            arbiter,
+            store.clone(),
+            SinkSelector::Exact(WEBHOOK_SINK.to_owned()),
+            move || Rc::new(Ordered::new(WebhookSender::new(config), concurrency)) as Rc<dyn Sink>,
+            settings.outbox.clone(),
+        ));
+    }
+    dispatchers
+}
