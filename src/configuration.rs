@@ -546,9 +546,7 @@ impl Settings {
             "coffer.outbox_lease_ms" => {
                 self.outbox.lease_ms = number::<u64>(value)?.clamp(1_000, 3_600_000)
             }
-            "coffer.outbox_retention_ms" => {
-                self.outbox.retention_ms = number::<u64>(value)?.max(1_000)
-            }
+            "coffer.outbox_retention_ms" => self.outbox.retention_ms = number::<u64>(value)?,
             other => anyhow::bail!("no such setting {other}"),
         }
         Ok(())

@@ -34,6 +34,8 @@ enum Command {
     Workers,
     /// Drive a running server with a benchmark scenario and report the figures.
     Bench(coffer::bench::BenchArgs),
+    /// Answer every request with 200 and count them: a webhook receiver for benchmarks.
+    BenchReceiver(coffer::bench::receiver::ReceiverArgs),
     /// Manage the database schema.
     Migrate {
         #[command(subcommand)]
@@ -70,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Workers => run_workers(settings).await?,
         Command::Bench(args) => coffer::bench::run(args).await?,
+        Command::BenchReceiver(args) => coffer::bench::receiver::run(args).await?,
         Command::Migrate { action } => {
             settings.auto_migrate = false;
             let ledger = build_ledger(&settings, false).await?;

@@ -10,7 +10,12 @@ pub struct Migration;
 /// change's transaction as before.
 ///
 /// The dispatcher's indexes gain `sink` as their leading column: each dispatcher claims its
-/// own sink's rows, and one sink's retrying rows hold back only that sink's later rows.
+/// own sink's rows, and one sink's retrying rows hold back only that sink's later rows. The
+/// "holding" indexes now cover only rows waiting for a retry or a closed circuit
+/// (`next_attempt_ms > created_ms`), not leased ones: the lease column is then in no index and
+/// no index predicate, so leasing a row is a HOT update on PostgreSQL (the claim finds leased
+/// rows in its window instead; see `coffer_actors::events::outbox`), and the table keeps
+/// room in its pages for those updates (fillfactor 70).
 const OLD_INDEXES: [&str; 3] = [
     "idx_outbox_pending",
     "idx_outbox_holding_a",
@@ -20,9 +25,9 @@ const OLD_INDEXES: [&str; 3] = [
 const INDEXES: [&str; 3] = [
     "CREATE INDEX idx_outbox_pending ON outbox_events (sink, id) WHERE status = 'pending'",
     "CREATE INDEX idx_outbox_holding_a ON outbox_events (sink, key_a, id) \
-     WHERE status = 'pending' AND (attempts > 0 OR leased_until_ms IS NOT NULL)",
+     WHERE status = 'pending' AND next_attempt_ms > created_ms",
     "CREATE INDEX idx_outbox_holding_b ON outbox_events (sink, key_b, id) \
-     WHERE status = 'pending' AND (attempts > 0 OR leased_until_ms IS NOT NULL)",
+     WHERE status = 'pending' AND next_attempt_ms > created_ms",
 ];
 
 #[async_trait::async_trait]
@@ -41,6 +46,11 @@ impl MigrationTrait for Migration {
         }
         for sql in INDEXES {
             connection.execute_unprepared(sql).await?;
+        }
+        if crate::on_postgres(manager) {
+            connection
+                .execute_unprepared("ALTER TABLE outbox_events SET (fillfactor = 70)")
+                .await?;
         }
         Ok(())
     }

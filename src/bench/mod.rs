@@ -16,11 +16,15 @@
 //! 4. the check ([`scenario::Prepared::check`], [`check::compare`]).
 //!
 //! Only servers on this machine are driven (`127.0.0.1`, `localhost`, `[::1]`).
+//!
+//! [`receiver`]: `coffer bench-receiver`, the webhook receiver the events benchmark
+//! delivers to.
 
 pub mod check;
 pub mod cpu;
 pub mod history;
 pub mod http;
+pub mod receiver;
 pub mod report;
 pub mod scenario;
 

@@ -29,7 +29,7 @@ pub struct DispatcherSettings {
     /// How long a claim is leased: a dispatcher that dies before settling its batch leaves
     /// the events to another one after this (so delivery is at least once).
     pub lease_ms: u64,
-    /// Delivered events are kept this long, then pruned.
+    /// Delivered events are kept this long, then pruned; 0: deleted when delivered.
     pub retention_ms: u64,
     /// How often pruning runs, and how much it deletes at a time.
     pub prune_interval_ms: u64,
@@ -127,7 +127,7 @@ impl Dispatcher {
         }
         let metrics = self.metrics.clone();
         let work = async move {
-            if prune_due {
+            if prune_due && settings.retention_ms > 0 {
                 let retention = i64::try_from(settings.retention_ms).unwrap_or(i64::MAX);
                 let before = now_ms().saturating_sub(retention);
                 match store.prune_events(before, settings.prune_batch).await {
@@ -148,7 +148,9 @@ impl Dispatcher {
                     backoff_ms(n, settings.backoff_base_ms, settings.backoff_cap_ms)
                 });
             metrics.observe_deliveries(&settled);
-            store.settle_events(settled).await?;
+            store
+                .settle_events(settled, settings.retention_ms > 0)
+                .await?;
             Ok::<usize, crate::LedgerError>(events.len())
         };
         ctx.wait(work.into_actor(self).map(|result, actor, ctx| {

@@ -6,6 +6,7 @@ use super::{Event, Outcome};
 use crate::store::Store;
 use crate::LedgerError;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
+use std::collections::{HashMap, HashSet};
 
 /// Rows per multi-row INSERT (7 values a row: well under PostgreSQL's and SQLite's bind
 /// limits; the same chunk as the transaction rows').
@@ -120,14 +121,32 @@ pub enum SinkSelector {
 }
 
 impl SinkSelector {
-    /// The SQL condition on `alias.sink`, and its bound value.
-    fn condition(&self, alias: &str, placeholder: &str) -> (String, Value) {
+    /// The SQL condition on `alias.sink` with its values, placeholders from `first`. A prefix
+    /// is a range (`sink >= 'hook:' AND sink < 'hook;'`): an index on `sink` serves it under
+    /// any collation, where `LIKE` would need one.
+    fn condition(&self, backend: DbBackend, alias: &str, first: usize) -> (String, Vec<Value>) {
+        let p = |n| placeholder(backend, n);
         match self {
-            Self::Exact(sink) => (format!("{alias}.sink = {placeholder}"), sink.clone().into()),
-            Self::Prefix(prefix) => (
-                format!("{alias}.sink LIKE {placeholder}"),
-                format!("{}%", prefix.replace('%', "").replace('_', "\\_")).into(),
+            Self::Exact(sink) => (
+                format!("{alias}.sink = {}", p(first)),
+                vec![sink.clone().into()],
             ),
+            Self::Prefix(prefix) => {
+                let mut end = prefix.clone();
+                // The first string after every string starting with `prefix`.
+                let last = end.pop().map_or('\u{1}', |c| {
+                    char::from_u32(u32::from(c) + 1).unwrap_or(char::MAX)
+                });
+                end.push(last);
+                (
+                    format!(
+                        "{alias}.sink >= {} AND {alias}.sink < {}",
+                        p(first),
+                        p(first + 1)
+                    ),
+                    vec![prefix.clone().into(), end.into()],
+                )
+            }
         }
     }
 
@@ -214,40 +233,102 @@ fn event_of(row: &QueryResult) -> Result<Event, DbErr> {
     })
 }
 
-/// The claim: due pending events of the selected sinks, not leased, none of whose keys has
-/// an earlier pending event of its sink that is waiting for a retry or leased (by anyone), in
-/// id order; leased until `$1`. The holding-back test repeats the predicate of the
-/// `idx_outbox_holding_*` indexes, so it probes only those few rows, not every pending event
-/// of a hot balance. Values in text order: lease, sink, now, now, now, limit.
-fn claim_sql(backend: DbBackend, selector: &SinkSelector) -> (String, Value) {
-    let p = |n| placeholder(backend, n);
-    let (lease, sink, now, now2, now3, limit) = (p(1), p(2), p(3), p(4), p(5), p(6));
-    let (sink_condition, sink_value) = selector.condition("e", &sink);
-    let escape = if matches!(selector, SinkSelector::Prefix(_)) {
-        " ESCAPE '\\'"
-    } else {
-        ""
-    };
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "UPDATE outbox_events SET leased_until_ms = {lease} WHERE id IN (\
-           SELECT e.id FROM outbox_events e \
-           WHERE e.status = 'pending' AND {sink_condition}{escape} AND e.next_attempt_ms <= {now} \
-             AND (e.leased_until_ms IS NULL OR e.leased_until_ms < {now2}) \
-             AND NOT EXISTS (SELECT 1 FROM outbox_events b \
-               WHERE b.status = 'pending' AND (b.attempts > 0 OR b.leased_until_ms IS NOT NULL) \
-                 AND b.sink = e.sink AND b.id < e.id \
-                 AND (b.attempts > 0 OR b.leased_until_ms >= {now3}) \
-                 AND (b.key_a = e.key_a OR b.key_a = e.key_b \
-                      OR b.key_b = e.key_a OR b.key_b = e.key_b)) \
-           ORDER BY e.id LIMIT {limit}{lock}) \
-         RETURNING id, sink, event, entity_id, key_a, key_b, payload, attempts"
+/// How many due pending rows a claim looks at, per event it may claim: enough to see past
+/// the rows other dispatchers hold (each holds at most one batch).
+const CLAIM_WINDOW_FACTOR: usize = 4;
+
+/// A due pending row as the claim first sees it.
+struct Candidate {
+    id: i64,
+    sink: String,
+    key_a: String,
+    key_b: Option<String>,
+    leased: bool,
+}
+
+/// Which of the window's rows to claim, in id order: not leased by another dispatcher, and
+/// none of whose keys (within its sink) has an earlier row that is leased, waiting for a
+/// retry (`holding`: the lowest such id per sink and key), or itself held back; at most
+/// `limit`. Pure, so the rule is unit-tested.
+fn choose(
+    window: &[Candidate],
+    holding: &HashMap<(String, String), i64>,
+    limit: usize,
+) -> Vec<i64> {
+    let mut blocked: HashSet<(&str, &str)> = HashSet::new();
+    let mut chosen = Vec::new();
+    for row in window {
+        let keys = std::iter::once(row.key_a.as_str()).chain(row.key_b.as_deref());
+        let keys: Vec<&str> = keys.collect();
+        let held = row.leased
+            || chosen.len() >= limit
+            || keys.iter().any(|key| {
+                blocked.contains(&(row.sink.as_str(), *key))
+                    || holding
+                        .get(&(row.sink.clone(), (*key).to_owned()))
+                        .is_some_and(|first| *first < row.id)
+            });
+        if held {
+            blocked.extend(keys.iter().map(|key| (row.sink.as_str(), *key)));
+        } else {
+            chosen.push(row.id);
+        }
+    }
+    chosen
+}
+
+/// Per sink and key of the window's rows, the lowest id of a pending row of that key waiting
+/// for a retry or a closed circuit (`next_attempt_ms > created_ms`, the predicate of the
+/// `idx_outbox_holding_*` indexes). Usually no row waits: one probe of the index says so.
+async fn holding_rows<C: ConnectionTrait>(
+    db: &C,
+    selector: &SinkSelector,
+    window: &[Candidate],
+) -> Result<HashMap<(String, String), i64>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut holding = HashMap::new();
+    let (sink_condition, values) = selector.condition(backend, "b", 1);
+    let any_sql = format!(
+        "SELECT b.id FROM outbox_events b WHERE b.status = 'pending' \
+         AND b.next_attempt_ms > b.created_ms AND {sink_condition} LIMIT 1"
     );
-    (sql, sink_value)
+    let any = db
+        .query_one_raw(Statement::from_sql_and_values(backend, any_sql, values))
+        .await?;
+    if any.is_none() {
+        return Ok(holding);
+    }
+    let mut keys: Vec<&str> = window
+        .iter()
+        .flat_map(|row| std::iter::once(row.key_a.as_str()).chain(row.key_b.as_deref()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Bind limits: PostgreSQL takes 65,535 values, SQLite 32,766.
+    for chunk in keys.chunks(10_000) {
+        for column in ["key_a", "key_b"] {
+            let (sink_condition, mut values) = selector.condition(backend, "b", 1);
+            let first = values.len() + 1;
+            let list = placeholders(backend, first, chunk.len());
+            values.extend(chunk.iter().map(|key| Value::from((*key).to_owned())));
+            let sql = format!(
+                "SELECT b.sink, b.{column} AS k, MIN(b.id) AS first FROM outbox_events b \
+                 WHERE b.status = 'pending' AND b.next_attempt_ms > b.created_ms \
+                 AND {sink_condition} AND b.{column} IN {list} GROUP BY b.sink, b.{column}"
+            );
+            let rows = db
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
+            for row in rows {
+                let sink: String = row.try_get("", "sink")?;
+                let key: String = row.try_get("", "k")?;
+                let first: i64 = row.try_get("", "first")?;
+                let entry = holding.entry((sink, key)).or_insert(first);
+                *entry = (*entry).min(first);
+            }
+        }
+    }
+    Ok(holding)
 }
 
 fn id_list(backend: DbBackend, first: usize, ids: &[i64]) -> (String, Vec<Value>) {
@@ -258,8 +339,15 @@ fn id_list(backend: DbBackend, first: usize, ids: &[i64]) -> (String, Vec<Value>
 }
 
 impl Store {
-    /// Claims up to `limit` due events, leased for `lease_ms` (another dispatcher takes them
-    /// over if this one dies before settling them: at least once). In id order.
+    /// Claims up to `limit` due events of the `selector`'s sinks, leased for `lease_ms`
+    /// (another dispatcher takes them over if this one dies before settling them: at least
+    /// once), in id order, keeping each key's order (see [`choose`]).
+    ///
+    /// Three statements under the claim lock: the first due pending rows by id (a window of
+    /// [`CLAIM_WINDOW_FACTOR`]·`limit`, keys and lease only); the lowest waiting row of their
+    /// keys (only when any row waits: the `idx_outbox_holding_*` indexes hold just those);
+    /// the lease of the chosen rows, returning them whole. The lease column is in no index
+    /// and no index predicate, so leasing a row is a HOT update: no index entry is written.
     pub async fn claim_events(
         &self,
         selector: &SinkSelector,
@@ -271,7 +359,9 @@ impl Store {
             let backend = db.get_database_backend();
             let now = now_ms();
             let lease = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-            let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let limit = limit.max(1);
+            let window_rows =
+                i64::try_from(limit.saturating_mul(CLAIM_WINDOW_FACTOR)).unwrap_or(i64::MAX);
             let txn = db.begin().await?;
             if backend == DbBackend::Postgres {
                 txn.execute_raw(Statement::from_sql_and_values(
@@ -281,16 +371,51 @@ impl Store {
                 ))
                 .await?;
             }
-            let (sql, sink) = claim_sql(backend, &selector);
-            // Numbered on PostgreSQL, in text order on SQLite: the same order here.
-            let values: Vec<Value> = vec![
-                lease.into(),
-                sink,
-                now.into(),
-                now.into(),
-                now.into(),
-                limit.into(),
-            ];
+            let p = |n| placeholder(backend, n);
+            let (sink_condition, mut values) = selector.condition(backend, "e", 1);
+            let next = values.len() + 1;
+            values.extend([now.into(), window_rows.into()]);
+            let window_sql = format!(
+                "SELECT e.id, e.sink, e.key_a, e.key_b, e.leased_until_ms FROM outbox_events e \
+                 WHERE e.status = 'pending' AND {sink_condition} AND e.next_attempt_ms <= {} \
+                 ORDER BY e.id LIMIT {}",
+                p(next),
+                p(next + 1)
+            );
+            let rows = txn
+                .query_all_raw(Statement::from_sql_and_values(backend, window_sql, values))
+                .await?;
+            let mut window = rows
+                .iter()
+                .map(|row| {
+                    let leased: Option<i64> = row.try_get("", "leased_until_ms")?;
+                    Ok(Candidate {
+                        id: row.try_get("", "id")?,
+                        sink: row.try_get("", "sink")?,
+                        key_a: row.try_get("", "key_a")?,
+                        key_b: row.try_get("", "key_b")?,
+                        leased: leased.is_some_and(|until| until >= now),
+                    })
+                })
+                .collect::<Result<Vec<_>, DbErr>>()?;
+            window.sort_by_key(|row| row.id);
+            if window.is_empty() {
+                txn.commit().await?;
+                return Ok(Vec::new());
+            }
+            let holding = holding_rows(&txn, &selector, &window).await?;
+            let chosen = choose(&window, &holding, limit);
+            if chosen.is_empty() {
+                txn.commit().await?;
+                return Ok(Vec::new());
+            }
+            let (list, mut values) = id_list(backend, 2, &chosen);
+            values.insert(0, lease.into());
+            let sql = format!(
+                "UPDATE outbox_events SET leased_until_ms = {} WHERE id IN {list} \
+                 RETURNING id, sink, event, entity_id, key_a, key_b, payload, attempts",
+                p(1)
+            );
             let rows = txn
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?;
@@ -303,14 +428,20 @@ impl Store {
     }
 
     /// Records what became of a claimed batch, in one transaction.
-    pub async fn settle_events(&self, settled: Settled) -> Result<(), LedgerError> {
+    /// Delivered events are kept (`delivered`, pruned after the retention) when
+    /// `keep_delivered`, else deleted at once (a retention of zero: the cheapest).
+    pub async fn settle_events(
+        &self,
+        settled: Settled,
+        keep_delivered: bool,
+    ) -> Result<(), LedgerError> {
         if settled == Settled::default() {
             return Ok(());
         }
         self.run(move |db| async move {
             let backend = db.get_database_backend();
             let txn = db.begin().await?;
-            if !settled.delivered.is_empty() {
+            if !settled.delivered.is_empty() && keep_delivered {
                 let (list, mut values) = id_list(backend, 2, &settled.delivered);
                 values.insert(0, now_ms().into());
                 let sql = format!(
@@ -318,6 +449,11 @@ impl Store {
                      leased_until_ms = NULL, last_error = NULL WHERE id IN {list}",
                     placeholder(backend, 1)
                 );
+                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?;
+            } else if !settled.delivered.is_empty() {
+                let (list, values) = id_list(backend, 1, &settled.delivered);
+                let sql = format!("DELETE FROM outbox_events WHERE id IN {list}");
                 txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
                     .await?;
             }
@@ -434,16 +570,44 @@ mod tests {
     fn placeholders_follow_the_backend() {
         assert_eq!(placeholders(DbBackend::Postgres, 8, 3), "($8, $9, $10)");
         assert_eq!(placeholders(DbBackend::Sqlite, 8, 3), "(?, ?, ?)");
-        let webhook = SinkSelector::Exact("webhook".into());
-        assert!(claim_sql(DbBackend::Postgres, &webhook)
-            .0
-            .contains("FOR UPDATE SKIP LOCKED"));
-        assert!(!claim_sql(DbBackend::Sqlite, &webhook)
-            .0
-            .contains("FOR UPDATE"));
-        let hooks = SinkSelector::Prefix("hook:".into());
-        let (sql, value) = claim_sql(DbBackend::Postgres, &hooks);
-        assert!(sql.contains("e.sink LIKE $2 ESCAPE"));
-        assert_eq!(value, Value::from("hook:%".to_owned()));
+        let (sql, values) =
+            SinkSelector::Prefix("hook:".into()).condition(DbBackend::Postgres, "e", 2);
+        assert_eq!(sql, "e.sink >= $2 AND e.sink < $3");
+        assert_eq!(
+            values,
+            [
+                Value::from("hook:".to_owned()),
+                Value::from("hook;".to_owned())
+            ]
+        );
+    }
+
+    fn row(id: i64, sink: &str, a: &str, b: Option<&str>, leased: bool) -> Candidate {
+        Candidate {
+            id,
+            sink: sink.into(),
+            key_a: a.into(),
+            key_b: b.map(str::to_owned),
+            leased,
+        }
+    }
+
+    #[test]
+    fn a_claim_skips_what_is_held_and_everything_behind_it_per_sink_and_key() {
+        let window = [
+            row(1, "webhook", "a", Some("b"), true),
+            row(2, "webhook", "c", None, false),
+            row(3, "webhook", "b", Some("d"), false),
+            row(4, "webhook", "d", None, false),
+            row(5, "search", "a", None, false),
+            row(6, "webhook", "e", Some("f"), false),
+            row(7, "webhook", "f", None, false),
+            row(8, "webhook", "g", None, false),
+        ];
+        // Row 2 leased elsewhere blocks b (so 3, then d, so 4); another sink's a is free; a
+        // retry of f waits at id 6, so 7 waits, but 6 itself is the retry and goes.
+        let holding = HashMap::from([(("webhook".to_owned(), "f".to_owned()), 6)]);
+        assert_eq!(choose(&window, &holding, 10), [2, 5, 6, 8]);
+        assert_eq!(choose(&window, &holding, 2), [2, 5]);
     }
 }
