@@ -173,6 +173,14 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
                 }
                 Err(error) => {
                     tracing::warn!(%error, transaction_id = %record.transaction_id, "apply failed; will retry");
+                    let message = format!(
+                        "queued transaction {} not recorded (retried): {error}",
+                        record.transaction_id
+                    );
+                    ledger
+                        .store()
+                        .report_system_error("queue.apply", &message)
+                        .await;
                     ledger.metrics().observe_queue_retry();
                     false
                 }
