@@ -374,6 +374,25 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
     assert_eq!(event["data"]["status"], "failed", "{event}");
     let error = event["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("transactions[1]"), "{error}");
+    // Not atomic: the rows before the refusal stay, and the batch failed.
+    let first = item("@World", &a, 100, true);
+    let first_reference = first["reference"].as_str().unwrap().to_owned();
+    let items = vec![
+        first,
+        item(&empty, &b, 1_000_000, false),
+        item("@World", &b, 100, true),
+    ];
+    let reply = bulk(&app, items, json!({ "skip_queue": true })).await;
+    assert!(reply.status.is_client_error(), "{}", reply.text);
+    let batch = reply.json["batch_id"].as_str().unwrap();
+    let event = receiver
+        .event("bulk_transaction.failed", "batch_id", batch)
+        .await;
+    let error = event["data"]["error"].as_str().unwrap();
+    assert!(error.starts_with("transactions[1]"), "{error}");
+    receiver
+        .event("transaction.applied", "reference", &first_reference)
+        .await;
     // Refused before anything was written (an unknown balance): failed too.
     let items = vec![item("@World", "bln_missing", 100, true)];
     let reply = bulk(&app, items, json!({ "skip_queue": true })).await;
@@ -525,3 +544,52 @@ async fn a_duplicate_found_by_the_workers_is_a_system_error(backend: Backend) {
     assert!(event["data"]["time"].as_str().is_some(), "{event}");
 }
 on_both_backends!(a_duplicate_found_by_the_workers_is_a_system_error);
+
+async fn thresholds_beyond_64_bits_compare_exactly(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let app = app_with(backend, &receiver, &[]).await;
+    let ledger = app.create_ledger("big").await;
+    let balance = app.create_balance(&ledger, "USD").await;
+    // Thresholds one minor unit either side of a 40-digit amount.
+    let below = monitor(
+        &app,
+        &balance,
+        "balance",
+        ">",
+        "12345678901234567890123456789012345678.89",
+    )
+    .await;
+    let exact = monitor(
+        &app,
+        &balance,
+        "balance",
+        "=",
+        "12345678901234567890123456789012345678.90",
+    )
+    .await;
+    let above = monitor(
+        &app,
+        &balance,
+        "balance",
+        ">",
+        "12345678901234567890123456789012345678.90",
+    )
+    .await;
+    let body = format!(
+        r#"{{"precise_amount": 1234567890123456789012345678901234567890, "precision": 100,
+            "currency": "USD", "reference": "big-{}", "description": "big", "source": "@World",
+            "destination": "{balance}", "allow_overdraft": true, "skip_queue": true}}"#,
+        uuid::Uuid::new_v4()
+    );
+    let reply = app.post_raw("/transactions", &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    receiver
+        .event("balance.monitor", "monitor_id", &below)
+        .await;
+    receiver
+        .event("balance.monitor", "monitor_id", &exact)
+        .await;
+    outbox_idle(&app).await;
+    assert_eq!(receiver.fired(&above), 0, "one minor unit short");
+}
+on_both_backends!(thresholds_beyond_64_bits_compare_exactly);

@@ -128,7 +128,14 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
             .await
         {
             Ok(()) => acked.push(delivery),
-            Err(error) => tracing::warn!(%error, hold_id, "hold action failed; will retry"),
+            Err(error) => {
+                tracing::warn!(%error, hold_id, "hold action failed; will retry");
+                let message = format!("queued action on hold {hold_id} failed (retried): {error}");
+                ledger
+                    .store()
+                    .report_system_error("queue.hold_action", &message)
+                    .await;
+            }
         }
     }
     if let Err(error) = queue.ack(&acked).await {
