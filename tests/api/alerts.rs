@@ -593,3 +593,44 @@ async fn thresholds_beyond_64_bits_compare_exactly(backend: Backend) {
     assert_eq!(receiver.fired(&above), 0, "one minor unit short");
 }
 on_both_backends!(thresholds_beyond_64_bits_compare_exactly);
+
+async fn monitors_written_by_another_process_are_found_by_the_reload(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let app = app_with(backend, &receiver, &[]).await;
+    let ledger = app.create_ledger("reload").await;
+    let (known, other) = (
+        app.create_balance(&ledger, "USD").await,
+        app.create_balance(&ledger, "USD").await,
+    );
+    let template = monitor(&app, &known, "credit_balance", ">=", "0.01").await;
+    // Another process's monitor on `other`: a row this server did not write.
+    let db = app.direct_db().await;
+    let backend = db.get_database_backend();
+    let (p1, p2, p3) = match backend {
+        sea_orm::DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
+    };
+    let copied = format!("mon_{}", uuid::Uuid::new_v4());
+    let sql = format!(
+        "INSERT INTO balance_monitors (monitor_id, balance_id, field, operator, value, precision, \
+         precise_value, description, call_back_url, created_at, meta_data) \
+         SELECT {p1}, {p2}, field, operator, value, precision, precise_value, description, \
+         call_back_url, created_at, meta_data FROM balance_monitors WHERE monitor_id = {p3}"
+    );
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [copied.clone().into(), other.clone().into(), template.into()],
+    ))
+    .await
+    .expect("the monitor is inserted");
+    // Transfers into `other` are evaluated once the reload (500 ms here) has found it.
+    wait_for(WAIT, "the reloaded monitor fires", || async {
+        transfer(&app, "@World", &other, 1, false).await;
+        (receiver.fired(&copied) > 0).then_some(())
+    })
+    .await;
+    outbox_idle(&app).await;
+    assert_eq!(receiver.fired(&copied), 1, "once, however many transfers");
+}
+on_both_backends!(monitors_written_by_another_process_are_found_by_the_reload);
