@@ -374,6 +374,7 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
     assert_eq!(event["data"]["status"], "failed", "{event}");
     let error = event["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("transactions[1]"), "{error}");
+    assert_eq!(error, reply.json["error"], "worded as the answer");
     // Not atomic: the rows before the refusal stay, and the batch failed.
     let first = item("@World", &a, 100, true);
     let first_reference = first["reference"].as_str().unwrap().to_owned();
@@ -390,6 +391,7 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
         .await;
     let error = event["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("transactions[1]"), "{error}");
+    assert_eq!(error, reply.json["error"], "worded as the answer");
     receiver
         .event("transaction.applied", "reference", &first_reference)
         .await;

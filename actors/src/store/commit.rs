@@ -450,15 +450,20 @@ fn transaction_events(
             });
         }
         if let Some(bulk) = &unit.bulk {
-            events.push(bulk_event(bulk, decided));
+            events.push(bulk_event(bulk, unit.mode, decided));
         }
     }
     events
 }
 
 /// The event of a bulk unit as decided: recorded with every item, or failed at its first
-/// refusal (an atomic unit's other items are refused only because of it).
-fn bulk_event(bulk: &BulkEvent, decided: &[Option<Decision>]) -> crate::events::outbox::NewEvent {
+/// refusal (an atomic unit's other items are refused only because of it), worded as the
+/// request's answer is.
+fn bulk_event(
+    bulk: &BulkEvent,
+    mode: UnitMode,
+    decided: &[Option<Decision>],
+) -> crate::events::outbox::NewEvent {
     let refused = decided.iter().enumerate().find_map(|(index, d)| match d {
         Some(Decision::Refused(LedgerError::UnitRefused(_))) => None,
         Some(Decision::Refused(error)) => Some((index, error)),
@@ -466,7 +471,17 @@ fn bulk_event(bulk: &BulkEvent, decided: &[Option<Decision>]) -> crate::events::
     });
     match refused {
         Some((index, error)) => {
-            bulk_failed_event(&bulk.batch_id, &format!("transactions[{index}]: {error}"))
+            let tail = if mode == UnitMode::Atomic {
+                "No transaction of this batch was applied.".to_owned()
+            } else {
+                let applied = decided
+                    .iter()
+                    .filter(|d| matches!(d, Some(Decision::Stored | Decision::StoredAs(_))))
+                    .count();
+                format!("Previous transactions were not rolled back ({applied} applied).")
+            };
+            let error = format!("transactions[{index}]: {error}. {tail}");
+            bulk_failed_event(&bulk.batch_id, &error)
         }
         None => crate::events::outbox::NewEvent::of(
             bulk.name(),
