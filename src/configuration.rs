@@ -821,4 +821,18 @@ mod tests {
             .unwrap();
         assert!(!settings.db_tcp_nodelay_relay);
     }
+
+    #[test]
+    fn the_monitors_reload_interval_is_read_and_bounded() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.monitors_refresh_ms, 5_000);
+        settings
+            .apply("coffer.monitors_refresh_ms", &serde_json::json!(1))
+            .unwrap();
+        assert_eq!(settings.monitors_refresh_ms, 100, "at least 100 ms");
+        settings
+            .apply("coffer.monitors_refresh_ms", &serde_json::json!("2500"))
+            .unwrap();
+        assert_eq!(settings.monitors_refresh_ms, 2_500);
+    }
 }

@@ -55,9 +55,9 @@ pub fn payload(kind: &str, message: &str, suppressed: u64) -> String {
 
 impl Store {
     /// Reports an internal error of `kind` (a short static name) as a `system.error` event,
-    /// rate-limited per kind; never fails (a failed write is logged).
+    /// rate-limited per kind; never fails (a failed write is logged). The caller logs the
+    /// error itself.
     pub async fn report_system_error(&self, kind: &'static str, message: &str) {
-        tracing::warn!(kind, error = message, "system error");
         let Some(events) = self.events() else {
             return;
         };

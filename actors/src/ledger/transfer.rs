@@ -635,6 +635,8 @@ impl Ledger {
                     "queued transaction {} not applied: reference {reference} has already been used",
                     queued.transaction_id
                 );
+                tracing::warn!(transaction_id = %queued.transaction_id, %reference,
+                    "queued transaction refused: duplicate reference");
                 self.store()
                     .report_system_error("queue.duplicate_reference", &message)
                     .await;
