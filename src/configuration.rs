@@ -113,6 +113,9 @@ pub struct Settings {
     pub webhook_concurrency: usize,
     /// The event dispatcher's limits (`coffer.outbox_*`).
     pub outbox: coffer_actors::events::dispatcher::DispatcherSettings,
+    /// How often the balances that have monitors are reloaded from the database (monitors
+    /// written by other processes are evaluated from then on).
+    pub monitors_refresh_ms: u64,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -198,6 +201,7 @@ impl Default for Settings {
             webhook_events: Vec::new(),
             webhook_concurrency: 16,
             outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
+            monitors_refresh_ms: 5_000,
         }
     }
 }
@@ -324,6 +328,7 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.outbox_attempts_max", "COFFER_OUTBOX_ATTEMPTS_MAX"),
     ("coffer.outbox_lease_ms", "COFFER_OUTBOX_LEASE_MS"),
     ("coffer.outbox_retention_ms", "COFFER_OUTBOX_RETENTION_MS"),
+    ("coffer.monitors_refresh_ms", "COFFER_MONITORS_REFRESH_MS"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -525,6 +530,9 @@ impl Settings {
                 self.webhook_timeout_ms = number::<u64>(value)?.clamp(100, 300_000)
             }
             "notification.webhook.events" => self.webhook_events = names(value),
+            "coffer.monitors_refresh_ms" => {
+                self.monitors_refresh_ms = number::<u64>(value)?.clamp(100, 3_600_000)
+            }
             "coffer.webhook_concurrency" => {
                 self.webhook_concurrency = number::<usize>(value)?.clamp(1, 1_024)
             }
@@ -810,5 +818,19 @@ mod tests {
             )
             .unwrap();
         assert!(!settings.db_tcp_nodelay_relay);
+    }
+
+    #[test]
+    fn the_monitors_reload_interval_is_read_and_bounded() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.monitors_refresh_ms, 5_000);
+        settings
+            .apply("coffer.monitors_refresh_ms", &serde_json::json!(1))
+            .unwrap();
+        assert_eq!(settings.monitors_refresh_ms, 100, "at least 100 ms");
+        settings
+            .apply("coffer.monitors_refresh_ms", &serde_json::json!("2500"))
+            .unwrap();
+        assert_eq!(settings.monitors_refresh_ms, 2_500);
     }
 }

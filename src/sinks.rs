@@ -7,6 +7,9 @@ use crate::event_payloads::BlnkPayloads;
 use actix::{Addr, ArbiterHandle};
 use coffer_actors::events::delivery::Ordered;
 use coffer_actors::events::dispatcher::Dispatcher;
+use coffer_actors::events::monitors::{
+    MonitoredBalances, MonitorsRoute, MonitorsSink, MONITORS_SINK, MONITOR_EVENT,
+};
 use coffer_actors::events::outbox::SinkSelector;
 use coffer_actors::events::routing::{EventWriter, WebhookRoute, WEBHOOK_SINK};
 use coffer_actors::events::webhook::{WebhookConfig, WebhookSender};
@@ -26,6 +29,13 @@ fn webhook_config(settings: &Settings) -> Option<WebhookConfig> {
     })
 }
 
+/// Monitors fire to the webhook: evaluated only when it takes `balance.monitor`.
+fn monitors_enabled(settings: &Settings) -> bool {
+    settings.webhook_url.is_some()
+        && (settings.webhook_events.is_empty()
+            || settings.webhook_events.iter().any(|e| e == MONITOR_EVENT))
+}
+
 /// The routes of the configured sinks (no sink: a writer without routes, which writes
 /// nothing).
 pub fn event_writer(settings: &Settings) -> EventWriter {
@@ -39,6 +49,14 @@ pub fn event_writer(settings: &Settings) -> EventWriter {
                 .collect::<HashSet<_>>()
         });
         writer = writer.route(Arc::new(WebhookRoute { subscribed }));
+    }
+    if monitors_enabled(settings) {
+        let balances = MonitoredBalances::new(settings.monitors_refresh_ms);
+        writer = writer
+            .route(Arc::new(MonitorsRoute {
+                balances: balances.clone(),
+            }))
+            .monitored(balances);
     }
     writer
 }
@@ -57,6 +75,16 @@ pub fn start_dispatchers(
             store.clone(),
             SinkSelector::Exact(WEBHOOK_SINK.to_owned()),
             move || Rc::new(Ordered::new(WebhookSender::new(config), concurrency)) as Rc<dyn Sink>,
+            settings.outbox.clone(),
+        ));
+    }
+    if monitors_enabled(settings) {
+        let monitors_store = store.clone();
+        dispatchers.push(Dispatcher::start(
+            arbiter,
+            store.clone(),
+            SinkSelector::Exact(MONITORS_SINK.to_owned()),
+            move || Rc::new(MonitorsSink::new(monitors_store)) as Rc<dyn Sink>,
             settings.outbox.clone(),
         ));
     }

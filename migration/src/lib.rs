@@ -43,6 +43,7 @@ mod m20261202_000010_immutable_transactions;
 mod m20261202_000011_api_keys;
 mod m20261203_000012_outbox_events;
 mod m20261203_000013_outbox_sinks;
+mod m20261203_000015_monitor_states;
 
 pub struct Migrator;
 
@@ -114,6 +115,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_api_keys::Migration),
             Box::new(m20261203_000012_outbox_events::Migration),
             Box::new(m20261203_000013_outbox_sinks::Migration),
+            Box::new(m20261203_000015_monitor_states::Migration),
         ]
     }
 }

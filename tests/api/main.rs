@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod accounts;
+mod alerts;
 mod balances;
 mod concurrency;
 mod database;

@@ -31,12 +31,16 @@
 //! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
 //! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
 //! - The sinks, one file each: [`webhook`] (the global webhook).
+//! - [`monitors`]: the balance monitors, evaluated by the `monitors` sink.
+//! - [`system`]: `system.error`, rate-limited per error kind.
 
 pub mod delivery;
 pub mod dispatcher;
 pub mod http;
+pub mod monitors;
 pub mod outbox;
 pub mod routing;
+pub mod system;
 pub mod webhook;
 
 use crate::domain::{TransactionRecord, TransactionStatus};

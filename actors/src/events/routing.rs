@@ -42,6 +42,11 @@ impl Route for WebhookRoute {
 pub struct EventWriter {
     pub payloads: Arc<dyn Payloads>,
     routes: Vec<Arc<dyn Route>>,
+    /// The balances with monitors (when the monitors sink is on): told of monitor writes,
+    /// reloaded by the store.
+    monitored: Option<Arc<super::monitors::MonitoredBalances>>,
+    /// The rate limit of `system.error` events.
+    pub(crate) system_errors: super::system::SystemErrors,
 }
 
 impl EventWriter {
@@ -49,7 +54,19 @@ impl EventWriter {
         Self {
             payloads,
             routes: Vec::new(),
+            monitored: None,
+            system_errors: Default::default(),
         }
+    }
+
+    /// Keeps `balances` up to date (monitor writes of this process, periodic reloads).
+    pub fn monitored(mut self, balances: Arc<super::monitors::MonitoredBalances>) -> Self {
+        self.monitored = Some(balances);
+        self
+    }
+
+    pub fn monitored_balances(&self) -> Option<&Arc<super::monitors::MonitoredBalances>> {
+        self.monitored.as_ref()
     }
 
     pub fn route(mut self, route: Arc<dyn Route>) -> Self {

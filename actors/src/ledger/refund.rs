@@ -131,7 +131,7 @@ impl Ledger {
                     .await?
             } else {
                 ledger
-                    .store_queued(rows, UnitMode::Atomic, Default::default())
+                    .store_queued(rows, UnitMode::Atomic, Default::default(), None)
                     .await?
             };
             let first_original = originals[0].transaction_id.clone();

@@ -337,7 +337,8 @@ impl Ledger {
             self.apply_records(plan.records, mode, Refusal::Fail)
                 .await?
         } else {
-            self.store_queued(plan.records, mode, proposals).await?
+            self.store_queued(plan.records, mode, proposals, None)
+                .await?
         };
         let mut first_error = None;
         let mut stored_ids = Vec::new();
@@ -466,6 +467,7 @@ impl Ledger {
         records: Vec<TransactionRecord>,
         mode: UnitMode,
         proposals: Proposals,
+        bulk: Option<crate::store::BulkEvent>,
     ) -> Result<Vec<ItemOutcome>, LedgerError> {
         // Rows stored without balance changes must be waiting ones, or balances and rows
         // would disagree.
@@ -492,6 +494,7 @@ impl Ledger {
             .collect();
         let mut unit = BatchUnit::new(mode, items);
         unit.new_indicators = new_indicators.clone();
+        unit.bulk = bulk;
         let outcomes = self.submit(unit, Vec::new()).await?;
         self.learn_proposals(&new_indicators, &named, &outcomes);
         Ok(outcomes)
@@ -505,6 +508,11 @@ impl Ledger {
         {
             // The QUEUED row is durable; the recovery sweep enqueues it again.
             tracing::warn!(%error, id, "enqueue failed");
+            let message =
+                format!("transaction {id} not enqueued (the recovery sweep retries): {error}");
+            self.store()
+                .report_system_error("queue.enqueue", &message)
+                .await;
         }
     }
 
@@ -621,7 +629,20 @@ impl Ledger {
         };
         match outcomes.into_iter().next() {
             Some(ItemOutcome::Stored(record)) => Ok(Some(record)),
-            Some(ItemOutcome::Refused(LedgerError::DuplicateReference(_))) | None => Ok(None),
+            Some(ItemOutcome::Refused(LedgerError::DuplicateReference(reference))) => {
+                // Found after the 201: the caller never hears of it; the operator does.
+                let message = format!(
+                    "queued transaction {} not applied: reference {reference} has already been used",
+                    queued.transaction_id
+                );
+                tracing::warn!(transaction_id = %queued.transaction_id, %reference,
+                    "queued transaction refused: duplicate reference");
+                self.store()
+                    .report_system_error("queue.duplicate_reference", &message)
+                    .await;
+                Ok(None)
+            }
+            None => Ok(None),
             Some(ItemOutcome::Refused(error)) => Err(error),
         }
     }
@@ -635,9 +656,22 @@ impl Ledger {
     ) -> Result<BulkOutcome, (LedgerError, String)> {
         let ledger = self.clone();
         let batch_id = bulk.batch_id.clone();
-        self.detached(async move { Ok(ledger.record_bulk_now(bulk).await) })
+        let result = self
+            .detached(async move { Ok(ledger.record_bulk_now(bulk).await) })
             .await
-            .map_err(|e| (e, batch_id))?
+            .map_err(|e| (e, batch_id.clone()))
+            .and_then(|result| result);
+        if let Err((error, batch_id)) = &result {
+            // A refusal decided in the commit wrote its event there; any other failure
+            // (invalid item, missing balance, overload) stored nothing: its event alone.
+            if !matches!(error, LedgerError::BatchRefused { .. }) {
+                let event = crate::store::bulk_failed_event(batch_id, &error.to_string());
+                if let Err(write) = self.store().write_event(event).await {
+                    tracing::warn!(error = %write, %batch_id, "writing bulk_transaction.failed failed");
+                }
+            }
+        }
+        result
     }
 
     #[tracing::instrument(skip_all, fields(batch_id = %bulk.batch_id, items = bulk.items.len()))]
@@ -685,7 +719,16 @@ impl Ledger {
         };
         if !bulk.skip_queue {
             let outcomes = self
-                .store_queued(records, mode, proposals)
+                .store_queued(
+                    records,
+                    mode,
+                    proposals,
+                    Some(crate::store::BulkEvent {
+                        batch_id: batch_id.clone(),
+                        status: "queued",
+                        inflight: bulk.inflight,
+                    }),
+                )
                 .await
                 .map_err(fail)?;
             bulk_result(outcomes, bulk.atomic).map_err(fail)?;
@@ -707,10 +750,13 @@ impl Ledger {
                 BatchItem::transfer(r, changes, Refusal::Fail)
             })
             .collect();
-        let outcomes = self
-            .submit_unreserved(BatchUnit::new(mode, items), actors)
-            .await
-            .map_err(fail)?;
+        let mut unit = BatchUnit::new(mode, items);
+        unit.bulk = Some(crate::store::BulkEvent {
+            batch_id: batch_id.clone(),
+            status,
+            inflight: bulk.inflight,
+        });
+        let outcomes = self.submit_unreserved(unit, actors).await.map_err(fail)?;
         bulk_result(outcomes, bulk.atomic).map_err(fail)?;
         Ok(BulkOutcome {
             batch_id: batch_id.clone(),

@@ -128,7 +128,14 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
             .await
         {
             Ok(()) => acked.push(delivery),
-            Err(error) => tracing::warn!(%error, hold_id, "hold action failed; will retry"),
+            Err(error) => {
+                tracing::warn!(%error, hold_id, "hold action failed; will retry");
+                let message = format!("queued action on hold {hold_id} failed (retried): {error}");
+                ledger
+                    .store()
+                    .report_system_error("queue.hold_action", &message)
+                    .await;
+            }
         }
     }
     if let Err(error) = queue.ack(&acked).await {
@@ -173,6 +180,14 @@ async fn process(ledger: &Ledger, queue: &dyn TransactionQueue, deliveries: Vec<
                 }
                 Err(error) => {
                     tracing::warn!(%error, transaction_id = %record.transaction_id, "apply failed; will retry");
+                    let message = format!(
+                        "queued transaction {} not recorded (retried): {error}",
+                        record.transaction_id
+                    );
+                    ledger
+                        .store()
+                        .report_system_error("queue.apply", &message)
+                        .await;
                     ledger.metrics().observe_queue_retry();
                     false
                 }

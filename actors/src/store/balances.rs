@@ -431,12 +431,31 @@ impl Store {
         &self,
         keys: Vec<(String, String)>,
     ) -> Result<HashMap<(String, String), IndicatorBalance>, LedgerError> {
+        let events = self.events();
         self.run(|db| async move {
             let proposed: Vec<String> = keys
                 .iter()
                 .map(|_| ids::new_id(ids::BALANCE_PREFIX))
                 .collect();
-            let found = if db.get_database_backend() == DbBackend::Postgres {
+            let found = if let Some(events) = &events {
+                // With the `balance.created` of the balances made, in the same transaction.
+                let txn = db.begin().await?;
+                let found = create_indicator_balances(&txn, &keys, &proposed).await?;
+                let created: Vec<String> = keys
+                    .iter()
+                    .zip(&proposed)
+                    .filter(|(key, id)| found.get(*key) == Some(*id))
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                if !created.is_empty() {
+                    let written =
+                        super::commit::created_indicator_events(&txn, &created, &*events.payloads)
+                            .await?;
+                    outbox::insert(&txn, events, &written).await?;
+                }
+                txn.commit().await?;
+                found
+            } else if db.get_database_backend() == DbBackend::Postgres {
                 // One statement, its own transaction (and, where another writer won the
                 // insert race, one read after it).
                 create_indicator_balances(&db, &keys, &proposed).await?

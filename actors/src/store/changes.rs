@@ -91,6 +91,11 @@ pub(crate) async fn record<C: ConnectionTrait>(
     let Some(events) = events else {
         return Ok(());
     };
+    if let (Change::MonitorCreated(model) | Change::MonitorUpdated(model), Some(balances)) =
+        (change, events.monitored_balances())
+    {
+        balances.insert(&model.balance_id);
+    }
     let payload = change.payload(&*events.payloads);
     let event = NewEvent::of(change.kind(), change.entity_id(), payload);
     outbox::insert(db, events, &[event]).await

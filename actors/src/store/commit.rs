@@ -101,6 +101,60 @@ pub struct BatchUnit {
     pub items: Vec<BatchItem>,
     /// Indicator balances the items name by proposed ids, created in the same commit.
     pub new_indicators: Vec<NewIndicator>,
+    /// The unit is a bulk request: its `bulk_transaction.*` event is written with it.
+    pub bulk: Option<BulkEvent>,
+}
+
+/// The bulk request a unit is (its event: `bulk_transaction.<status>` when every item was
+/// stored, `bulk_transaction.failed` with the first refusal otherwise).
+#[derive(Debug, Clone)]
+pub struct BulkEvent {
+    pub batch_id: String,
+    /// `applied`, `inflight` (recorded so), or `queued` (stored for the workers).
+    pub status: &'static str,
+    /// The batch's transfers are holds (`bulk_transaction.inflight`).
+    pub inflight: bool,
+}
+
+impl BulkEvent {
+    /// Blnk's event name for a recorded batch of this status.
+    fn name(&self) -> &'static str {
+        if self.inflight {
+            "bulk_transaction.inflight"
+        } else {
+            "bulk_transaction.applied"
+        }
+    }
+}
+
+/// Blnk's `data` of a bulk event: `{batch_id, status, timestamp, transaction_count?, error?}`.
+pub fn bulk_payload(
+    batch_id: &str,
+    status: &str,
+    transaction_count: Option<usize>,
+    error: Option<&str>,
+) -> String {
+    let mut data = serde_json::json!({
+        "batch_id": batch_id,
+        "status": status,
+        "timestamp": Utc::now().to_rfc3339(),
+    });
+    if let Some(count) = transaction_count {
+        data["transaction_count"] = count.into();
+    }
+    if let Some(error) = error {
+        data["error"] = error.into();
+    }
+    data.to_string()
+}
+
+/// The `bulk_transaction.failed` event of a batch.
+pub fn bulk_failed_event(batch_id: &str, error: &str) -> crate::events::outbox::NewEvent {
+    crate::events::outbox::NewEvent::of(
+        "bulk_transaction.failed",
+        batch_id,
+        bulk_payload(batch_id, "failed", None, Some(error)),
+    )
 }
 
 impl BatchUnit {
@@ -109,6 +163,7 @@ impl BatchUnit {
             mode,
             items,
             new_indicators: Vec::new(),
+            bulk: None,
         }
     }
 
@@ -256,12 +311,20 @@ pub async fn commit_batch(
                         // Last, after every balance row the batch changed is locked: the
                         // events of one balance get ids in the order their batches commit.
                         if let Some(events) = &events {
-                            let batch = transaction_events(
+                            // The indicator balances made here first: their `balance.created`
+                            // precedes the transactions on them.
+                            let mut batch = created_indicator_events(
+                                &txn,
+                                &attempt.created_indicators,
+                                &*events.payloads,
+                            )
+                            .await?;
+                            batch.extend(transaction_events(
                                 &units,
                                 &attempt.decided,
                                 &prepared,
                                 &*events.payloads,
-                            );
+                            ));
                             crate::events::outbox::insert(&txn, events, &batch).await?;
                         }
                         txn.commit().await?;
@@ -332,6 +395,31 @@ fn late_entries(
         .collect()
 }
 
+/// `balance.created` of each indicator balance the batch made on first use, read back in
+/// one statement per [`IN_LIST_MAX`] (usually none).
+pub(super) async fn created_indicator_events<C: ConnectionTrait>(
+    txn: &C,
+    created: &[String],
+    payloads: &dyn crate::events::Payloads,
+) -> Result<Vec<crate::events::outbox::NewEvent>, sea_orm::DbErr> {
+    let mut events = Vec::with_capacity(created.len());
+    for chunk in created.chunks(IN_LIST_MAX) {
+        let models = balance::Entity::find()
+            .filter(balance::Column::BalanceId.is_in(chunk.iter().cloned()))
+            .order_by_asc(balance::Column::BalanceId)
+            .all(txn)
+            .await?;
+        events.extend(models.iter().map(|model| {
+            crate::events::outbox::NewEvent::of(
+                "balance.created",
+                &model.balance_id,
+                payloads.balance(model),
+            )
+        }));
+    }
+    Ok(events)
+}
+
 /// The events of the batch's stored rows (`transaction.applied`, …), in batch order: each
 /// keyed by its source and destination balances, its payload the row as the API serves it
 /// (`prepared[unit][item]` for a row stored as submitted).
@@ -361,8 +449,46 @@ fn transaction_events(
                 payload,
             });
         }
+        if let Some(bulk) = &unit.bulk {
+            events.push(bulk_event(bulk, unit.mode, decided));
+        }
     }
     events
+}
+
+/// The event of a bulk unit as decided: recorded with every item, or failed at its first
+/// refusal (an atomic unit's other items are refused only because of it), worded as the
+/// request's answer is.
+fn bulk_event(
+    bulk: &BulkEvent,
+    mode: UnitMode,
+    decided: &[Option<Decision>],
+) -> crate::events::outbox::NewEvent {
+    let refused = decided.iter().enumerate().find_map(|(index, d)| match d {
+        Some(Decision::Refused(LedgerError::UnitRefused(_))) => None,
+        Some(Decision::Refused(error)) => Some((index, error)),
+        _ => None,
+    });
+    match refused {
+        Some((index, error)) => {
+            let tail = if mode == UnitMode::Atomic {
+                "No transaction of this batch was applied.".to_owned()
+            } else {
+                let applied = decided
+                    .iter()
+                    .filter(|d| matches!(d, Some(Decision::Stored | Decision::StoredAs(_))))
+                    .count();
+                format!("Previous transactions were not rolled back ({applied} applied).")
+            };
+            let error = format!("transactions[{index}]: {error}. {tail}");
+            bulk_failed_event(&bulk.batch_id, &error)
+        }
+        None => crate::events::outbox::NewEvent::of(
+            bulk.name(),
+            &bulk.batch_id,
+            bulk_payload(&bulk.batch_id, bulk.status, Some(decided.len()), None),
+        ),
+    }
 }
 
 /// What an attempt decided for an item. An item stored as it is names no record: its own is
@@ -386,6 +512,8 @@ struct Attempt {
     decided: Decisions,
     /// The new state of every balance the batch changed.
     balances: Vec<BalanceState>,
+    /// The indicator balances this attempt created (their `balance.created` events).
+    created_indicators: Vec<String>,
 }
 
 async fn attempt_commit(
@@ -401,14 +529,16 @@ async fn attempt_commit(
     // rewritten to that balance, on a copy (a retry starts over); usually nothing changes.
     let rewritten: Vec<BatchUnit>;
     let mut copied = false;
-    let units = match create_new_indicators(txn, units, &mut decided).await? {
-        Some(copy) => {
-            rewritten = copy;
-            copied = true;
-            rewritten.as_slice()
-        }
-        None => units,
-    };
+    let mut created_indicators = Vec::new();
+    let units =
+        match create_new_indicators(txn, units, &mut decided, &mut created_indicators).await? {
+            Some(copy) => {
+                rewritten = copy;
+                copied = true;
+                rewritten.as_slice()
+            }
+            None => units,
+        };
     let has_hold_actions = units
         .iter()
         .any(|u| u.items.iter().any(|i| i.hold_action.is_some()));
@@ -480,6 +610,7 @@ async fn attempt_commit(
         } else {
             write_deciding_each(txn, units, decided, holds, locked_early, inserted_first).await?
         };
+    attempt.created_indicators = created_indicators;
     if copied {
         // The stored rows are the copy's: the outcome cannot take them from the items.
         for (unit, decided) in units.iter().zip(attempt.decided.iter_mut()) {
@@ -601,7 +732,11 @@ async fn write_deciding_each(
     write_batch(txn, &balances, not_yet_inserted).await?;
     write_holds(txn, units, &to_insert, &admitted_actions, &holds).await?;
     let balances = balances.into_iter().map(BalanceState::from).collect();
-    Ok(Attempt { decided, balances })
+    Ok(Attempt {
+        decided,
+        balances,
+        created_indicators: Vec::new(),
+    })
 }
 
 /// The rest of a `Guarded` attempt, or of a `RowsFirst` one without hold actions (its rows
@@ -634,7 +769,11 @@ async fn write_admitting_all(
         decision.get_or_insert(Decision::Stored);
     }
     write_holds(txn, units, &stored, &[], &Holds::new()).await?;
-    Ok(Attempt { decided, balances })
+    Ok(Attempt {
+        decided,
+        balances,
+        created_indicators: Vec::new(),
+    })
 }
 
 /// The admission's view of the batch: each unit's changes, and the items already decided.
@@ -685,6 +824,7 @@ async fn create_new_indicators(
     txn: &DatabaseTransaction,
     units: &[BatchUnit],
     decided: &mut Decisions,
+    created: &mut Vec<String>,
 ) -> Result<Option<Vec<BatchUnit>>, AttemptError> {
     let proposals = units.iter().flat_map(|u| &u.new_indicators);
     let mut first_proposal: HashMap<(&str, &str), &str> = HashMap::new();
@@ -700,6 +840,13 @@ async fn create_new_indicators(
         return Ok(None);
     }
     let found = balances::create_indicator_balances(txn, &keys, &proposed).await?;
+    // The stored id is the proposed one exactly when this insert made the balance.
+    created.extend(
+        keys.iter()
+            .zip(&proposed)
+            .filter(|(key, id)| found.get(*key) == Some(*id))
+            .map(|(_, id)| id.clone()),
+    );
     let mut instead: HashMap<&str, &str> = HashMap::new();
     for new in proposals {
         let key = (new.indicator.clone(), new.currency.clone());

@@ -28,8 +28,8 @@ pub use balances::{
 };
 pub use changes::Change;
 pub use commit::{
-    commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, HoldActionRequest, ItemOutcome,
-    Refusal, GROUP_KEY,
+    bulk_failed_event, commit_batch, refusal_for, BatchItem, BatchOutcome, BatchUnit, BulkEvent,
+    HoldActionRequest, ItemOutcome, Refusal, GROUP_KEY,
 };
 pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
 pub use history::{
@@ -140,6 +140,11 @@ impl Store {
     /// (call before the store is shared: clones made earlier write none). A writer without
     /// routes writes nothing: no event is written for nobody.
     pub fn write_events(&mut self, writer: crate::events::routing::EventWriter) {
+        if let (true, Some(balances)) = (writer.has_routes(), writer.monitored_balances()) {
+            if let Some(runtime) = self.runtime.0.as_ref() {
+                balances.start_refresh(runtime.handle(), self.db.clone());
+            }
+        }
         self.events = writer.has_routes().then(|| Arc::new(writer));
     }
 

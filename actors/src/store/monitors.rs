@@ -117,6 +117,8 @@ impl Store {
             let mut model: balance_monitor::ActiveModel = stored.into();
             set_spec(&mut model, spec);
             let updated = model.update(&txn).await?;
+            // A new condition (or balance) is evaluated afresh.
+            crate::events::monitors::forget_state(&txn, &updated.monitor_id).await?;
             changes::record(&txn, events.as_deref(), Change::MonitorUpdated(&updated)).await?;
             txn.commit().await?;
             Ok(updated)
@@ -136,6 +138,7 @@ impl Store {
             if deleted.rows_affected == 0 {
                 return Err(LedgerError::MonitorNotFound(id));
             }
+            crate::events::monitors::forget_state(&txn, &id).await?;
             changes::record(&txn, events.as_deref(), Change::MonitorDeleted(&id)).await?;
             txn.commit().await?;
             Ok(())
