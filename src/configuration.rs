@@ -113,6 +113,13 @@ pub struct Settings {
     pub webhook_concurrency: usize,
     /// The event dispatcher's limits (`coffer.outbox_*`).
     pub outbox: coffer_actors::events::dispatcher::DispatcherSettings,
+    /// The per-destination circuit breaker of the HTTP sinks (`coffer.outbox_breaker_*`).
+    pub outbox_breaker: coffer_actors::events::delivery::BreakerSettings,
+    /// The workers' `/health` answers 503 when the oldest pending event is older than this;
+    /// 0: the age is not checked.
+    pub outbox_health_lag_ms: u64,
+    /// … or when more events than this are dead; `None`: not checked.
+    pub outbox_health_dead_max: Option<u64>,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -198,6 +205,9 @@ impl Default for Settings {
             webhook_events: Vec::new(),
             webhook_concurrency: 16,
             outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
+            outbox_breaker: coffer_actors::events::delivery::BreakerSettings::default(),
+            outbox_health_lag_ms: 900_000,
+            outbox_health_dead_max: None,
         }
     }
 }
@@ -324,6 +334,23 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.outbox_attempts_max", "COFFER_OUTBOX_ATTEMPTS_MAX"),
     ("coffer.outbox_lease_ms", "COFFER_OUTBOX_LEASE_MS"),
     ("coffer.outbox_retention_ms", "COFFER_OUTBOX_RETENTION_MS"),
+    (
+        "coffer.outbox_breaker_failures",
+        "COFFER_OUTBOX_BREAKER_FAILURES",
+    ),
+    (
+        "coffer.outbox_breaker_cooldown_ms",
+        "COFFER_OUTBOX_BREAKER_COOLDOWN_MS",
+    ),
+    (
+        "coffer.outbox_breaker_cooldown_cap_ms",
+        "COFFER_OUTBOX_BREAKER_COOLDOWN_CAP_MS",
+    ),
+    ("coffer.outbox_health_lag_ms", "COFFER_OUTBOX_HEALTH_LAG_MS"),
+    (
+        "coffer.outbox_health_dead_max",
+        "COFFER_OUTBOX_HEALTH_DEAD_MAX",
+    ),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -548,6 +575,24 @@ impl Settings {
             }
             "coffer.outbox_retention_ms" => {
                 self.outbox.retention_ms = number::<u64>(value)?.max(1_000)
+            }
+            "coffer.outbox_breaker_failures" => {
+                self.outbox_breaker.failures_max = number::<u32>(value)?.min(10_000)
+            }
+            "coffer.outbox_breaker_cooldown_ms" => {
+                self.outbox_breaker.cooldown_ms = number::<u64>(value)?.clamp(10, 3_600_000)
+            }
+            "coffer.outbox_breaker_cooldown_cap_ms" => {
+                self.outbox_breaker.cooldown_cap_ms = number::<u64>(value)?.clamp(10, 86_400_000)
+            }
+            "coffer.outbox_health_lag_ms" => self.outbox_health_lag_ms = number::<u64>(value)?,
+            "coffer.outbox_health_dead_max" => {
+                // Negative or empty: not checked.
+                self.outbox_health_dead_max = match value {
+                    Value::Null => None,
+                    Value::String(text) if text.trim().is_empty() => None,
+                    _ => number::<i64>(value)?.try_into().ok(),
+                }
             }
             other => anyhow::bail!("no such setting {other}"),
         }
