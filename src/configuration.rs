@@ -828,6 +828,37 @@ mod tests {
     }
 
     #[test]
+    fn the_breaker_and_the_outbox_health_thresholds_are_read() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.outbox_breaker.failures_max, 5);
+        assert_eq!(settings.outbox_health_dead_max, None);
+        for (key, value) in [
+            ("coffer.outbox_breaker_failures", serde_json::json!("0")),
+            ("coffer.outbox_breaker_cooldown_ms", serde_json::json!(1)),
+            (
+                "coffer.outbox_breaker_cooldown_cap_ms",
+                serde_json::json!(60_000),
+            ),
+            ("coffer.outbox_health_lag_ms", serde_json::json!("0")),
+            ("coffer.outbox_health_dead_max", serde_json::json!("0")),
+        ] {
+            settings.apply(key, &value).unwrap();
+        }
+        assert_eq!(settings.outbox_breaker.failures_max, 0, "0: no breaker");
+        assert_eq!(settings.outbox_breaker.cooldown_ms, 10, "clamped");
+        assert_eq!(settings.outbox_breaker.cooldown_cap_ms, 60_000);
+        assert_eq!(settings.outbox_health_lag_ms, 0);
+        assert_eq!(settings.outbox_health_dead_max, Some(0));
+        settings
+            .apply("coffer.outbox_health_dead_max", &serde_json::json!(-1))
+            .unwrap();
+        assert_eq!(settings.outbox_health_dead_max, None, "negative: off");
+        assert!(settings
+            .apply("coffer.outbox_breaker_failures", &serde_json::json!("many"))
+            .is_err());
+    }
+
+    #[test]
     fn write_path_knobs_are_read_and_bounded() {
         let mut settings = Settings::default();
         assert_eq!(settings.commits_in_flight_max, 2);
