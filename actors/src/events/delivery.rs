@@ -231,21 +231,32 @@ impl<S: Sender> Ordered<S> {
                 rounds_left -= 1;
                 continue;
             }
-            let results: Vec<(usize, Result<(), SinkError>)> = stream::iter(round)
-                .map(|index| async move { (index, self.sender.send(&events[index]).await) })
+            // The gate is asked again just before each call: a circuit that opens while a
+            // round is in flight stops that round's later calls too.
+            let results: Vec<(usize, Outcome)> = stream::iter(round)
+                .map(|index| async move {
+                    let event = &events[index];
+                    let destination = self.sender.destination(event);
+                    if let Gate::Open(until_ms) = self.breaker.gate(destination) {
+                        let why = format!("the circuit of {destination} is open");
+                        return (index, Outcome::Deferred { until_ms, why });
+                    }
+                    let result = self.sender.send(event).await;
+                    self.breaker.record(destination, result.is_ok());
+                    let outcome = match result {
+                        Ok(()) => Outcome::Delivered,
+                        Err(error) => Outcome::Failed(error),
+                    };
+                    (index, outcome)
+                })
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
-            for (index, result) in results {
-                let destination = self.sender.destination(&events[index]);
-                self.breaker.record(destination, result.is_ok());
-                outcomes[index] = Some(match result {
-                    Ok(()) => Outcome::Delivered,
-                    Err(error) => {
-                        blocked.extend(events[index].keys());
-                        Outcome::Failed(error)
-                    }
-                });
+            for (index, outcome) in results {
+                if !matches!(outcome, Outcome::Delivered) {
+                    blocked.extend(events[index].keys());
+                }
+                outcomes[index] = Some(outcome);
             }
         }
         outcomes
@@ -515,5 +526,42 @@ mod tests {
             .collect();
         never.deliver(&many).await;
         assert_eq!(never.breaker.gate("webhook"), Gate::Send);
+    }
+
+    #[actix::test]
+    async fn a_circuit_that_opens_mid_round_stops_the_rest_of_the_round() {
+        let (down, clock) = (Rc::new(Cell::new(true)), Rc::new(Cell::new(0)));
+        // One call at a time: the third failure opens the circuit, the rest are deferred.
+        let sink = Ordered::new(
+            Switchable {
+                down,
+                calls: RefCell::default(),
+            },
+            1,
+        )
+        .with_breaker(BreakerSettings {
+            failures_max: 3,
+            cooldown_ms: 1_000,
+            cooldown_cap_ms: 1_000,
+        })
+        .with_clock(move || clock.get());
+        let events: Vec<Event> = (1..=10)
+            .map(|i| on("webhook", i, &format!("k{i}")))
+            .collect();
+        let outcomes = sink.deliver(&events).await;
+        assert_eq!(sink.sender().calls.borrow().len(), 3);
+        let deferred = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Outcome::Deferred {
+                        until_ms: 1_000,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(deferred, 7);
     }
 }
