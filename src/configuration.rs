@@ -116,6 +116,13 @@ pub struct Settings {
     /// How often the balances that have monitors are reloaded from the database (monitors
     /// written by other processes are evaluated from then on).
     pub monitors_refresh_ms: u64,
+    /// The per-destination circuit breaker of the HTTP sinks (`coffer.outbox_breaker_*`).
+    pub outbox_breaker: coffer_actors::events::delivery::BreakerSettings,
+    /// The workers' `/health` answers 503 when the oldest pending event is older than this;
+    /// 0: the age is not checked.
+    pub outbox_health_lag_ms: u64,
+    /// … or when more events than this are dead; `None`: not checked.
+    pub outbox_health_dead_max: Option<u64>,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -202,6 +209,9 @@ impl Default for Settings {
             webhook_concurrency: 16,
             outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
             monitors_refresh_ms: 5_000,
+            outbox_breaker: coffer_actors::events::delivery::BreakerSettings::default(),
+            outbox_health_lag_ms: 900_000,
+            outbox_health_dead_max: None,
         }
     }
 }
@@ -329,6 +339,23 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.outbox_lease_ms", "COFFER_OUTBOX_LEASE_MS"),
     ("coffer.outbox_retention_ms", "COFFER_OUTBOX_RETENTION_MS"),
     ("coffer.monitors_refresh_ms", "COFFER_MONITORS_REFRESH_MS"),
+    (
+        "coffer.outbox_breaker_failures",
+        "COFFER_OUTBOX_BREAKER_FAILURES",
+    ),
+    (
+        "coffer.outbox_breaker_cooldown_ms",
+        "COFFER_OUTBOX_BREAKER_COOLDOWN_MS",
+    ),
+    (
+        "coffer.outbox_breaker_cooldown_cap_ms",
+        "COFFER_OUTBOX_BREAKER_COOLDOWN_CAP_MS",
+    ),
+    ("coffer.outbox_health_lag_ms", "COFFER_OUTBOX_HEALTH_LAG_MS"),
+    (
+        "coffer.outbox_health_dead_max",
+        "COFFER_OUTBOX_HEALTH_DEAD_MAX",
+    ),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -555,6 +582,24 @@ impl Settings {
                 self.outbox.lease_ms = number::<u64>(value)?.clamp(1_000, 3_600_000)
             }
             "coffer.outbox_retention_ms" => self.outbox.retention_ms = number::<u64>(value)?,
+            "coffer.outbox_breaker_failures" => {
+                self.outbox_breaker.failures_max = number::<u32>(value)?.min(10_000)
+            }
+            "coffer.outbox_breaker_cooldown_ms" => {
+                self.outbox_breaker.cooldown_ms = number::<u64>(value)?.clamp(10, 3_600_000)
+            }
+            "coffer.outbox_breaker_cooldown_cap_ms" => {
+                self.outbox_breaker.cooldown_cap_ms = number::<u64>(value)?.clamp(10, 86_400_000)
+            }
+            "coffer.outbox_health_lag_ms" => self.outbox_health_lag_ms = number::<u64>(value)?,
+            "coffer.outbox_health_dead_max" => {
+                // Negative or empty: not checked.
+                self.outbox_health_dead_max = match value {
+                    Value::Null => None,
+                    Value::String(text) if text.trim().is_empty() => None,
+                    _ => number::<i64>(value)?.try_into().ok(),
+                }
+            }
             other => anyhow::bail!("no such setting {other}"),
         }
         Ok(())
@@ -785,6 +830,37 @@ mod tests {
         assert_eq!(settings.webhook_headers[0].0, "X-Env");
         assert!(settings
             .apply("notification.webhook.headers", &serde_json::json!([1]))
+            .is_err());
+    }
+
+    #[test]
+    fn the_breaker_and_the_outbox_health_thresholds_are_read() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.outbox_breaker.failures_max, 5);
+        assert_eq!(settings.outbox_health_dead_max, None);
+        for (key, value) in [
+            ("coffer.outbox_breaker_failures", serde_json::json!("0")),
+            ("coffer.outbox_breaker_cooldown_ms", serde_json::json!(1)),
+            (
+                "coffer.outbox_breaker_cooldown_cap_ms",
+                serde_json::json!(60_000),
+            ),
+            ("coffer.outbox_health_lag_ms", serde_json::json!("0")),
+            ("coffer.outbox_health_dead_max", serde_json::json!("0")),
+        ] {
+            settings.apply(key, &value).unwrap();
+        }
+        assert_eq!(settings.outbox_breaker.failures_max, 0, "0: no breaker");
+        assert_eq!(settings.outbox_breaker.cooldown_ms, 10, "clamped");
+        assert_eq!(settings.outbox_breaker.cooldown_cap_ms, 60_000);
+        assert_eq!(settings.outbox_health_lag_ms, 0);
+        assert_eq!(settings.outbox_health_dead_max, Some(0));
+        settings
+            .apply("coffer.outbox_health_dead_max", &serde_json::json!(-1))
+            .unwrap();
+        assert_eq!(settings.outbox_health_dead_max, None, "negative: off");
+        assert!(settings
+            .apply("coffer.outbox_breaker_failures", &serde_json::json!("many"))
             .is_err());
     }
 

@@ -13,6 +13,8 @@
 //!   [`event_payloads`]: the events' `data` objects.
 //! - [`tls`]: the optional rustls listener (`server.ssl_cert_path` / `server.ssl_key_path`).
 //! - [`bench`]: `coffer bench`, the load generator and its report.
+//! - [`worker_health`]: `coffer workers`' `/health` (the outbox backlog) and `/health/live`.
+//! - [`events_cli`]: `coffer events dead|redrive|stats`.
 #![forbid(unsafe_code)]
 
 pub mod account_numbers;
@@ -20,6 +22,7 @@ pub mod backup;
 pub mod bench;
 pub mod configuration;
 pub mod event_payloads;
+pub mod events_cli;
 pub mod http;
 pub mod routes;
 pub mod shutdown;
@@ -27,3 +30,4 @@ pub mod sinks;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod worker_health;

@@ -36,6 +36,11 @@ enum Command {
     Bench(coffer::bench::BenchArgs),
     /// Answer every request with 200 and count them: a webhook receiver for benchmarks.
     BenchReceiver(coffer::bench::receiver::ReceiverArgs),
+    /// Inspect the outbox's events: list and redrive dead ones, count them by sink.
+    Events {
+        #[command(subcommand)]
+        action: coffer::events_cli::EventsCommand,
+    },
     /// Manage the database schema.
     Migrate {
         #[command(subcommand)]
@@ -62,7 +67,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Workers => Some("coffer-worker"),
         _ => None,
     };
-    let telemetry = coffer::telemetry::install("info", &settings, service);
+    // The events commands print tables and JSON on stdout, where the logs go too: only
+    // warnings by default.
+    let level = if matches!(command, Command::Events { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    let telemetry = coffer::telemetry::install(level, &settings, service);
     match command {
         Command::Start => {
             Application::build(settings)
@@ -73,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Workers => run_workers(settings).await?,
         Command::Bench(args) => coffer::bench::run(args).await?,
         Command::BenchReceiver(args) => coffer::bench::receiver::run(args).await?,
+        Command::Events { action } => coffer::events_cli::run(&settings, action).await?,
         Command::Migrate { action } => {
             settings.auto_migrate = false;
             let ledger = build_ledger(&settings, false).await?;

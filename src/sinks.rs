@@ -70,11 +70,15 @@ pub fn start_dispatchers(
     let mut dispatchers = Vec::new();
     if let Some(config) = webhook_config(settings) {
         let concurrency = settings.webhook_concurrency;
+        let breaker = settings.outbox_breaker.clone();
         dispatchers.push(Dispatcher::start(
             arbiter,
             store.clone(),
             SinkSelector::Exact(WEBHOOK_SINK.to_owned()),
-            move || Rc::new(Ordered::new(WebhookSender::new(config), concurrency)) as Rc<dyn Sink>,
+            move || {
+                let sender = WebhookSender::new(config);
+                Rc::new(Ordered::new(sender, concurrency).with_breaker(breaker)) as Rc<dyn Sink>
+            },
             settings.outbox.clone(),
         ));
     }

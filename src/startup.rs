@@ -15,7 +15,7 @@ use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::ResponseError;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use coffer_actors::access::{Access, AccessSettings};
 use coffer_actors::domain::pii::Tokenizer;
@@ -365,17 +365,17 @@ pub async fn run_workers(settings: Settings) -> anyhow::Result<()> {
         ledger.clone(),
         &settings,
     ));
+    let health = web::Data::new(crate::worker_health::WorkerHealth::new(
+        ledger.clone(),
+        &settings,
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(operations.clone())
+            .app_data(health.clone())
             .route("/metrics", web::get().to(routes::observability::metrics))
-            .route(
-                "/health",
-                web::get().to(|| async {
-                    HttpResponse::Ok()
-                        .json(serde_json::json!({ "status": "UP", "service": "worker" }))
-                }),
-            )
+            .route("/health", web::get().to(crate::worker_health::health))
+            .route("/health/live", web::get().to(crate::worker_health::live))
     })
     .workers(1)
     .shutdown_signal(crate::shutdown::signal())

@@ -13,9 +13,10 @@
 //!   path also count as rejections); units waiting for the committer;
 //! - the committer: batch sizes and commit latency ([`Metrics::observe_commit`]);
 //! - the queue workers: how long a QUEUED row waited until it was applied;
-//! - the event dispatcher: deliveries by outcome.
+//! - the event dispatchers: deliveries by sink and outcome.
 //!
-//! Gauges read at scrape time: live balance actors, queue depth, outbox depth and lag.
+//! Gauges read at scrape time: live balance actors, queue depth, outbox depth, dead events
+//! and lag by sink (every transaction hook under one `sink="hook"`, so the series stay few).
 
 use crate::domain::transaction::REJECTION_REASON_KEY;
 use crate::domain::{TransactionRecord, TransactionStatus};
@@ -211,10 +212,12 @@ pub struct Metrics {
     snapshot_full_passes: Counter,
     /// Balances the snapshotter knows have entries not covered by a snapshot yet.
     snapshot_pending_balances: AtomicI64,
-    /// Event deliveries by outcome: delivered, failed (to be retried), dead.
-    events_delivered: Counter,
-    events_failed: Counter,
-    events_dead: Counter,
+    /// Event deliveries by sink label and outcome: delivered, failed (to be retried),
+    /// dead, deferred (open circuit), skipped (behind a failed event of a key).
+    event_deliveries: Family<Counter>,
+    /// Sink labels of this process's dispatchers: their outbox gauges are rendered even
+    /// when they have no rows (0, not a vanished series).
+    outbox_sinks: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -242,9 +245,8 @@ impl Default for Metrics {
             snapshot_entries_read: Counter::default(),
             snapshot_full_passes: Counter::default(),
             snapshot_pending_balances: AtomicI64::new(0),
-            events_delivered: Counter::default(),
-            events_failed: Counter::default(),
-            events_dead: Counter::default(),
+            event_deliveries: Family::new(&["sink", "outcome"], Counter::default),
+            outbox_sinks: RwLock::default(),
         }
     }
 }
@@ -538,36 +540,76 @@ impl Metrics {
     }
 }
 
-/// The outbox gauges (all 0 when no events are written).
-fn render_outbox(out: &mut String, stats: &crate::events::outbox::OutboxStats) {
+/// The sink label of a metric: every transaction hook (`hook:<id>`) is `hook`.
+pub fn sink_label(sink: &str) -> &str {
+    if sink.starts_with("hook:") {
+        "hook"
+    } else {
+        sink
+    }
+}
+
+/// The outbox gauges by sink label: every label in `known` (0 when it has no rows) and
+/// every label with rows.
+fn render_outbox(
+    out: &mut String,
+    stats: &[crate::events::admin::SinkStats],
+    known: &std::collections::BTreeSet<String>,
+) {
+    use std::collections::BTreeMap;
+    let mut by_label: BTreeMap<&str, (u64, u64, Option<i64>)> =
+        known.iter().map(|k| (k.as_str(), (0, 0, None))).collect();
+    for sink in stats {
+        let entry = by_label.entry(sink_label(&sink.sink)).or_default();
+        entry.0 += sink.pending;
+        entry.1 += sink.dead;
+        entry.2 = match (entry.2, sink.oldest_pending_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let now = chrono::Utc::now().timestamp_millis();
     header(
         out,
         "coffer_outbox_lag_seconds",
         "gauge",
-        "Age of the oldest undelivered (pending) outbox event; 0 when none is.",
+        "Age of the oldest undelivered (pending) outbox event of a sink; 0 when none is.",
     );
-    let lag_ms = stats.oldest_pending_ms.map_or(0, |oldest| {
-        (chrono::Utc::now().timestamp_millis() - oldest).max(0)
-    });
-    let _ = writeln!(
-        out,
-        "coffer_outbox_lag_seconds {}",
-        format_float(lag_ms as f64 / 1000.0)
-    );
+    for (label, (_, _, oldest)) in &by_label {
+        let lag_ms = oldest.map_or(0, |oldest| (now - oldest).max(0));
+        let _ = writeln!(
+            out,
+            "coffer_outbox_lag_seconds{{{}}} {}",
+            render_labels(&["sink"], &[label]),
+            format_float(lag_ms as f64 / 1000.0)
+        );
+    }
     header(
         out,
         "coffer_outbox_depth",
         "gauge",
-        "Outbox events not delivered yet (pending, retries included).",
+        "Outbox events of a sink not delivered yet (pending, retries included).",
     );
-    let _ = writeln!(out, "coffer_outbox_depth {}", stats.pending);
+    for (label, (pending, _, _)) in &by_label {
+        let _ = writeln!(
+            out,
+            "coffer_outbox_depth{{{}}} {pending}",
+            render_labels(&["sink"], &[label])
+        );
+    }
     header(
         out,
         "coffer_outbox_dead",
         "gauge",
-        "Outbox events out of attempts, kept with their last error.",
+        "Outbox events of a sink out of attempts, kept with their last error.",
     );
-    let _ = writeln!(out, "coffer_outbox_dead {}", stats.dead);
+    for (label, (_, dead, _)) in &by_label {
+        let _ = writeln!(
+            out,
+            "coffer_outbox_dead{{{}}} {dead}",
+            render_labels(&["sink"], &[label])
+        );
+    }
 }
 
 /// The full exposition of a ledger: its recorded metrics and the gauges read now.
@@ -598,14 +640,16 @@ pub async fn exposition(ledger: &Ledger) -> String {
         Ok(Err(error)) => tracing::debug!(%error, "queue depth unavailable"),
         Err(_) => tracing::debug!("queue depth timed out"),
     }
-    if ledger.store().writes_events() {
-        match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, ledger.store().outbox_stats()).await {
-            Ok(Ok(stats)) => render_outbox(&mut out, &stats),
+    let known = ledger.metrics().outbox_sinks();
+    if ledger.store().writes_events() || !known.is_empty() {
+        let stats = ledger.store().outbox_sink_stats(false);
+        match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, stats).await {
+            Ok(Ok(stats)) => render_outbox(&mut out, &stats, &known),
             Ok(Err(error)) => tracing::debug!(%error, "outbox stats unavailable"),
             Err(_) => tracing::debug!("outbox stats timed out"),
         }
     } else {
-        render_outbox(&mut out, &crate::events::outbox::OutboxStats::default());
+        render_outbox(&mut out, &[], &known);
     }
     header(
         &mut out,
@@ -622,15 +666,41 @@ pub async fn exposition(ledger: &Ledger) -> String {
 }
 
 impl Metrics {
-    /// What a dispatcher did with a claimed batch.
-    pub fn observe_deliveries(&self, settled: &crate::events::outbox::Settled) {
-        self.events_delivered.add(settled.delivered.len() as u64);
-        for (_, _, next, _) in &settled.failed {
-            match next {
-                Some(_) => self.events_failed.inc(),
-                None => self.events_dead.inc(),
+    /// A dispatcher of the sink labelled `label` runs in this process.
+    pub fn register_outbox_sink(&self, label: &str) {
+        let mut sinks = self.outbox_sinks.write().unwrap_or_else(|p| p.into_inner());
+        sinks.insert(label.to_owned());
+    }
+
+    fn outbox_sinks(&self) -> std::collections::BTreeSet<String> {
+        self.outbox_sinks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What the dispatcher of the sink labelled `label` did with a claimed batch.
+    pub fn observe_deliveries(&self, label: &str, settled: &crate::events::outbox::Settled) {
+        let count = |outcome: &str, n: usize| {
+            if n > 0 {
+                self.event_deliveries.get(&[label, outcome]).add(n as u64);
             }
-        }
+        };
+        count("delivered", settled.delivered.len());
+        let dead = settled
+            .failed
+            .iter()
+            .filter(|(_, _, next, _)| next.is_none())
+            .count();
+        count("failed", settled.failed.len() - dead);
+        count("dead", dead);
+        count("deferred", settled.deferred.len());
+        count("skipped", settled.released.len());
+    }
+
+    /// Deliveries of the sink labelled `label` with `outcome` so far (for tests).
+    pub fn event_deliveries(&self, label: &str, outcome: &str) -> u64 {
+        self.event_deliveries.get(&[label, outcome]).get()
     }
 
     fn render_events(&self, out: &mut String) {
@@ -638,16 +708,12 @@ impl Metrics {
             out,
             "coffer_event_deliveries_total",
             "counter",
-            "Event deliveries by this process: delivered, failed (retried later), dead (out of attempts).",
+            "Event deliveries by this process, by sink and outcome: delivered, failed (retried later), dead (out of attempts), deferred (the destination's circuit is open), skipped (behind a failed event of the same key).",
         );
-        for (outcome, counter) in [
-            ("delivered", &self.events_delivered),
-            ("failed", &self.events_failed),
-            ("dead", &self.events_dead),
-        ] {
+        for (labels, counter) in self.event_deliveries.sorted() {
             let _ = writeln!(
                 out,
-                "coffer_event_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                "coffer_event_deliveries_total{{{labels}}} {}",
                 counter.get()
             );
         }

@@ -20,6 +20,8 @@ mod metadata;
 mod monitors;
 mod observability;
 mod openapi;
+mod outbox_breaker;
+mod outbox_processes;
 mod processes;
 mod property;
 mod tokenization;

@@ -343,10 +343,8 @@ async fn metrics_count_requests_transactions_rejections_and_the_queue(backend: B
         Some(2.0)
     );
     assert_eq!(metric(&samples, "coffer_committer_pending", &[]), Some(0.0));
-    assert_eq!(
-        metric(&samples, "coffer_outbox_lag_seconds", &[]),
-        Some(0.0)
-    );
+    // No sink configured: no outbox series (they are by sink).
+    assert_eq!(metric(&samples, "coffer_outbox_lag_seconds", &[]), None);
     assert!(metric(&samples, "coffer_balance_actors_live", &[]).unwrap() >= 2.0);
     assert!(metric(&samples, "coffer_queue_lag_seconds", &[]).unwrap() >= 0.0);
     // Fed by the committer's hook (`Metrics::observe_commit`).
@@ -846,7 +844,12 @@ async fn the_worker_serves_health_and_metrics_and_on_sigterm_acks_only_what_it_c
     let mut worker = Process::start("workers", &environment, "coffer workers running");
     let monitor = worker.app();
     let health = monitor.get("/health").await;
-    assert_eq!(health.json, json!({ "status": "UP", "service": "worker" }));
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text);
+    assert_eq!(health.json["status"], "UP");
+    assert_eq!(health.json["service"], "worker");
+    assert_eq!(health.json["outbox"]["dead"], 0);
+    let live = monitor.get("/health/live").await;
+    assert_eq!(live.json, json!({ "status": "UP", "service": "worker" }));
     assert_eq!(
         monitor.get("/metrics").await.status,
         StatusCode::UNAUTHORIZED

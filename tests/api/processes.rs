@@ -25,7 +25,7 @@ impl Drop for ServerProcess {
 }
 
 /// Environment shared by the processes of one test: one database, one Redis prefix.
-fn environment(database_url: &str, prefix: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn environment(database_url: &str, prefix: &str) -> Vec<(&'static str, String)> {
     vec![
         ("BLNK_DATA_SOURCE_DNS", database_url.to_owned()),
         ("BLNK_REDIS_DNS", redis_url()),
@@ -44,8 +44,20 @@ fn environment(database_url: &str, prefix: &str) -> Vec<(&'static str, String)> 
 
 /// Starts the binary and waits for its "coffer listening port=N" line.
 fn start(environment: &[(&'static str, String)]) -> ServerProcess {
+    let (child, port) = spawn_coffer("start", environment, "coffer listening port=");
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
+    ServerProcess { child, app }
+}
+
+/// Starts `coffer <command>` and waits for the log line with `marker` followed by the port
+/// it listens on ("coffer listening port=", "coffer workers running port=").
+pub(crate) fn spawn_coffer(
+    command: &str,
+    environment: &[(&'static str, String)],
+    marker: &'static str,
+) -> (Child, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("start")
+        .arg(command)
         .env_remove("COFFER_CONFIG")
         .envs(environment.iter().map(|(k, v)| (*k, v.as_str())))
         .env("NO_COLOR", "1")
@@ -58,8 +70,8 @@ fn start(environment: &[(&'static str, String)]) -> ServerProcess {
     std::thread::spawn(move || {
         let mut port_tx = Some(port_tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let (Some(tx), Some(at)) = (&port_tx, line.find("coffer listening port=")) {
-                let digits: String = line[at + 22..]
+            if let (Some(tx), Some(at)) = (&port_tx, line.find(marker)) {
+                let digits: String = line[at + marker.len()..]
                     .chars()
                     .take_while(char::is_ascii_digit)
                     .collect();
@@ -73,9 +85,8 @@ fn start(environment: &[(&'static str, String)]) -> ServerProcess {
     });
     let port = port_rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("server reports its port");
-    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
-    ServerProcess { child, app }
+        .expect("coffer reports its port");
+    (child, port)
 }
 
 async fn transfer_all(apps: &[&TestApp], bodies: Vec<serde_json::Value>) -> Vec<Reply> {

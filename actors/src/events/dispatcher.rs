@@ -84,8 +84,10 @@ impl Dispatcher {
         sink: Rc<dyn Sink>,
         settings: DispatcherSettings,
     ) -> Self {
+        let metrics = store.metrics().clone();
+        metrics.register_outbox_sink(crate::metrics::sink_label(selector.label()));
         Self {
-            metrics: store.metrics().clone(),
+            metrics,
             store,
             selector,
             sink,
@@ -126,6 +128,7 @@ impl Dispatcher {
             self.last_prune_ms = now_ms();
         }
         let metrics = self.metrics.clone();
+        let label = crate::metrics::sink_label(self.selector.label()).to_owned();
         let work = async move {
             if prune_due && settings.retention_ms > 0 {
                 let retention = i64::try_from(settings.retention_ms).unwrap_or(i64::MAX);
@@ -147,7 +150,7 @@ impl Dispatcher {
                 Settled::from_outcomes(&events, outcomes, settings.attempts_max, now_ms(), |n| {
                     backoff_ms(n, settings.backoff_base_ms, settings.backoff_cap_ms)
                 });
-            metrics.observe_deliveries(&settled);
+            metrics.observe_deliveries(&label, &settled);
             store
                 .settle_events(settled, settings.retention_ms > 0)
                 .await?;

@@ -30,10 +30,12 @@
 //!   order kept within a batch.
 //! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
 //! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
+//! - [`admin`]: dead events listed and redriven, rows counted by sink (the CLI, health).
 //! - The sinks, one file each: [`webhook`] (the global webhook).
 //! - [`monitors`]: the balance monitors, evaluated by the `monitors` sink.
 //! - [`system`]: `system.error`, rate-limited per error kind.
 
+pub mod admin;
 pub mod delivery;
 pub mod dispatcher;
 pub mod http;

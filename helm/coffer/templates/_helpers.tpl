@@ -140,6 +140,50 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- /* Events: the API writes them (for the webhook's subscription), the
+       workers deliver them; the headers and the delivery settings only in
+       the workers. */}}
+{{- with $v.webhook.url }}
+- name: BLNK_WEBHOOK_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.webhook.events }}
+- name: BLNK_WEBHOOK_EVENTS
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: COFFER_ALLOW_PRIVATE_HOOK_URLS
+  value: {{ $v.hooks.allowPrivateUrls | toString | quote }}
+{{- if eq .component "worker" }}
+{{- with $v.webhook.headers.existingSecret }}
+- name: BLNK_WEBHOOK_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.webhook.headers.key }}
+{{- end }}
+{{- $numbers := dict
+      "COFFER_WEBHOOK_TIMEOUT_MS" $v.webhook.timeoutMs
+      "COFFER_WEBHOOK_CONCURRENCY" $v.webhook.concurrency
+      "COFFER_OUTBOX_BATCH_SIZE" $v.outbox.batchSize
+      "COFFER_OUTBOX_POLL_INTERVAL_MS" $v.outbox.pollIntervalMs
+      "COFFER_OUTBOX_ATTEMPTS_MAX" $v.outbox.attemptsMax
+      "COFFER_OUTBOX_BACKOFF_BASE_MS" $v.outbox.backoffBaseMs
+      "COFFER_OUTBOX_BACKOFF_CAP_MS" $v.outbox.backoffCapMs
+      "COFFER_OUTBOX_LEASE_MS" $v.outbox.leaseMs
+      "COFFER_OUTBOX_RETENTION_MS" $v.outbox.retentionMs
+      "COFFER_OUTBOX_BREAKER_FAILURES" $v.outbox.breakerFailures
+      "COFFER_OUTBOX_BREAKER_COOLDOWN_MS" $v.outbox.breakerCooldownMs
+      "COFFER_OUTBOX_BREAKER_COOLDOWN_CAP_MS" $v.outbox.breakerCooldownCapMs
+      "COFFER_OUTBOX_HEALTH_LAG_MS" $v.outbox.healthLagMs
+      "COFFER_OUTBOX_HEALTH_DEAD_MAX" $v.outbox.healthDeadMax }}
+{{- range $name := keys $numbers | sortAlpha }}
+{{- $value := index $numbers $name }}
+{{- if not (kindIs "invalid" $value) }}
+- name: {{ $name }}
+  value: {{ int64 $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with (index $v .component).extraEnv }}
 {{ toYaml . }}
 {{- end }}
