@@ -113,6 +113,15 @@ pub struct Settings {
     pub webhook_concurrency: usize,
     /// The event dispatcher's limits (`coffer.outbox_*`).
     pub outbox: coffer_actors::events::dispatcher::DispatcherSettings,
+    /// `coffer.allow_private_hook_urls`: transaction hooks may call private, loopback and
+    /// link-local addresses (tests, a trusted network). Off: refused at create, update and
+    /// every delivery.
+    pub allow_private_hook_urls: bool,
+    /// How often each process re-reads the transaction hooks (changes made through other
+    /// replicas reach its write path within this).
+    pub hooks_refresh_ms: u64,
+    /// Calls in flight at once per transaction hook.
+    pub hooks_concurrency: usize,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -198,6 +207,9 @@ impl Default for Settings {
             webhook_events: Vec::new(),
             webhook_concurrency: 16,
             outbox: coffer_actors::events::dispatcher::DispatcherSettings::default(),
+            allow_private_hook_urls: false,
+            hooks_refresh_ms: 5_000,
+            hooks_concurrency: 8,
         }
     }
 }
@@ -324,6 +336,12 @@ const KEYS: &[(&str, &str)] = &[
     ("coffer.outbox_attempts_max", "COFFER_OUTBOX_ATTEMPTS_MAX"),
     ("coffer.outbox_lease_ms", "COFFER_OUTBOX_LEASE_MS"),
     ("coffer.outbox_retention_ms", "COFFER_OUTBOX_RETENTION_MS"),
+    (
+        "coffer.allow_private_hook_urls",
+        "COFFER_ALLOW_PRIVATE_HOOK_URLS",
+    ),
+    ("coffer.hooks_refresh_ms", "COFFER_HOOKS_REFRESH_MS"),
+    ("coffer.hooks_concurrency", "COFFER_HOOKS_CONCURRENCY"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -548,6 +566,13 @@ impl Settings {
             }
             "coffer.outbox_retention_ms" => {
                 self.outbox.retention_ms = number::<u64>(value)?.max(1_000)
+            }
+            "coffer.allow_private_hook_urls" => self.allow_private_hook_urls = boolean(value)?,
+            "coffer.hooks_refresh_ms" => {
+                self.hooks_refresh_ms = number::<u64>(value)?.clamp(100, 600_000)
+            }
+            "coffer.hooks_concurrency" => {
+                self.hooks_concurrency = number::<usize>(value)?.clamp(1, 256)
             }
             other => anyhow::bail!("no such setting {other}"),
         }
@@ -812,5 +837,26 @@ mod tests {
             )
             .unwrap();
         assert!(!settings.db_tcp_nodelay_relay);
+    }
+
+    #[test]
+    fn the_hook_settings_are_read_and_bounded() {
+        let mut settings = Settings::default();
+        assert!(
+            !settings.allow_private_hook_urls,
+            "private hook URLs are refused by default"
+        );
+        settings
+            .apply("coffer.allow_private_hook_urls", &serde_json::json!("true"))
+            .unwrap();
+        assert!(settings.allow_private_hook_urls);
+        settings
+            .apply("coffer.hooks_refresh_ms", &serde_json::json!(1))
+            .unwrap();
+        assert_eq!(settings.hooks_refresh_ms, 100, "at least 100 ms");
+        settings
+            .apply("coffer.hooks_concurrency", &serde_json::json!(0))
+            .unwrap();
+        assert_eq!(settings.hooks_concurrency, 1);
     }
 }

@@ -7,6 +7,7 @@ use crate::event_payloads::BlnkPayloads;
 use actix::{Addr, ArbiterHandle};
 use coffer_actors::events::delivery::Ordered;
 use coffer_actors::events::dispatcher::Dispatcher;
+use coffer_actors::events::hooks::{HookSender, HookSettings, HooksSink, HOOK_SINK_PREFIX};
 use coffer_actors::events::outbox::SinkSelector;
 use coffer_actors::events::routing::{EventWriter, WebhookRoute, WEBHOOK_SINK};
 use coffer_actors::events::webhook::{WebhookConfig, WebhookSender};
@@ -60,5 +61,22 @@ pub fn start_dispatchers(
             settings.outbox.clone(),
         ));
     }
+    // Always: hooks may be created at any time (their route is the store's own, see
+    // `Store::write_events`).
+    let hook_settings = HookSettings {
+        secret_key: settings.secret_key.clone(),
+        private_allowed: settings.allow_private_hook_urls,
+    };
+    let (hook_store, concurrency) = (store.clone(), settings.hooks_concurrency);
+    dispatchers.push(Dispatcher::start(
+        arbiter,
+        store.clone(),
+        SinkSelector::Prefix(HOOK_SINK_PREFIX.to_owned()),
+        move || {
+            let sender = HookSender::new(hook_store, hook_settings);
+            Rc::new(HooksSink::new(sender, concurrency)) as Rc<dyn Sink>
+        },
+        settings.outbox.clone(),
+    ));
     dispatchers
 }

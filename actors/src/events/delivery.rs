@@ -13,6 +13,11 @@ use std::collections::HashSet;
 /// Sends one event (its own timeout included).
 pub trait Sender {
     fn send<'a>(&'a self, event: &'a Event) -> LocalBoxFuture<'a, Result<(), SinkError>>;
+
+    /// See [`Sink::attempts_max`].
+    fn attempts_max(&self, _event: &Event) -> Option<u32> {
+        None
+    }
 }
 
 pub struct Ordered<S> {
@@ -83,6 +88,10 @@ impl<S: Sender> Ordered<S> {
 impl<S: Sender> Sink for Ordered<S> {
     fn deliver<'a>(&'a self, events: &'a [Event]) -> LocalBoxFuture<'a, Vec<Outcome>> {
         Box::pin(self.deliver_all(events))
+    }
+
+    fn attempts_max(&self, event: &Event) -> Option<u32> {
+        self.sender.attempts_max(event)
     }
 }
 

@@ -30,10 +30,12 @@
 //!   order kept within a batch.
 //! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
 //! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
-//! - The sinks, one file each: [`webhook`] (the global webhook).
+//! - The sinks, one file each: [`webhook`] (the global webhook), [`hooks`] (the transaction
+//!   hooks: their directory, route and sender).
 
 pub mod delivery;
 pub mod dispatcher;
+pub mod hooks;
 pub mod http;
 pub mod outbox;
 pub mod routing;
@@ -140,6 +142,12 @@ pub trait Sink {
     /// earlier event of the batch sharing one of its keys failed or was deferred (it is
     /// [`Outcome::Skipped`]): that keeps each entity's events in commit order.
     fn deliver<'a>(&'a self, events: &'a [Event]) -> LocalBoxFuture<'a, Vec<Outcome>>;
+
+    /// Deliveries of `event` before it is dead, when this sink decides it per event (a
+    /// transaction hook's `retry_count` + 1); `None`: the dispatcher's `attempts_max`.
+    fn attempts_max(&self, _event: &Event) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(test)]
