@@ -263,7 +263,7 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
             assert_error(&reply, StatusCode::FORBIDDEN, "AUTH_CROSS_OWNER_ACCESS");
         } else if resource == "hooks" {
             // Hook management is the master's alone, whatever a key's scopes.
-            assert_error(&reply, StatusCode::FORBIDDEN, "AUTH_MASTER_KEY_REQUIRED");
+            assert_master_required(&reply, &what);
         } else {
             assert_reached(&reply, &format!("{what} by another owner"));
         }
@@ -276,7 +276,7 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
         }
         let reply = send(keys.get(&entry).cloned()).await;
         if resource == "hooks" {
-            assert_error(&reply, StatusCode::FORBIDDEN, "AUTH_MASTER_KEY_REQUIRED");
+            assert_master_required(&reply, &what);
         } else {
             assert_reached(&reply, &format!("{what} with {exact:?}"));
         }
@@ -294,6 +294,26 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
 }
 on_both_backends!(every_route_enforces_its_scope_for_every_kind_of_caller);
+
+/// Hook routes answer in Blnk's flat hook shape (`code` and `error_detail`, no `error`).
+fn assert_master_required(reply: &Reply, what: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "{what}: {}",
+        reply.text
+    );
+    assert_eq!(
+        reply.json["code"], "AUTH_MASTER_KEY_REQUIRED",
+        "{what}: {}",
+        reply.text
+    );
+    assert_eq!(
+        reply.json["error_detail"]["code"], "AUTH_MASTER_KEY_REQUIRED",
+        "{what}: {}",
+        reply.text
+    );
+}
 
 fn assert_refusal_named(reply: &Reply, code: &str, what: &str, scopes: &[String]) {
     assert_eq!(
