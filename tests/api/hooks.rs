@@ -645,10 +645,9 @@ async fn a_deactivated_hooks_pending_calls_are_dropped_and_a_deleted_hooks_remov
 on_both_backends!(a_deactivated_hooks_pending_calls_are_dropped_and_a_deleted_hooks_removed);
 
 /// In secure mode only the master key manages hooks, whatever an API key's scopes.
-#[actix_web::test]
-async fn hooks_need_the_master_key_in_secure_mode() {
+async fn hooks_need_the_master_key_in_secure_mode(backend: Backend) {
     const MASTER: &str = "hooks-test-master-key";
-    let mut settings = test_settings(Backend::Sqlite).await;
+    let mut settings = test_settings(backend).await;
     settings.secure = true;
     settings.secret_key = Some(MASTER.into());
     settings.allow_private_hook_urls = true;
@@ -686,3 +685,4 @@ async fn hooks_need_the_master_key_in_secure_mode() {
     let reply = app.request_as(None, Method::GET, "/hooks", None).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
 }
+on_both_backends!(hooks_need_the_master_key_in_secure_mode);
