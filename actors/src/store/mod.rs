@@ -144,6 +144,7 @@ impl Store {
     /// From now on, every change this store writes also writes its events, with `writer`
     /// (call before the store is shared: clones made earlier write none). A writer without
     /// routes writes nothing: no event is written for nobody.
+    ///
     /// The transaction hooks' route is always added: hooks may be created at any time, and
     /// it wants no event while there is no active hook.
     pub fn write_events(&mut self, writer: crate::events::routing::EventWriter) {
