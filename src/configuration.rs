@@ -123,6 +123,15 @@ pub struct Settings {
     pub outbox_health_lag_ms: u64,
     /// … or when more events than this are dead; `None`: not checked.
     pub outbox_health_dead_max: Option<u64>,
+    /// `coffer.allow_private_hook_urls`: transaction hooks may call private, loopback and
+    /// link-local addresses (tests, a trusted network). Off: refused at create, update and
+    /// every delivery.
+    pub allow_private_hook_urls: bool,
+    /// How often each process re-reads the transaction hooks (changes made through other
+    /// replicas reach its write path within this).
+    pub hooks_refresh_ms: u64,
+    /// Calls in flight at once per transaction hook.
+    pub hooks_concurrency: usize,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -212,6 +221,9 @@ impl Default for Settings {
             outbox_breaker: coffer_actors::events::delivery::BreakerSettings::default(),
             outbox_health_lag_ms: 900_000,
             outbox_health_dead_max: None,
+            allow_private_hook_urls: false,
+            hooks_refresh_ms: 5_000,
+            hooks_concurrency: 8,
         }
     }
 }
@@ -356,6 +368,12 @@ const KEYS: &[(&str, &str)] = &[
         "coffer.outbox_health_dead_max",
         "COFFER_OUTBOX_HEALTH_DEAD_MAX",
     ),
+    (
+        "coffer.allow_private_hook_urls",
+        "COFFER_ALLOW_PRIVATE_HOOK_URLS",
+    ),
+    ("coffer.hooks_refresh_ms", "COFFER_HOOKS_REFRESH_MS"),
+    ("coffer.hooks_concurrency", "COFFER_HOOKS_CONCURRENCY"),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -599,6 +617,13 @@ impl Settings {
                     Value::String(text) if text.trim().is_empty() => None,
                     _ => number::<i64>(value)?.try_into().ok(),
                 }
+            }
+            "coffer.allow_private_hook_urls" => self.allow_private_hook_urls = boolean(value)?,
+            "coffer.hooks_refresh_ms" => {
+                self.hooks_refresh_ms = number::<u64>(value)?.clamp(100, 600_000)
+            }
+            "coffer.hooks_concurrency" => {
+                self.hooks_concurrency = number::<usize>(value)?.clamp(1, 256)
             }
             other => anyhow::bail!("no such setting {other}"),
         }
@@ -908,5 +933,26 @@ mod tests {
             .apply("coffer.monitors_refresh_ms", &serde_json::json!("2500"))
             .unwrap();
         assert_eq!(settings.monitors_refresh_ms, 2_500);
+    }
+
+    #[test]
+    fn the_hook_settings_are_read_and_bounded() {
+        let mut settings = Settings::default();
+        assert!(
+            !settings.allow_private_hook_urls,
+            "private hook URLs are refused by default"
+        );
+        settings
+            .apply("coffer.allow_private_hook_urls", &serde_json::json!("true"))
+            .unwrap();
+        assert!(settings.allow_private_hook_urls);
+        settings
+            .apply("coffer.hooks_refresh_ms", &serde_json::json!(1))
+            .unwrap();
+        assert_eq!(settings.hooks_refresh_ms, 100, "at least 100 ms");
+        settings
+            .apply("coffer.hooks_concurrency", &serde_json::json!(0))
+            .unwrap();
+        assert_eq!(settings.hooks_concurrency, 1);
     }
 }

@@ -7,6 +7,7 @@ use crate::event_payloads::BlnkPayloads;
 use actix::{Addr, ArbiterHandle};
 use coffer_actors::events::delivery::Ordered;
 use coffer_actors::events::dispatcher::Dispatcher;
+use coffer_actors::events::hooks::{HookSender, HookSettings, HooksSink, HOOK_SINK_PREFIX};
 use coffer_actors::events::monitors::{
     MonitoredBalances, MonitorsRoute, MonitorsSink, MONITORS_SINK, MONITOR_EVENT,
 };
@@ -92,5 +93,23 @@ pub fn start_dispatchers(
             settings.outbox.clone(),
         ));
     }
+    // Always: hooks may be created at any time (their route is the store's own, see
+    // `Store::write_events`).
+    let hook_settings = HookSettings {
+        secret_key: settings.secret_key.clone(),
+        private_allowed: settings.allow_private_hook_urls,
+    };
+    let (hook_store, concurrency) = (store.clone(), settings.hooks_concurrency);
+    let breaker = settings.outbox_breaker.clone();
+    dispatchers.push(Dispatcher::start(
+        arbiter,
+        store.clone(),
+        SinkSelector::Prefix(HOOK_SINK_PREFIX.to_owned()),
+        move || {
+            let sender = HookSender::new(hook_store, hook_settings);
+            Rc::new(HooksSink::new(sender, concurrency).with_breaker(breaker)) as Rc<dyn Sink>
+        },
+        settings.outbox.clone(),
+    ));
     dispatchers
 }

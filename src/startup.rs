@@ -127,6 +127,7 @@ pub async fn build_ledger(settings: &Settings, runs_workers: bool) -> anyhow::Re
         .context("opening the database")?;
     // Events are written only for the sinks configured (none: nothing is written).
     store.write_events(crate::sinks::event_writer(settings));
+    store.watch_hooks(settings.hooks_refresh_ms).await;
     let queue: Arc<dyn TransactionQueue> = match &settings.redis_url {
         Some(url) => Arc::new(
             RedisQueue::connect(RedisSettings {
@@ -247,6 +248,7 @@ impl Application {
             body_bytes_max: settings.body_bytes_max,
             health_timeout_ms: settings.health_timeout_ms,
             tokenizer,
+            allow_private_hook_urls: settings.allow_private_hook_urls,
         };
         let server = HttpServer::new(move || {
             // Outermost last: headers on every answer, then the rate limit (before any work),

@@ -113,6 +113,9 @@ pub enum AccessError {
     InvalidRequest(String),
     #[error("API key {0} not found")]
     KeyNotFound(String),
+    /// A route only the master may use (hook management, Blnk 1.9).
+    #[error("{0} requires master key")]
+    MasterKeyRequired(&'static str),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }

@@ -21,6 +21,8 @@ pub enum LedgerError {
     #[error("{0}")]
     MonitorValidation(String),
     #[error("{0}")]
+    HookValidation(String),
+    #[error("{0}")]
     InvalidFilter(FilterError),
     #[error("invalid timestamp format. Please use ISO 8601 format (e.g., 2024-01-01T15:04:05Z)")]
     InvalidTimestamp,
@@ -60,6 +62,8 @@ pub enum LedgerError {
     AccountNotFound(String),
     #[error("balance monitor with ID '{0}' not found")]
     MonitorNotFound(String),
+    #[error("hook with ID '{0}' not found")]
+    HookNotFound(String),
     #[error("entity not found: {0}")]
     EntityNotFound(String),
     #[error(

@@ -788,6 +788,7 @@ pub fn reason_label(error: &LedgerError) -> &'static str {
         LedgerError::IdentityValidation(_)
         | LedgerError::AccountValidation(_)
         | LedgerError::MonitorValidation(_)
+        | LedgerError::HookValidation(_)
         | LedgerError::InvalidTimestamp
         | LedgerError::InvalidEntityId(_)
         | LedgerError::FieldNotTokenizable(_)
@@ -795,6 +796,7 @@ pub fn reason_label(error: &LedgerError) -> &'static str {
         LedgerError::IdentityNotFound(_)
         | LedgerError::AccountNotFound(_)
         | LedgerError::MonitorNotFound(_)
+        | LedgerError::HookNotFound(_)
         | LedgerError::EntityNotFound(_) => "not_found",
         LedgerError::TokenizationDisabled
         | LedgerError::DuplicateIdentity(_)

@@ -23,6 +23,7 @@
 //! - `m20261203_000012_outbox_events`: the transactional outbox of events (webhooks).
 //! - `m20261203_000013_outbox_sinks`: one outbox row per event and sink (webhook, search,
 //!   monitors, each hook), each sink ordered and retried on its own.
+//! - `m20261203_000014_transaction_hooks`: Blnk's transaction hooks (PRE/POST URLs).
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -43,6 +44,7 @@ mod m20261202_000010_immutable_transactions;
 mod m20261202_000011_api_keys;
 mod m20261203_000012_outbox_events;
 mod m20261203_000013_outbox_sinks;
+mod m20261203_000014_transaction_hooks;
 mod m20261203_000015_monitor_states;
 
 pub struct Migrator;
@@ -115,6 +117,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_api_keys::Migration),
             Box::new(m20261203_000012_outbox_events::Migration),
             Box::new(m20261203_000013_outbox_sinks::Migration),
+            Box::new(m20261203_000014_transaction_hooks::Migration),
             Box::new(m20261203_000015_monitor_states::Migration),
         ]
     }

@@ -60,6 +60,7 @@ fn access_code_and_status(error: &AccessError) -> (&'static str, StatusCode) {
         AccessError::OwnerRequired => ("APIKEY_OWNER_REQUIRED", S::BAD_REQUEST),
         AccessError::InvalidRequest(_) => ("APIKEY_INVALID", S::BAD_REQUEST),
         AccessError::KeyNotFound(_) => ("APIKEY_NOT_FOUND", S::NOT_FOUND),
+        AccessError::MasterKeyRequired(_) => ("AUTH_MASTER_KEY_REQUIRED", S::FORBIDDEN),
         AccessError::Ledger(error) => ledger_code_and_status(error),
     }
 }
@@ -73,6 +74,7 @@ fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
         LedgerError::IdentityValidation(_) => ("IDT_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::AccountValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::MonitorValidation(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
+        LedgerError::HookValidation(_) => ("HOOK_INVALID", S::BAD_REQUEST),
         LedgerError::InvalidFilter(_) => ("GEN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::InvalidTimestamp => ("BAL_INVALID_TIMESTAMP", S::BAD_REQUEST),
         LedgerError::InvalidEntityId(_) => ("META_INVALID_ENTITY_ID", S::BAD_REQUEST),
@@ -100,6 +102,7 @@ fn ledger_code_and_status(error: &LedgerError) -> (&'static str, StatusCode) {
         LedgerError::IdentityNotFound(_) => ("IDT_NOT_FOUND", S::NOT_FOUND),
         LedgerError::AccountNotFound(_) => ("ACC_NOT_FOUND", S::NOT_FOUND),
         LedgerError::MonitorNotFound(_) => ("BAL_MONITOR_NOT_FOUND", S::NOT_FOUND),
+        LedgerError::HookNotFound(_) => ("HOOK_NOT_FOUND", S::NOT_FOUND),
         LedgerError::EntityNotFound(_) => ("META_ENTITY_NOT_FOUND", S::NOT_FOUND),
         LedgerError::PrecisionMismatch { .. } => ("TXN_VALIDATION_ERROR", S::BAD_REQUEST),
         LedgerError::NotInflight(_) => ("TXN_NOT_INFLIGHT", S::BAD_REQUEST),

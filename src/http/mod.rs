@@ -26,6 +26,8 @@ pub struct AppState {
     pub health_timeout_ms: u64,
     /// PII tokenization, when `tokenization_secret` is set.
     pub tokenizer: Option<std::sync::Arc<coffer_actors::domain::pii::Tokenizer>>,
+    /// `coffer.allow_private_hook_urls`: hook URLs are not checked against private ranges.
+    pub allow_private_hook_urls: bool,
 }
 
 impl AppState {

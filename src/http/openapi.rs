@@ -80,6 +80,11 @@ use utoipa::{Modify, OpenApi};
         routes::api_keys::list,
         routes::api_keys::revoke,
         routes::metadata::update,
+        routes::hooks::create,
+        routes::hooks::list,
+        routes::hooks::get,
+        routes::hooks::replace,
+        routes::hooks::delete,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&CommonResponses)

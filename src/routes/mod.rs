@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod backup;
 pub mod balances;
 pub mod history;
+pub mod hooks;
 pub mod identities;
 pub mod ledgers;
 pub mod lifecycle;
@@ -169,6 +170,16 @@ fn route_groups() -> Vec<(&'static str, Vec<Endpoint>)> {
                 endpoint(M::POST, "/api-keys", api_keys::create),
                 endpoint(M::GET, "/api-keys", api_keys::list),
                 endpoint(M::DELETE, "/api-keys/{id}", api_keys::revoke),
+            ],
+        ),
+        (
+            "/hooks",
+            vec![
+                endpoint(M::POST, "/hooks", hooks::create),
+                endpoint(M::GET, "/hooks", hooks::list),
+                endpoint(M::GET, "/hooks/{id}", hooks::get),
+                endpoint(M::PUT, "/hooks/{id}", hooks::replace),
+                endpoint(M::DELETE, "/hooks/{id}", hooks::delete),
             ],
         ),
         // Last: any first segment (`ldg_…`, `bln_…`, `idt_…`, `txn_…`, `bulk_…`).

@@ -86,6 +86,7 @@ fn expected_resource(pattern: &str) -> &'static str {
         "accounts" | "mocked-account" => "accounts",
         "api-keys" => "api-keys",
         "backup" => "backup",
+        "hooks" => "hooks",
         "{id}" if pattern == "/{id}/metadata" => "metadata",
         _ => panic!(
             "route {pattern}: no expected scope resource in the authorization matrix; add it"
@@ -260,6 +261,9 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
         let reply = send(keys.get(&entry).cloned()).await;
         if resource == "api-keys" {
             assert_error(&reply, StatusCode::FORBIDDEN, "AUTH_CROSS_OWNER_ACCESS");
+        } else if resource == "hooks" {
+            // Hook management is the master's alone, whatever a key's scopes.
+            assert_master_required(&reply, &what);
         } else {
             assert_reached(&reply, &format!("{what} by another owner"));
         }
@@ -270,10 +274,12 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
             let (_, key) = new_key(&app, OWNER, &exact, &in_a_day()).await;
             keys.insert(entry.clone(), key);
         }
-        assert_reached(
-            &send(keys.get(&entry).cloned()).await,
-            &format!("{what} with {exact:?}"),
-        );
+        let reply = send(keys.get(&entry).cloned()).await;
+        if resource == "hooks" {
+            assert_master_required(&reply, &what);
+        } else {
+            assert_reached(&reply, &format!("{what} with {exact:?}"));
+        }
         assert_reached(
             &send(Some(MASTER.into())).await,
             &format!("{what} with the master key"),
@@ -288,6 +294,26 @@ async fn every_route_enforces_its_scope_for_every_kind_of_caller(backend: Backen
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
 }
 on_both_backends!(every_route_enforces_its_scope_for_every_kind_of_caller);
+
+/// Hook routes answer in Blnk's flat hook shape (`code` and `error_detail`, no `error`).
+fn assert_master_required(reply: &Reply, what: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "{what}: {}",
+        reply.text
+    );
+    assert_eq!(
+        reply.json["code"], "AUTH_MASTER_KEY_REQUIRED",
+        "{what}: {}",
+        reply.text
+    );
+    assert_eq!(
+        reply.json["error_detail"]["code"], "AUTH_MASTER_KEY_REQUIRED",
+        "{what}: {}",
+        reply.text
+    );
+}
 
 fn assert_refusal_named(reply: &Reply, code: &str, what: &str, scopes: &[String]) {
     assert_eq!(

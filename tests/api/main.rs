@@ -14,6 +14,7 @@ mod events;
 mod hardening;
 mod health_and_ledgers;
 mod history;
+mod hooks;
 mod identities;
 mod lifecycle;
 mod metadata;

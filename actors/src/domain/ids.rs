@@ -9,6 +9,7 @@ pub const BULK_PREFIX: &str = "bulk";
 pub const IDENTITY_PREFIX: &str = "idt";
 pub const ACCOUNT_PREFIX: &str = "acc";
 pub const MONITOR_PREFIX: &str = "mon";
+pub const HOOK_PREFIX: &str = "hook";
 pub const API_KEY_PREFIX: &str = "api_key";
 
 /// The seeded ledger that holds every `@indicator` balance.

@@ -6,6 +6,7 @@ pub mod balance;
 pub mod batch;
 pub mod distribution;
 pub mod history;
+pub mod hook;
 pub mod identity;
 pub mod ids;
 pub mod inflight;

@@ -29,6 +29,11 @@ pub trait Sender {
     fn destination<'a>(&'a self, event: &'a Event) -> &'a str {
         &event.sink
     }
+
+    /// See [`Sink::attempts_max`].
+    fn attempts_max(&self, _event: &Event) -> Option<u32> {
+        None
+    }
 }
 
 /// The circuit breaker's limits.
@@ -269,6 +274,10 @@ impl<S: Sender> Ordered<S> {
 impl<S: Sender> Sink for Ordered<S> {
     fn deliver<'a>(&'a self, events: &'a [Event]) -> LocalBoxFuture<'a, Vec<Outcome>> {
         Box::pin(self.deliver_all(events))
+    }
+
+    fn attempts_max(&self, event: &Event) -> Option<u32> {
+        self.sender.attempts_max(event)
     }
 }
 

@@ -146,10 +146,13 @@ impl Dispatcher {
                 return Ok(0);
             }
             let outcomes = sink.deliver(&events).await;
-            let settled =
-                Settled::from_outcomes(&events, outcomes, settings.attempts_max, now_ms(), |n| {
-                    backoff_ms(n, settings.backoff_base_ms, settings.backoff_cap_ms)
-                });
+            let settled = Settled::from_outcomes_each(
+                &events,
+                outcomes,
+                |event| sink.attempts_max(event).unwrap_or(settings.attempts_max),
+                now_ms(),
+                |n| backoff_ms(n, settings.backoff_base_ms, settings.backoff_cap_ms),
+            );
             metrics.observe_deliveries(&label, &settled);
             store
                 .settle_events(settled, settings.retention_ms > 0)
@@ -258,6 +261,27 @@ mod tests {
             ]
         );
         assert_eq!(settled.released, [3]);
+    }
+
+    #[test]
+    fn each_event_can_have_its_own_attempts() {
+        let events = [event(1, "a", 0), event(2, "b", 0)];
+        let failed = || Outcome::Failed(SinkError("HTTP 500".into()));
+        // Event 1's sink allows one attempt (a hook with retry_count 0), event 2 the default.
+        let settled = Settled::from_outcomes_each(
+            &events,
+            vec![failed(), failed()],
+            |e| if e.id == 1 { 1 } else { 10 },
+            0,
+            |_| 5,
+        );
+        assert_eq!(
+            settled.failed,
+            [
+                (1, 1, None, "HTTP 500".to_owned()),
+                (2, 1, Some(5), "HTTP 500".to_owned())
+            ]
+        );
     }
 
     #[test]

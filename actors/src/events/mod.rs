@@ -31,13 +31,15 @@
 //! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
 //! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
 //! - [`admin`]: dead events listed and redriven, rows counted by sink (the CLI, health).
-//! - The sinks, one file each: [`webhook`] (the global webhook).
-//! - [`monitors`]: the balance monitors, evaluated by the `monitors` sink.
+//! - The sinks, one file each: [`webhook`] (the global webhook), [`hooks`] (the transaction
+//!   hooks: their directory, route and sender), [`monitors`] (the balance monitors, evaluated
+//!   by the `monitors` sink).
 //! - [`system`]: `system.error`, rate-limited per error kind.
 
 pub mod admin;
 pub mod delivery;
 pub mod dispatcher;
+pub mod hooks;
 pub mod http;
 pub mod monitors;
 pub mod outbox;
@@ -146,6 +148,12 @@ pub trait Sink {
     /// earlier event of the batch sharing one of its keys failed or was deferred (it is
     /// [`Outcome::Skipped`]): that keeps each entity's events in commit order.
     fn deliver<'a>(&'a self, events: &'a [Event]) -> LocalBoxFuture<'a, Vec<Outcome>>;
+
+    /// Deliveries of `event` before it is dead, when this sink decides it per event (a
+    /// transaction hook's `retry_count` + 1); `None`: the dispatcher's `attempts_max`.
+    fn attempts_max(&self, _event: &Event) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -180,6 +180,17 @@ impl Settled {
         now_ms: i64,
         backoff: impl Fn(u32) -> u64,
     ) -> Self {
+        Self::from_outcomes_each(events, outcomes, |_| attempts_max, now_ms, backoff)
+    }
+
+    /// [`Settled::from_outcomes`] with each event's own `attempts_max(event)`.
+    pub fn from_outcomes_each(
+        events: &[Event],
+        outcomes: Vec<Outcome>,
+        attempts_max: impl Fn(&Event) -> u32,
+        now_ms: i64,
+        backoff: impl Fn(u32) -> u64,
+    ) -> Self {
         let mut settled = Self::default();
         let mut outcomes = outcomes.into_iter();
         for event in events {
@@ -191,7 +202,7 @@ impl Settled {
                 }
                 Outcome::Failed(error) => {
                     let attempts = event.attempts.saturating_add(1);
-                    let next = (attempts < attempts_max).then(|| {
+                    let next = (attempts < attempts_max(event)).then(|| {
                         let wait = i64::try_from(backoff(attempts)).unwrap_or(i64::MAX);
                         now_ms.saturating_add(wait)
                     });

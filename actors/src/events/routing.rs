@@ -14,6 +14,13 @@ pub trait Route: Send + Sync {
     /// Pushes onto `sinks` the sink of every destination that wants `event` (the outbox
     /// `sink` value, e.g. `webhook`, `hook:hk_…`).
     fn sinks(&self, event: &NewEvent, sinks: &mut Vec<String>);
+
+    /// Whether this route may want any event now (`false`: skip it, and when no route wants
+    /// any, write nothing and serialize nothing). A route whose destinations come and go
+    /// (the transaction hooks) says so.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// The global webhook (`notification.webhook.url`): every event, or only the subscribed
@@ -76,6 +83,11 @@ impl EventWriter {
 
     pub fn has_routes(&self) -> bool {
         !self.routes.is_empty()
+    }
+
+    /// Whether some route may want an event now.
+    pub fn wants_events(&self) -> bool {
+        self.routes.iter().any(|route| route.wants_events())
     }
 
     /// The sinks `event` is written for, in route order.

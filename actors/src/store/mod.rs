@@ -13,6 +13,7 @@ mod commit;
 pub mod filter;
 pub mod history;
 mod holds;
+mod hooks;
 mod identities;
 mod ledgers;
 mod metadata;
@@ -35,6 +36,7 @@ pub use filter::{FieldFilter, FilterError, FilterOp, ListQuery};
 pub use history::{
     BalancePass, HistoricalBalance, PastRead, Reconstruction, SnapshotLimits, SnapshotPass,
 };
+pub use hooks::HOOKS_MAX;
 pub use identities::fields_of as identity_fields;
 pub use ledgers::NewLedger;
 pub use monitors::MonitorSpec;
@@ -91,6 +93,8 @@ pub struct Store {
     relay: Option<Arc<relay::NodelayRelay>>,
     /// Set: every change writes its events to the outbox (see [`crate::events`]).
     events: Option<Arc<crate::events::routing::EventWriter>>,
+    /// The transaction hooks, cached for the write path's routing (see [`hooks`]).
+    hooks: Arc<crate::events::hooks::HookDirectory>,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,13 +137,19 @@ impl Store {
             metrics: Arc::default(),
             relay: relay.map(Arc::new),
             events: None,
+            hooks: Arc::default(),
         })
     }
 
     /// From now on, every change this store writes also writes its events, with `writer`
     /// (call before the store is shared: clones made earlier write none). A writer without
     /// routes writes nothing: no event is written for nobody.
+    ///
+    /// The transaction hooks' route is always added: hooks may be created at any time, and
+    /// it wants no event while there is no active hook.
     pub fn write_events(&mut self, writer: crate::events::routing::EventWriter) {
+        let hooks = crate::events::hooks::HooksRoute::new(self.hooks.clone());
+        let writer = writer.route(Arc::new(hooks));
         if let (true, Some(balances)) = (writer.has_routes(), writer.monitored_balances()) {
             if let Some(runtime) = self.runtime.0.as_ref() {
                 balances.start_refresh(runtime.handle(), self.db.clone());
@@ -153,8 +163,10 @@ impl Store {
         self.events.is_some()
     }
 
+    /// The writer, while some route may want events (no hook and no other sink: none, and
+    /// the write path serializes no payload).
     pub(crate) fn events(&self) -> Option<Arc<crate::events::routing::EventWriter>> {
-        self.events.clone()
+        self.events.clone().filter(|writer| writer.wants_events())
     }
 
     /// The metrics of this store's ledger (one set per store; see [`crate::metrics`]).
