@@ -23,6 +23,7 @@
 //! - `m20261203_000012_outbox_events`: the transactional outbox of events (webhooks).
 //! - `m20261203_000013_outbox_sinks`: one outbox row per event and sink (webhook, search,
 //!   monitors, each hook), each sink ordered and retried on its own.
+//! - `m20261203_000016_search_reindex`: the search reindex's progress, shared by replicas.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -43,6 +44,7 @@ mod m20261202_000010_immutable_transactions;
 mod m20261202_000011_api_keys;
 mod m20261203_000012_outbox_events;
 mod m20261203_000013_outbox_sinks;
+mod m20261203_000016_search_reindex;
 
 pub struct Migrator;
 
@@ -114,6 +116,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_api_keys::Migration),
             Box::new(m20261203_000012_outbox_events::Migration),
             Box::new(m20261203_000013_outbox_sinks::Migration),
+            Box::new(m20261203_000016_search_reindex::Migration),
         ]
     }
 }

@@ -80,6 +80,10 @@ use utoipa::{Modify, OpenApi};
         routes::api_keys::list,
         routes::api_keys::revoke,
         routes::metadata::update,
+        routes::search::start_reindex,
+        routes::search::reindex_progress,
+        routes::search::search,
+        routes::search::multi_search,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&CommonResponses)

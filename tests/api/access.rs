@@ -86,6 +86,7 @@ fn expected_resource(pattern: &str) -> &'static str {
         "accounts" | "mocked-account" => "accounts",
         "api-keys" => "api-keys",
         "backup" => "backup",
+        "search" | "multi-search" => "search",
         "{id}" if pattern == "/{id}/metadata" => "metadata",
         _ => panic!(
             "route {pattern}: no expected scope resource in the authorization matrix; add it"

@@ -31,12 +31,14 @@
 //! - [`dispatcher`]: the supervised actor that claims a sink's rows and delivers them.
 //! - [`http`]: the client every HTTP sink sends with (timeouts, no redirects).
 //! - The sinks, one file each: [`webhook`] (the global webhook).
+//! - [`search`]: the Typesense search index (its sink, route, reindex and search API).
 
 pub mod delivery;
 pub mod dispatcher;
 pub mod http;
 pub mod outbox;
 pub mod routing;
+pub mod search;
 pub mod webhook;
 
 use crate::domain::{TransactionRecord, TransactionStatus};
