@@ -21,5 +21,6 @@ mod observability;
 mod openapi;
 mod processes;
 mod property;
+mod search;
 mod tokenization;
 mod transactions;
