@@ -47,7 +47,7 @@ KUBE_VERSIONS = ["1.25.0", "1.35.0"]
 # Blnk's names for settings whose Coffer side is later work (search, metrics
 # auth). Setting them is harmless; they are reported, not failed, until src/
 # reads them, and then drop out of the report by themselves.
-BLNK_NAMES_NOT_YET_READ = {"BLNK_TYPESENSE_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN"}
+BLNK_NAMES_NOT_YET_READ = {"BLNK_METRICS_BEARER_TOKEN"}
 
 failures = []
 notes = {}  # variable -> where it is set

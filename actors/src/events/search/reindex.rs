@@ -120,12 +120,11 @@ impl ReindexWorker {
 
 /// Makes the collections; asks for a reindex if they are empty but the database is not.
 async fn start_check(typesense: &Typesense, store: &Store, batch: u32) -> Result<(), ReindexError> {
-    let empty = typesense.ensure_collections().await?;
-    if !empty {
-        return Ok(());
-    }
+    // Counted first: what is written after this point reaches the index through the
+    // outbox, and must not make a fresh deployment reindex what its sink indexes anyway.
     let [_, _, balances, transactions] = store.searchable_counts().await?;
-    if balances + transactions > 0 {
+    let empty = typesense.ensure_collections().await?;
+    if empty && balances + transactions > 0 {
         // Another replica may have asked first: then that one runs.
         if store.request_reindex(batch).await?.is_ok() {
             tracing::info!("search index empty while the database is not: reindex asked for");
