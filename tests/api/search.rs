@@ -190,6 +190,23 @@ async fn a_transfer_and_what_it_touches_are_searchable(backend: Backend) {
         async move { (found(app, "identities", body).await? == 1).then_some(()) }
     })
     .await;
+    // New metadata reaches the index.
+    let reply = app
+        .post(
+            &format!("/{ledger}/metadata"),
+            json!({"meta_data": {"tier": "gold"}}),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    wait_for(WAIT, "the ledger's metadata indexed", || {
+        let app = &app;
+        let body = json!({"q": "*", "filter_by": format!("ledger_id:={ledger}")});
+        async move {
+            let reply = search(app, "ledgers", body).await;
+            (reply.json["hits"][0]["document"]["meta_data"]["tier"] == "gold").then_some(())
+        }
+    })
+    .await;
     // An identity deleted leaves the index.
     let deleted = app.delete(&format!("/identities/{identity}")).await;
     assert!(deleted.status.is_success(), "{}", deleted.text);

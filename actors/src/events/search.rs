@@ -4,7 +4,9 @@
 //! dependencies first: ledgers, identities, then balances, then transactions. A
 //! transaction's event re-indexes its source and destination balances too, read from their
 //! current committed rows, so the index shows the amounts a transfer left them with (the
-//! event's own payload is the transaction, not its balances).
+//! event's own payload is the transaction, not its balances). So do `balance.created`,
+//! `balance.reconstructed`, `account.created` (its balance) and `metadata.updated` (the
+//! entity's current row).
 //!
 //! Typesense down, not ready or out of memory: the batch is deferred (no attempt counted,
 //! tried again after `retry_interval_ms`), so the outbox keeps the events until Typesense
@@ -69,6 +71,9 @@ pub fn is_indexed(name: &str) -> bool {
             | "identity.created"
             | "identity.updated"
             | "identity.deleted"
+            | "account.created"
+            | "metadata.updated"
+            | "balance.reconstructed"
     ) || name.starts_with("transaction.")
 }
 
@@ -155,6 +160,37 @@ impl SearchSink {
         }
     }
 
+    /// The current document source of a ledger, identity or transaction (`None`: another
+    /// kind of entity, or gone).
+    async fn current(&self, id: &str) -> Result<Option<(Collection, String)>, crate::LedgerError> {
+        use crate::LedgerError as E;
+        let found = if id.starts_with("ldg_") {
+            self.store
+                .ledger(id)
+                .await
+                .map(|m| (Collection::Ledgers, self.payloads.ledger(&m)))
+        } else if id.starts_with("idt_") {
+            self.store
+                .identity(id)
+                .await
+                .map(|m| (Collection::Identities, self.payloads.identity(&m)))
+        } else if id.starts_with("txn_") {
+            self.store
+                .transaction(id)
+                .await
+                .map(|r| (Collection::Transactions, self.payloads.transaction(&r)))
+        } else {
+            return Ok(None);
+        };
+        match found {
+            Ok(found) => Ok(Some(found)),
+            Err(E::LedgerNotFound(_) | E::IdentityNotFound(_) | E::TransactionNotFound(_)) => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     async fn deliver_all(&self, events: &[Event]) -> Vec<Outcome> {
         if !self.ready.get() {
             match self.typesense.ensure_collections().await {
@@ -178,11 +214,51 @@ impl SearchSink {
                     deletes.push(index);
                     continue;
                 }
-                "balance.created" => {
+                "balance.created" | "balance.reconstructed" => {
                     balances
                         .entry(event.entity_id.clone())
                         .or_default()
                         .push(index);
+                    continue;
+                }
+                // An account opens a balance: index it.
+                "account.created" => {
+                    #[derive(serde::Deserialize)]
+                    struct Opened {
+                        balance_id: String,
+                    }
+                    match serde_json::from_str::<Opened>(&event.payload) {
+                        Ok(opened) => balances.entry(opened.balance_id).or_default().push(index),
+                        Err(_) => outcomes[index] = Some(Outcome::Delivered),
+                    }
+                    continue;
+                }
+                // New metadata: the entity's current row, read back.
+                "metadata.updated" => {
+                    let id = event.entity_id.as_str();
+                    if id.starts_with("bln_") {
+                        balances.entry(id.to_owned()).or_default().push(index);
+                    } else {
+                        match self.current(id).await {
+                            Ok(Some((collection, payload))) => {
+                                match documents::document(collection, id, &payload) {
+                                    Ok(json) => documents
+                                        .entry(collection)
+                                        .or_default()
+                                        .put(id, json, index),
+                                    Err(error) => {
+                                        outcomes[index] =
+                                            Some(Outcome::Failed(SinkError(error.to_string())))
+                                    }
+                                }
+                            }
+                            Ok(None) => outcomes[index] = Some(Outcome::Delivered),
+                            Err(error) => {
+                                outcomes[index] =
+                                    Some(self.deferred(&format!("{id} not read: {error}")))
+                            }
+                        }
+                    }
                     continue;
                 }
                 name if name.starts_with("transaction.") => {
@@ -351,7 +427,7 @@ mod tests {
             SearchRoute.sinks(&NewEvent::of(name, "x", "{}".into()), &mut sinks);
         }
         SearchRoute.sinks(
-            &NewEvent::of("account.created", "x", "{}".into()),
+            &NewEvent::of("balance_monitor.created", "x", "{}".into()),
             &mut sinks,
         );
         assert_eq!(sinks, ["search", "search", "search"]);
