@@ -454,7 +454,10 @@ def check_helm(helm, coffer, known_env):
                 "config.server.secret_key=literal-master-key", "config.server.secure=false",
                 "api.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,api.extraEnv[0].value=literal-master-key",
                 "worker.extraEnv[0].name=BLNK_SERVER_SECRET_KEY,worker.extraEnv[0].value=literal-master-key",
-                "auth.secure=yes", "rateLimit.requestsPerSecond=0", "trustedProxies[0]=not-a-cidr"):
+                "auth.secure=yes", "rateLimit.requestsPerSecond=0", "trustedProxies[0]=not-a-cidr",
+                # The Typesense API key is a Secret's too.
+                "typesense.apiKey=literal-key", "typesense.apiKey.value=literal-key",
+                "config.type_sense_key=literal-key"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
     # What the schema cannot say, the templates refuse with a message.
