@@ -47,9 +47,7 @@ KUBE_VERSIONS = ["1.25.0", "1.35.0"]
 # Blnk's names for settings whose Coffer side is later work (search, metrics
 # auth). Setting them is harmless; they are reported, not failed, until src/
 # reads them, and then drop out of the report by themselves.
-BLNK_NAMES_NOT_YET_READ = {"BLNK_TYPESENSE_DNS", "BLNK_TYPESENSE_KEY", "BLNK_METRICS_BEARER_TOKEN",
-                           # The transaction hooks' URL policy: read once the hooks branch is in.
-                           "COFFER_ALLOW_PRIVATE_HOOK_URLS"}
+BLNK_NAMES_NOT_YET_READ = {"BLNK_METRICS_BEARER_TOKEN"}
 
 failures = []
 notes = {}  # variable -> where it is set
@@ -463,7 +461,10 @@ def check_helm(helm, coffer, known_env):
                 "auth.secure=yes", "rateLimit.requestsPerSecond=0", "trustedProxies[0]=not-a-cidr",
                 # Webhook headers may hold credentials: only from a Secret.
                 "webhook.headers=Authorization", "webhook.headers.value=Bearer-x",
-                "webhook.url=https://user:password@hooks.example.com/x"):
+                "webhook.url=https://user:password@hooks.example.com/x",
+                # The Typesense API key is a Secret's too.
+                "typesense.apiKey=literal-key", "typesense.apiKey.value=literal-key",
+                "config.type_sense_key=literal-key"):
         proc = subprocess.run([helm, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True)
         check(proc.returncode != 0 and "schema" in proc.stderr, f"values.schema.json accepts --set {bad}")
     # What the schema cannot say, the templates refuse with a message.

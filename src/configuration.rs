@@ -132,6 +132,20 @@ pub struct Settings {
     pub hooks_refresh_ms: u64,
     /// Calls in flight at once per transaction hook.
     pub hooks_concurrency: usize,
+    /// Blnk's `typesense.dns`: the Typesense server of the search index. Unset or empty:
+    /// search is disabled (no search events are written, the search API says so).
+    pub typesense_url: Option<String>,
+    /// Blnk's `type_sense_key` (never logged).
+    pub typesense_key: Option<SecretString>,
+    /// Put before each collection's name (`coffer.typesense_collection_prefix`).
+    pub typesense_collection_prefix: String,
+    /// Timeout of one Typesense call.
+    pub typesense_timeout_ms: u64,
+    /// Search events indexed at once (one import call per collection per batch).
+    pub typesense_batch_size: usize,
+    /// How long indexing waits when Typesense is down or cannot take writes (Blnk's
+    /// `typesense.backpressure_retry_interval`, 5 s).
+    pub typesense_retry_interval_ms: u64,
 }
 
 /// The account-number service (Blnk's `account_number_generation.http_service`).
@@ -224,6 +238,12 @@ impl Default for Settings {
             allow_private_hook_urls: false,
             hooks_refresh_ms: 5_000,
             hooks_concurrency: 8,
+            typesense_url: None,
+            typesense_key: None,
+            typesense_collection_prefix: String::new(),
+            typesense_timeout_ms: 10_000,
+            typesense_batch_size: 1_000,
+            typesense_retry_interval_ms: 5_000,
         }
     }
 }
@@ -374,6 +394,18 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("coffer.hooks_refresh_ms", "COFFER_HOOKS_REFRESH_MS"),
     ("coffer.hooks_concurrency", "COFFER_HOOKS_CONCURRENCY"),
+    ("typesense.dns", "BLNK_TYPESENSE_DNS"),
+    ("type_sense_key", "BLNK_TYPESENSE_KEY"),
+    (
+        "coffer.typesense_collection_prefix",
+        "COFFER_TYPESENSE_COLLECTION_PREFIX",
+    ),
+    ("coffer.typesense_timeout_ms", "COFFER_TYPESENSE_TIMEOUT_MS"),
+    ("coffer.typesense_batch_size", "COFFER_TYPESENSE_BATCH_SIZE"),
+    (
+        "coffer.typesense_retry_interval_ms",
+        "COFFER_TYPESENSE_RETRY_INTERVAL_MS",
+    ),
 ];
 
 /// Blnk keys that Coffer reads but does not act on are listed here so they are not warned about.
@@ -624,6 +656,30 @@ impl Settings {
             }
             "coffer.hooks_concurrency" => {
                 self.hooks_concurrency = number::<usize>(value)?.clamp(1, 256)
+            }
+            "typesense.dns" => self.typesense_url = text(value).filter(|v| !v.trim().is_empty()),
+            "type_sense_key" => {
+                self.typesense_key = text(value)
+                    .filter(|v| !v.is_empty())
+                    .map(SecretString::from)
+            }
+            "coffer.typesense_collection_prefix" => {
+                let prefix = text(value).unwrap_or_default();
+                // It goes into Typesense's URL paths as it is.
+                let safe = |b: u8| b.is_ascii_alphanumeric() || b"_-.".contains(&b);
+                if !prefix.bytes().all(safe) {
+                    anyhow::bail!("the collection prefix may hold only letters, digits, _ - .");
+                }
+                self.typesense_collection_prefix = prefix
+            }
+            "coffer.typesense_timeout_ms" => {
+                self.typesense_timeout_ms = number::<u64>(value)?.clamp(100, 300_000)
+            }
+            "coffer.typesense_batch_size" => {
+                self.typesense_batch_size = number::<usize>(value)?.clamp(1, 10_000)
+            }
+            "coffer.typesense_retry_interval_ms" => {
+                self.typesense_retry_interval_ms = number::<u64>(value)?.clamp(10, 600_000)
             }
             other => anyhow::bail!("no such setting {other}"),
         }
@@ -887,6 +943,33 @@ mod tests {
         assert!(settings
             .apply("coffer.outbox_breaker_failures", &serde_json::json!("many"))
             .is_err());
+    }
+
+    #[test]
+    fn the_search_settings_are_read_and_an_empty_dns_disables_search() {
+        let mut settings = Settings::default();
+        use serde_json::json;
+        settings
+            .apply("typesense.dns", &json!("http://typesense:8108"))
+            .unwrap();
+        settings.apply("type_sense_key", &json!("k")).unwrap();
+        settings
+            .apply("coffer.typesense_collection_prefix", &json!("prod_"))
+            .unwrap();
+        settings
+            .apply("coffer.typesense_batch_size", &json!(0))
+            .unwrap();
+        assert_eq!(
+            settings.typesense_url.as_deref(),
+            Some("http://typesense:8108")
+        );
+        assert_eq!(settings.typesense_collection_prefix, "prod_");
+        assert_eq!(settings.typesense_batch_size, 1);
+        assert!(settings
+            .apply("coffer.typesense_collection_prefix", &json!("a/b"))
+            .is_err());
+        settings.apply("typesense.dns", &json!("")).unwrap();
+        assert!(settings.typesense_url.is_none());
     }
 
     #[test]

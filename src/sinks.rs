@@ -2,7 +2,7 @@
 //! path routes events with, and the dispatchers (one per sink) the workers deliver them
 //! with. A sink is added here in both halves: its route, and its dispatcher.
 
-use crate::configuration::Settings;
+use crate::configuration::{SecretString, Settings};
 use crate::event_payloads::BlnkPayloads;
 use actix::{Addr, ArbiterHandle};
 use coffer_actors::events::delivery::Ordered;
@@ -13,6 +13,8 @@ use coffer_actors::events::monitors::{
 };
 use coffer_actors::events::outbox::SinkSelector;
 use coffer_actors::events::routing::{EventWriter, WebhookRoute, WEBHOOK_SINK};
+use coffer_actors::events::search::reindex::ReindexWorker;
+use coffer_actors::events::search::{SearchConfig, SearchRoute, SearchSink, SEARCH_SINK};
 use coffer_actors::events::webhook::{WebhookConfig, WebhookSender};
 use coffer_actors::events::Sink;
 use coffer_actors::store::Store;
@@ -59,7 +61,40 @@ pub fn event_writer(settings: &Settings) -> EventWriter {
             }))
             .monitored(balances);
     }
+    if search_config(settings).is_some() {
+        writer = writer.route(Arc::new(SearchRoute));
+    }
     writer
+}
+
+/// The search index's settings; `None`: search is disabled (`typesense.dns` unset).
+pub fn search_config(settings: &Settings) -> Option<SearchConfig> {
+    Some(SearchConfig {
+        url: settings.typesense_url.clone()?,
+        api_key: settings
+            .typesense_key
+            .clone()
+            .unwrap_or_else(|| SecretString::from("")),
+        collection_prefix: settings.typesense_collection_prefix.clone(),
+        timeout: Duration::from_millis(settings.typesense_timeout_ms),
+        retry_interval_ms: settings.typesense_retry_interval_ms,
+        reindex_batch_size: coffer_actors::events::search::api::REINDEX_BATCH_DEFAULT,
+    })
+}
+
+/// The search reindex's worker (with search enabled), on `arbiter`.
+pub fn start_search_reindex(
+    settings: &Settings,
+    arbiter: &ArbiterHandle,
+    store: &Store,
+) -> Option<Addr<ReindexWorker>> {
+    let config = search_config(settings)?;
+    Some(ReindexWorker::start(
+        arbiter,
+        config,
+        store.clone(),
+        Arc::new(BlnkPayloads),
+    ))
 }
 
 /// One dispatcher per configured sink, on `arbiter`.
@@ -111,5 +146,23 @@ pub fn start_dispatchers(
         },
         settings.outbox.clone(),
     ));
+    if let Some(config) = search_config(settings) {
+        let search_store = store.clone();
+        let mut limits = settings.outbox.clone();
+        limits.batch_size = settings.typesense_batch_size;
+        dispatchers.push(Dispatcher::start(
+            arbiter,
+            store.clone(),
+            SinkSelector::Exact(SEARCH_SINK.to_owned()),
+            move || {
+                Rc::new(SearchSink::new(
+                    &config,
+                    search_store,
+                    Arc::new(BlnkPayloads),
+                )) as Rc<dyn Sink>
+            },
+            limits,
+        ));
+    }
     dispatchers
 }

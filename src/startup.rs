@@ -44,6 +44,8 @@ pub struct Workers {
     _sweep: Addr<RecoverySweep>,
     /// Deliver the outbox's events, one per configured sink.
     _dispatchers: Vec<Addr<Dispatcher>>,
+    /// Runs the search reindex (search enabled).
+    _search_reindex: Option<Addr<coffer_actors::events::search::reindex::ReindexWorker>>,
 }
 
 impl Drop for Workers {
@@ -84,12 +86,15 @@ impl Workers {
         });
         let dispatchers =
             crate::sinks::start_dispatchers(settings, &arbiter.handle(), ledger.store());
+        let search_reindex =
+            crate::sinks::start_search_reindex(settings, &arbiter.handle(), ledger.store());
         Self {
             arbiter,
             shutdown,
             _workers: workers,
             _sweep: sweep,
             _dispatchers: dispatchers,
+            _search_reindex: search_reindex,
         }
     }
 
@@ -250,6 +255,8 @@ impl Application {
             tokenizer,
             allow_private_hook_urls: settings.allow_private_hook_urls,
         };
+        let search_config = crate::sinks::search_config(&settings);
+        let search_store = ledger.store().clone();
         let server = HttpServer::new(move || {
             // Outermost last: headers on every answer, then the rate limit (before any work),
             // the request span, the metrics, and authorization nearest the routes.
@@ -301,6 +308,13 @@ impl Application {
                     &numbers,
                 )))
                 .app_data(operations.clone())
+                // One Typesense client per HTTP worker too.
+                .app_data(web::Data::new(
+                    coffer_actors::events::search::api::SearchApi::new(
+                        search_config.as_ref(),
+                        search_store.clone(),
+                    ),
+                ))
                 .app_data(web::PathConfig::default().error_handler(|error, _| {
                     ApiError::BadQuery(format!("bad path: {error}")).into()
                 }))

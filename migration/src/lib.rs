@@ -24,6 +24,7 @@
 //! - `m20261203_000013_outbox_sinks`: one outbox row per event and sink (webhook, search,
 //!   monitors, each hook), each sink ordered and retried on its own.
 //! - `m20261203_000014_transaction_hooks`: Blnk's transaction hooks (PRE/POST URLs).
+//! - `m20261203_000016_search_reindex`: the search reindex's progress, shared by replicas.
 //!
 //! Money columns are `NUMERIC` on PostgreSQL and `TEXT` on SQLite: sea-orm decodes SQLite
 //! decimals through `f64`, which corrupts large integers, so SQLite keeps the exact digits.
@@ -46,6 +47,7 @@ mod m20261203_000012_outbox_events;
 mod m20261203_000013_outbox_sinks;
 mod m20261203_000014_transaction_hooks;
 mod m20261203_000015_monitor_states;
+mod m20261203_000016_search_reindex;
 
 pub struct Migrator;
 
@@ -119,6 +121,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_outbox_sinks::Migration),
             Box::new(m20261203_000014_transaction_hooks::Migration),
             Box::new(m20261203_000015_monitor_states::Migration),
+            Box::new(m20261203_000016_search_reindex::Migration),
         ]
     }
 }

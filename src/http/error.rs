@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use coffer_actors::access::AccessError;
 use coffer_actors::domain::AmountError;
+use coffer_actors::events::search::api::SearchError;
 use coffer_actors::LedgerError;
 use serde::Serialize;
 use serde_json::json;
@@ -28,6 +29,8 @@ pub enum ApiError {
     Access(#[from] AccessError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
 }
 
 /// Blnk's code and HTTP status for every error. No wildcard arm: a new variant must be
@@ -42,6 +45,21 @@ pub fn code_and_status(error: &ApiError) -> (&'static str, StatusCode) {
         ApiError::RateLimited => ("GEN_RATE_LIMITED", S::TOO_MANY_REQUESTS),
         ApiError::Access(error) => access_code_and_status(error),
         ApiError::Ledger(error) => ledger_code_and_status(error),
+        ApiError::Search(error) => search_code_and_status(error),
+    }
+}
+
+fn search_code_and_status(error: &SearchError) -> (&'static str, StatusCode) {
+    use StatusCode as S;
+    match error {
+        // Blnk has no search routes without Typesense: not found, saying why.
+        SearchError::Disabled => ("SRCH_DISABLED", S::NOT_FOUND),
+        SearchError::UnknownCollection(_) | SearchError::BadRequest(_) | SearchError::Query(_) => {
+            ("SRCH_QUERY_INVALID", S::BAD_REQUEST)
+        }
+        SearchError::Unavailable(_) => ("SRCH_UNAVAILABLE", S::SERVICE_UNAVAILABLE),
+        SearchError::ReindexNotStarted => ("SRCH_REINDEX_NOT_STARTED", S::NOT_FOUND),
+        SearchError::Store(error) => ledger_code_and_status(error),
     }
 }
 

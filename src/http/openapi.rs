@@ -85,6 +85,10 @@ use utoipa::{Modify, OpenApi};
         routes::hooks::get,
         routes::hooks::replace,
         routes::hooks::delete,
+        routes::search::start_reindex,
+        routes::search::reindex_progress,
+        routes::search::search,
+        routes::search::multi_search,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&CommonResponses)

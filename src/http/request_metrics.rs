@@ -124,6 +124,6 @@ fn refusal_reason(
         ApiError::BadQuery(_) => "bad_request",
         ApiError::RateLimited => "rate_limited",
         ApiError::Access(_) => "unauthorized",
-        ApiError::RouteNotFound(_) => return None,
+        ApiError::RouteNotFound(_) | ApiError::Search(_) => return None,
     })
 }

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod metadata;
 pub mod monitors;
 pub mod observability;
+pub mod search;
 pub mod system;
 pub mod transactions;
 
@@ -186,6 +187,19 @@ fn route_groups() -> Vec<(&'static str, Vec<Endpoint>)> {
         (
             "",
             vec![endpoint(M::POST, "/{id}/metadata", metadata::update)],
+        ),
+        (
+            "/search",
+            vec![
+                // Before `/search/{collection}`: tried in order.
+                endpoint(M::POST, "/search/reindex", search::start_reindex),
+                endpoint(M::GET, "/search/reindex", search::reindex_progress),
+                endpoint(M::POST, "/search/{collection}", search::search),
+            ],
+        ),
+        (
+            "",
+            vec![endpoint(M::POST, "/multi-search", search::multi_search)],
         ),
     ]
 }

@@ -87,6 +87,7 @@ fn expected_resource(pattern: &str) -> &'static str {
         "api-keys" => "api-keys",
         "backup" => "backup",
         "hooks" => "hooks",
+        "search" | "multi-search" => "search",
         "{id}" if pattern == "/{id}/metadata" => "metadata",
         _ => panic!(
             "route {pattern}: no expected scope resource in the authorization matrix; add it"

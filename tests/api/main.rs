@@ -25,5 +25,6 @@ mod outbox_breaker;
 mod outbox_processes;
 mod processes;
 mod property;
+mod search;
 mod tokenization;
 mod transactions;

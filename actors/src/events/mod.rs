@@ -35,6 +35,7 @@
 //!   hooks: their directory, route and sender), [`monitors`] (the balance monitors, evaluated
 //!   by the `monitors` sink).
 //! - [`system`]: `system.error`, rate-limited per error kind.
+//! - [`search`]: the Typesense search index (its sink, route, reindex and search API).
 
 pub mod admin;
 pub mod delivery;
@@ -44,6 +45,7 @@ pub mod http;
 pub mod monitors;
 pub mod outbox;
 pub mod routing;
+pub mod search;
 pub mod system;
 pub mod webhook;
 
