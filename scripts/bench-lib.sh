@@ -44,7 +44,7 @@ bench_build() {
     BIN=target/release/coffer
 }
 
-# start_coffer NAME DB PORT [VAR=VALUE...]: `coffer start` (API and workers in one process)
+# start_coffer NAME DB PORT [VAR=VALUE...]: `coffer start` with its workers in the process
 # on a new database DB with its own Redis prefix, on PORT; sets SERVER_PID. The log is
 # $BENCH_WORK/NAME.log.
 start_coffer() {
@@ -55,7 +55,7 @@ start_coffer() {
     env BLNK_DATA_SOURCE_DNS="$PG_BASE/$db" BLNK_REDIS_DNS="$REDIS_URL" \
         COFFER_REDIS_KEY_PREFIX="bench:$db:" BLNK_SERVER_PORT="$port" \
         BLNK_QUEUE_MONITORING_PORT="$(free_port)" COFFER_HOST=127.0.0.1 \
-        COFFER_DATA_DIR="$BENCH_WORK/$name" "$@" "$BIN" start >"$BENCH_WORK/$name.log" 2>&1 &
+        COFFER_START_WORKERS=true COFFER_DATA_DIR="$BENCH_WORK/$name" "$@" "$BIN" start >"$BENCH_WORK/$name.log" 2>&1 &
     SERVER_PID=$!
     BENCH_PIDS+=("$SERVER_PID")
     local up=""
