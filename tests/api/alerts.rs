@@ -6,84 +6,46 @@
 
 use crate::helpers::{spawn_with, test_settings, wait_for, Backend, TestApp};
 use crate::on_both_backends;
-use actix_web::{web, HttpResponse};
+use crate::receiver::Receiver;
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A webhook receiver on port 0 that keeps every event it is sent, in arrival order.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Value>>>,
+/// The events named `name` whose `data.<field>` is `value`.
+fn matching(receiver: &Receiver, name: &str, field: &str, value: &str) -> Vec<Value> {
+    receiver
+        .accepted_json()
+        .into_iter()
+        .filter(|e| e["event"] == name && e["data"][field] == value)
+        .collect()
 }
 
-impl Receiver {
-    async fn start() -> Self {
-        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let kept = received.clone();
-        let server = actix_web::HttpServer::new(move || {
-            let kept = kept.clone();
-            actix_web::App::new().default_service(web::to(move |body: web::Bytes| {
-                let kept = kept.clone();
-                async move {
-                    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    kept.lock().unwrap().push(json);
-                    HttpResponse::Ok().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("the receiver binds");
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
-        Self {
-            url: format!("http://127.0.0.1:{port}/hooks"),
-            received,
-        }
-    }
+/// Where in the arrival order the first event named `name` with `data.<field> = value` is.
+fn position(receiver: &Receiver, name: &str, field: &str, value: &str) -> Option<usize> {
+    receiver
+        .accepted_json()
+        .iter()
+        .position(|e| e["event"] == name && e["data"][field] == value)
+}
 
-    fn all(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
-    }
+async fn wait_event(receiver: &Receiver, name: &str, field: &str, value: &str) -> Value {
+    wait_for(WAIT, &format!("{name} of {value}"), || async {
+        matching(receiver, name, field, value).into_iter().next()
+    })
+    .await
+}
 
-    /// The events named `name` whose `data.<field>` is `value`.
-    fn matching(&self, name: &str, field: &str, value: &str) -> Vec<Value> {
-        self.all()
-            .into_iter()
-            .filter(|e| e["event"] == name && e["data"][field] == value)
-            .collect()
-    }
-
-    /// Where in the arrival order the first event named `name` with `data.<field> = value` is.
-    fn position(&self, name: &str, field: &str, value: &str) -> Option<usize> {
-        self.all()
-            .iter()
-            .position(|e| e["event"] == name && e["data"][field] == value)
-    }
-
-    async fn event(&self, name: &str, field: &str, value: &str) -> Value {
-        wait_for(WAIT, &format!("{name} of {value}"), || async {
-            self.matching(name, field, value).into_iter().next()
-        })
-        .await
-    }
-
-    fn fired(&self, monitor_id: &str) -> usize {
-        self.matching("balance.monitor", "monitor_id", monitor_id)
-            .len()
-    }
+fn fired(receiver: &Receiver, monitor_id: &str) -> usize {
+    matching(receiver, "balance.monitor", "monitor_id", monitor_id).len()
 }
 
 /// A server whose webhook is `receiver` (only `events`, when given), with fast polls.
 async fn app_with(backend: Backend, receiver: &Receiver, events: &[&str]) -> TestApp {
     let mut settings = test_settings(backend).await;
-    settings.webhook_url = Some(receiver.url.clone());
+    settings.webhook_url = Some(receiver.url("/hooks"));
     settings.webhook_events = events.iter().map(|e| (*e).to_owned()).collect();
     settings.outbox.poll_interval_ms = 20;
     settings.outbox.backoff_base_ms = 50;
@@ -154,7 +116,7 @@ const OPERATORS: [(&str, &str); 6] = [
 ];
 
 async fn every_field_and_operator_fires(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("alerts").await;
     // Each balance's move makes the named fields 1500 minor units (15.00).
@@ -191,7 +153,7 @@ async fn every_field_and_operator_fires(backend: Backend) {
         caused.push((transaction, inflight, balance.clone()));
     }
     for (id, what) in &expected {
-        let event = receiver.event("balance.monitor", "monitor_id", id).await;
+        let event = wait_event(&receiver, "balance.monitor", "monitor_id", id).await;
         assert_eq!(event["data"]["description"], what.as_str(), "{event}");
         // The monitor as the API serves it.
         let served = app.get(&format!("/balance-monitors/{id}")).await;
@@ -199,10 +161,10 @@ async fn every_field_and_operator_fires(backend: Backend) {
     }
     outbox_idle(&app).await;
     for (id, what) in &expected {
-        assert_eq!(receiver.fired(id), 1, "{what} fired once");
+        assert_eq!(fired(&receiver, id), 1, "{what} fired once");
     }
     for id in &silent {
-        assert_eq!(receiver.fired(id), 0, "{id} is not met");
+        assert_eq!(fired(&receiver, id), 0, "{id} is not met");
     }
     // Each alert arrived after the transaction event that caused it.
     for (transaction, inflight, balance) in &caused {
@@ -211,11 +173,9 @@ async fn every_field_and_operator_fires(backend: Backend) {
         } else {
             "transaction.applied"
         };
-        let caused_at = receiver
-            .position(name, "transaction_id", transaction)
+        let caused_at = position(&receiver, name, "transaction_id", transaction)
             .expect("the transaction event arrived");
-        let alerted_at = receiver
-            .position("balance.monitor", "balance_id", balance)
+        let alerted_at = position(&receiver, "balance.monitor", "balance_id", balance)
             .expect("an alert arrived");
         assert!(caused_at < alerted_at, "{name} {transaction} came first");
     }
@@ -223,7 +183,7 @@ async fn every_field_and_operator_fires(backend: Backend) {
 on_both_backends!(every_field_and_operator_fires);
 
 async fn a_crossing_fires_once_and_again_only_after_going_false(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("crossings").await;
     let balance = app.create_balance(&ledger, "USD").await;
@@ -238,7 +198,7 @@ async fn a_crossing_fires_once_and_again_only_after_going_false(backend: Backend
             };
             transfer(app, source, destination, amount, false).await;
             outbox_idle(app).await;
-            receiver.fired(&id)
+            fired(receiver, &id)
         }
     };
     assert_eq!(fired_after(500, true).await, 0, "5.00: not met");
@@ -265,7 +225,7 @@ async fn a_crossing_fires_once_and_again_only_after_going_false(backend: Backend
 on_both_backends!(a_crossing_fires_once_and_again_only_after_going_false);
 
 async fn a_hot_balance_fires_exactly_per_crossing(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("hot").await;
     let hot = app.create_balance(&ledger, "USD").await;
@@ -276,29 +236,29 @@ async fn a_hot_balance_fires_exactly_per_crossing(backend: Backend) {
     let posts = (0..200).map(|_| transfer(&app, "@World", &hot, 100, false));
     futures_util::future::join_all(posts).await;
     assert_eq!(app.amount(&hot).await, 20_000);
-    receiver
-        .event("balance.monitor", "monitor_id", &at_100)
-        .await;
-    receiver
-        .event("balance.monitor", "monitor_id", &above_150)
-        .await;
+    wait_event(&receiver, "balance.monitor", "monitor_id", &at_100).await;
+    wait_event(&receiver, "balance.monitor", "monitor_id", &above_150).await;
     outbox_idle(&app).await;
-    assert_eq!(receiver.fired(&at_100), 1);
-    assert_eq!(receiver.fired(&above_150), 1);
-    assert_eq!(receiver.fired(&never), 0);
+    assert_eq!(fired(&receiver, &at_100), 1);
+    assert_eq!(fired(&receiver, &above_150), 1);
+    assert_eq!(fired(&receiver, &never), 0);
 }
 on_both_backends!(a_hot_balance_fires_exactly_per_crossing);
 
 async fn the_webhook_subscription_filters_events(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &["balance.monitor"]).await;
     let ledger = app.create_ledger("filtered").await;
     let balance = app.create_balance(&ledger, "USD").await;
     let id = monitor(&app, &balance, "balance", ">=", "1").await;
     transfer(&app, "@World", &balance, 100, false).await;
-    receiver.event("balance.monitor", "monitor_id", &id).await;
+    wait_event(&receiver, "balance.monitor", "monitor_id", &id).await;
     outbox_idle(&app).await;
-    let names: Vec<Value> = receiver.all().iter().map(|e| e["event"].clone()).collect();
+    let names: Vec<Value> = receiver
+        .accepted_json()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
     assert_eq!(
         names,
         [json!("balance.monitor")],
@@ -323,7 +283,7 @@ fn item(source: &str, destination: &str, precise_amount: i64, overdraft: bool) -
 }
 
 async fn bulk_requests_send_their_outcome(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("bulk").await;
     let (a, b) = (
@@ -344,7 +304,7 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
         .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         let batch = reply.json["batch_id"].as_str().unwrap();
-        let event = receiver.event(name, "batch_id", batch).await;
+        let event = wait_event(&receiver, name, "batch_id", batch).await;
         let status = if inflight { "inflight" } else { "applied" };
         assert_eq!(event["data"]["status"], status, "{event}");
         assert_eq!(event["data"]["transaction_count"], 2, "{event}");
@@ -354,9 +314,7 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
     let reply = bulk(&app, two(), json!({ "run_async": true })).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     let batch = reply.json["batch_id"].as_str().unwrap();
-    let event = receiver
-        .event("bulk_transaction.applied", "batch_id", batch)
-        .await;
+    let event = wait_event(&receiver, "bulk_transaction.applied", "batch_id", batch).await;
     assert_eq!(event["data"]["status"], "queued", "{event}");
     assert_eq!(event["data"]["transaction_count"], 2, "{event}");
     // Atomic, refused in the commit (b cannot fund 1,000,000): failed, nothing applied.
@@ -368,9 +326,7 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
     let reply = bulk(&app, items, json!({ "skip_queue": true, "atomic": true })).await;
     assert!(reply.status.is_client_error(), "{}", reply.text);
     let batch = reply.json["batch_id"].as_str().unwrap();
-    let event = receiver
-        .event("bulk_transaction.failed", "batch_id", batch)
-        .await;
+    let event = wait_event(&receiver, "bulk_transaction.failed", "batch_id", batch).await;
     assert_eq!(event["data"]["status"], "failed", "{event}");
     let error = event["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("transactions[1]"), "{error}");
@@ -386,35 +342,33 @@ async fn bulk_requests_send_their_outcome(backend: Backend) {
     let reply = bulk(&app, items, json!({ "skip_queue": true })).await;
     assert!(reply.status.is_client_error(), "{}", reply.text);
     let batch = reply.json["batch_id"].as_str().unwrap();
-    let event = receiver
-        .event("bulk_transaction.failed", "batch_id", batch)
-        .await;
+    let event = wait_event(&receiver, "bulk_transaction.failed", "batch_id", batch).await;
     let error = event["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("transactions[1]"), "{error}");
     assert_eq!(error, reply.json["error"], "worded as the answer");
-    receiver
-        .event("transaction.applied", "reference", &first_reference)
-        .await;
+    wait_event(
+        &receiver,
+        "transaction.applied",
+        "reference",
+        &first_reference,
+    )
+    .await;
     // Refused before anything was written (an unknown balance): failed too.
     let items = vec![item("@World", "bln_missing", 100, true)];
     let reply = bulk(&app, items, json!({ "skip_queue": true })).await;
     assert!(reply.status.is_client_error(), "{}", reply.text);
     let batch = reply.json["batch_id"].as_str().unwrap();
-    receiver
-        .event("bulk_transaction.failed", "batch_id", batch)
-        .await;
+    wait_event(&receiver, "bulk_transaction.failed", "batch_id", batch).await;
     outbox_idle(&app).await;
     assert_eq!(
-        receiver
-            .matching("bulk_transaction.failed", "batch_id", batch)
-            .len(),
+        matching(&receiver, "bulk_transaction.failed", "batch_id", batch).len(),
         1
     );
 }
 on_both_backends!(bulk_requests_send_their_outcome);
 
 async fn indicator_balances_made_on_first_use_are_created_events(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let unique = uuid::Uuid::new_v4().simple().to_string();
     for skip_queue in [true, false] {
@@ -431,33 +385,25 @@ async fn indicator_balances_made_on_first_use_are_created_events(backend: Backen
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        let event = receiver
-            .event("balance.created", "indicator", &indicator)
-            .await;
+        let event = wait_event(&receiver, "balance.created", "indicator", &indicator).await;
         assert_eq!(event["data"]["currency"], "USD", "{event}");
         let id = event["data"]["balance_id"].as_str().unwrap().to_owned();
         // Before the transaction that made it.
-        let created_at = receiver
-            .position("balance.created", "balance_id", &id)
-            .unwrap();
-        let applied = receiver
-            .event("transaction.applied", "destination", &id)
-            .await;
-        let applied_at = receiver
-            .position(
-                "transaction.applied",
-                "transaction_id",
-                applied["data"]["transaction_id"].as_str().unwrap(),
-            )
-            .unwrap();
+        let created_at = position(&receiver, "balance.created", "balance_id", &id).unwrap();
+        let applied = wait_event(&receiver, "transaction.applied", "destination", &id).await;
+        let applied_at = position(
+            &receiver,
+            "transaction.applied",
+            "transaction_id",
+            applied["data"]["transaction_id"].as_str().unwrap(),
+        )
+        .unwrap();
         assert!(created_at < applied_at, "balance.created first");
     }
     outbox_idle(&app).await;
     // `@World` was made on first use too, once.
     assert_eq!(
-        receiver
-            .matching("balance.created", "indicator", "@World")
-            .len(),
+        matching(&receiver, "balance.created", "indicator", "@World").len(),
         1
     );
 }
@@ -483,7 +429,7 @@ async fn transaction_columns(db: &sea_orm::DatabaseConnection) -> Vec<String> {
 }
 
 async fn a_duplicate_found_by_the_workers_is_a_system_error(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &["system.error"]).await;
     let ledger = app.create_ledger("system").await;
     let balance = app.create_balance(&ledger, "USD").await;
@@ -536,7 +482,7 @@ async fn a_duplicate_found_by_the_workers_is_a_system_error(backend: Backend) {
     .expect("the copy is inserted");
     let event = wait_for(WAIT, "a system.error", || async {
         receiver
-            .all()
+            .accepted_json()
             .into_iter()
             .find(|e| e["event"] == "system.error")
     })
@@ -548,7 +494,7 @@ async fn a_duplicate_found_by_the_workers_is_a_system_error(backend: Backend) {
 on_both_backends!(a_duplicate_found_by_the_workers_is_a_system_error);
 
 async fn thresholds_beyond_64_bits_compare_exactly(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("big").await;
     let balance = app.create_balance(&ledger, "USD").await;
@@ -585,19 +531,15 @@ async fn thresholds_beyond_64_bits_compare_exactly(backend: Backend) {
     );
     let reply = app.post_raw("/transactions", &body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    receiver
-        .event("balance.monitor", "monitor_id", &below)
-        .await;
-    receiver
-        .event("balance.monitor", "monitor_id", &exact)
-        .await;
+    wait_event(&receiver, "balance.monitor", "monitor_id", &below).await;
+    wait_event(&receiver, "balance.monitor", "monitor_id", &exact).await;
     outbox_idle(&app).await;
-    assert_eq!(receiver.fired(&above), 0, "one minor unit short");
+    assert_eq!(fired(&receiver, &above), 0, "one minor unit short");
 }
 on_both_backends!(thresholds_beyond_64_bits_compare_exactly);
 
 async fn monitors_written_by_another_process_are_found_by_the_reload(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let app = app_with(backend, &receiver, &[]).await;
     let ledger = app.create_ledger("reload").await;
     let (known, other) = (
@@ -629,10 +571,10 @@ async fn monitors_written_by_another_process_are_found_by_the_reload(backend: Ba
     // Transfers into `other` are evaluated once the reload (500 ms here) has found it.
     wait_for(WAIT, "the reloaded monitor fires", || async {
         transfer(&app, "@World", &other, 1, false).await;
-        (receiver.fired(&copied) > 0).then_some(())
+        (fired(&receiver, &copied) > 0).then_some(())
     })
     .await;
     outbox_idle(&app).await;
-    assert_eq!(receiver.fired(&copied), 1, "once, however many transfers");
+    assert_eq!(fired(&receiver, &copied), 1, "once, however many transfers");
 }
 on_both_backends!(monitors_written_by_another_process_are_found_by_the_reload);

@@ -3,15 +3,12 @@
 //! a receiver's 500 is retried; a refused batch sends nothing; one balance's events arrive
 //! in commit order.
 
-use crate::helpers::{spawn_with, test_settings, wait_for, Backend, TestApp};
+use crate::helpers::{self, signing_secret, spawn_with, test_settings, wait_for, Backend, TestApp};
 use crate::on_both_backends;
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::receiver::{self, Answer, Receiver, Request};
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Statement};
-use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -19,113 +16,42 @@ const WAIT: Duration = Duration::from_secs(20);
 /// signs instead).
 const SECRET: &str = "webhook-test-secret";
 
-/// One POST the receiver accepted.
-#[derive(Debug, Clone)]
-struct Received {
-    body: String,
-    json: Value,
-    signature: Option<String>,
-    timestamp: Option<String>,
-    custom: Option<String>,
+/// A webhook receiver: answers 500 to the first `fail_first` requests whose body contains
+/// `failing`, 200 to the rest (the accepted ones, in arrival order).
+fn start_receiver(fail_first: usize, failing: &'static str) -> Receiver {
+    let failures_left = AtomicUsize::new(fail_first);
+    Receiver::answering(move |request| {
+        let fail = request.body.contains(failing)
+            && failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        Answer::status(if fail { 500 } else { 200 })
+    })
 }
 
-/// A webhook receiver on port 0: answers 500 to the first `fail_first` requests whose body
-/// contains `failing` (not kept), 200 to the rest (kept, in arrival order).
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    refused: Arc<AtomicUsize>,
+/// The accepted events named `name` whose `data.<field>` is `value`.
+fn matching(receiver: &Receiver, name: &str, field: &str, value: &str) -> Vec<Request> {
+    receiver
+        .accepted()
+        .into_iter()
+        .filter(|r| r.json["event"] == name && r.json["data"][field] == value)
+        .collect()
 }
 
-impl Receiver {
-    async fn start(fail_first: usize, failing: &'static str) -> Self {
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let refused: Arc<AtomicUsize> = Arc::default();
-        let failures_left = Arc::new(AtomicUsize::new(fail_first));
-        let (kept, refusals) = (received.clone(), refused.clone());
-        let server = actix_web::HttpServer::new(move || {
-            let (kept, refusals, left) = (kept.clone(), refusals.clone(), failures_left.clone());
-            actix_web::App::new().default_service(web::to(
-                move |request: HttpRequest, body: web::Bytes| {
-                    let (kept, refusals, left) = (kept.clone(), refusals.clone(), left.clone());
-                    async move {
-                        let body = String::from_utf8_lossy(&body).into_owned();
-                        if body.contains(failing)
-                            && left
-                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                                    n.checked_sub(1)
-                                })
-                                .is_ok()
-                        {
-                            refusals.fetch_add(1, Ordering::SeqCst);
-                            return HttpResponse::InternalServerError().finish();
-                        }
-                        let header = |name: &str| {
-                            request
-                                .headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned)
-                        };
-                        kept.lock().unwrap().push(Received {
-                            json: serde_json::from_str(&body).unwrap_or(Value::Null),
-                            body,
-                            signature: header("x-blnk-signature"),
-                            timestamp: header("x-blnk-timestamp"),
-                            custom: header("x-custom"),
-                        });
-                        HttpResponse::Ok().finish()
-                    }
-                },
-            ))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("the receiver binds");
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
-        Self {
-            url: format!("http://127.0.0.1:{port}/hooks"),
-            received,
-            refused,
-        }
-    }
-
-    fn all(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The events named `name` whose `data.<field>` is `value`.
-    fn matching(&self, name: &str, field: &str, value: &str) -> Vec<Received> {
-        self.all()
-            .into_iter()
-            .filter(|r| r.json["event"] == name && r.json["data"][field] == value)
-            .collect()
-    }
-
-    /// Waits for the event named `name` whose `data.<field>` is `value`.
-    async fn event(&self, name: &str, field: &str, value: &str) -> Received {
-        wait_for(WAIT, &format!("{name} of {value}"), || async {
-            self.matching(name, field, value).into_iter().next()
-        })
-        .await
-    }
+/// Waits for the event named `name` whose `data.<field>` is `value`.
+async fn wait_event(receiver: &Receiver, name: &str, field: &str, value: &str) -> Request {
+    wait_for(WAIT, &format!("{name} of {value}"), || async {
+        matching(receiver, name, field, value).into_iter().next()
+    })
+    .await
 }
 
 /// A server whose webhook is `receiver`, with fast polls and retries; and its signing key.
 async fn app_with_webhook(backend: Backend, receiver: &Receiver) -> (TestApp, String) {
     let mut settings = test_settings(backend).await;
-    settings.webhook_url = Some(receiver.url.clone());
+    settings.webhook_url = Some(receiver.url("/hooks"));
     settings.webhook_headers = vec![("X-Custom".into(), "static-value".to_owned().into())];
-    if settings.secret_key.is_none() {
-        settings.secret_key = Some(SECRET.to_owned().into());
-    }
-    let secret = settings
-        .secret_key
-        .as_ref()
-        .map(|k| k.expose_secret().to_owned())
-        .unwrap_or_default();
+    let secret = signing_secret(&mut settings, SECRET);
     settings.outbox.poll_interval_ms = 20;
     settings.outbox.backoff_base_ms = 50;
     settings.outbox.backoff_cap_ms = 200;
@@ -133,45 +59,22 @@ async fn app_with_webhook(backend: Backend, receiver: &Receiver) -> (TestApp, St
     (spawn_with(settings).await, secret)
 }
 
-fn assert_signed(received: &Received, secret: &str) {
-    let timestamp: i64 = received
-        .timestamp
-        .as_deref()
-        .expect("X-Blnk-Timestamp")
-        .parse()
-        .expect("unix seconds");
-    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 120);
-    let expected = coffer_actors::events::signature(secret.as_bytes(), timestamp, &received.body);
-    assert_eq!(received.signature.as_deref(), Some(expected.as_str()));
-    assert_eq!(received.custom.as_deref(), Some("static-value"));
+fn assert_signed(received: &Request, secret: &str) {
+    receiver::assert_signed(received, secret);
+    assert_eq!(received.header("x-custom"), Some("static-value"));
 }
 
 /// `(status, attempts)` of the outbox rows of `event`.
 async fn outbox_rows(app: &TestApp, event: &str) -> Vec<(String, i32)> {
-    let db = app.direct_db().await;
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT status, attempts FROM outbox_events WHERE event = $1"
-        }
-        _ => "SELECT status, attempts FROM outbox_events WHERE event = ?",
-    };
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, [event.into()]))
+    helpers::outbox_rows(app, Some(("event", event)))
         .await
-        .expect("outbox_events is readable");
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get("", "status").unwrap(),
-                row.try_get("", "attempts").unwrap(),
-            )
-        })
+        .into_iter()
+        .map(|(status, attempts, _)| (status, attempts))
         .collect()
 }
 
 async fn every_change_sends_its_event_signed(backend: Backend) {
-    let receiver = Receiver::start(0, "").await;
+    let receiver = start_receiver(0, "");
     let (app, secret) = app_with_webhook(backend, &receiver).await;
 
     let ledger = app.create_ledger("events").await;
@@ -205,23 +108,23 @@ async fn every_change_sends_its_event_signed(backend: Backend) {
     assert_eq!(queued.status, StatusCode::CREATED, "{}", queued.text);
     let queued_id = queued.json["transaction_id"].as_str().unwrap().to_owned();
 
-    let event = receiver.event("ledger.created", "ledger_id", &ledger).await;
+    let event = wait_event(&receiver, "ledger.created", "ledger_id", &ledger).await;
     assert_eq!(event.json["data"]["name"], "events");
     assert_signed(&event, &secret);
-    let event = receiver
-        .event("balance.created", "balance_id", &balance)
-        .await;
+    let event = wait_event(&receiver, "balance.created", "balance_id", &balance).await;
     assert_eq!(event.json["data"]["currency"], "USD");
     assert_eq!(event.json["data"]["precision"], 100);
     assert_signed(&event, &secret);
-    let event = receiver
-        .event("identity.created", "identity_id", &identity)
-        .await;
+    let event = wait_event(&receiver, "identity.created", "identity_id", &identity).await;
     assert_eq!(event.json["data"]["first_name"], "Ada");
     assert_signed(&event, &secret);
-    let event = receiver
-        .event("transaction.applied", "transaction_id", &transaction)
-        .await;
+    let event = wait_event(
+        &receiver,
+        "transaction.applied",
+        "transaction_id",
+        &transaction,
+    )
+    .await;
     assert!(
         event.body.contains(&format!("\"precise_amount\":{big}")),
         "exact amount in {}",
@@ -231,24 +134,32 @@ async fn every_change_sends_its_event_signed(backend: Backend) {
     assert_eq!(event.json["data"]["reference"], "evt-big");
     assert_signed(&event, &secret);
     // The queued transfer: its QUEUED row, then the worker's APPLIED child.
-    let event = receiver
-        .event("transaction.queued", "transaction_id", &queued_id)
-        .await;
+    let event = wait_event(
+        &receiver,
+        "transaction.queued",
+        "transaction_id",
+        &queued_id,
+    )
+    .await;
     assert_eq!(event.json["data"]["status"], "QUEUED");
-    let child = receiver
-        .event("transaction.applied", "reference", "evt-queued_q")
-        .await;
+    let child = wait_event(
+        &receiver,
+        "transaction.applied",
+        "reference",
+        "evt-queued_q",
+    )
+    .await;
     assert_eq!(child.json["data"]["parent_transaction"], queued_id.as_str());
 }
 on_both_backends!(every_change_sends_its_event_signed);
 
 async fn a_receiver_answering_500_gets_the_event_once_after_a_retry(backend: Backend) {
-    let receiver = Receiver::start(2, "ledger.created").await;
+    let receiver = start_receiver(2, "ledger.created");
     let (app, _) = app_with_webhook(backend, &receiver).await;
 
     let ledger = app.create_ledger("retried").await;
-    receiver.event("ledger.created", "ledger_id", &ledger).await;
-    assert_eq!(receiver.refused.load(Ordering::SeqCst), 2, "two 500s first");
+    wait_event(&receiver, "ledger.created", "ledger_id", &ledger).await;
+    assert_eq!(receiver.refused(), 2, "two 500s first");
     let rows = wait_for(WAIT, "the event marked delivered", || async {
         let rows = outbox_rows(&app, "ledger.created").await;
         (rows.iter().all(|(status, _)| status == "delivered")).then_some(rows)
@@ -261,18 +172,16 @@ async fn a_receiver_answering_500_gets_the_event_once_after_a_retry(backend: Bac
     );
     // Marked delivered: never sent again.
     let other = app.create_ledger("after").await;
-    receiver.event("ledger.created", "ledger_id", &other).await;
+    wait_event(&receiver, "ledger.created", "ledger_id", &other).await;
     assert_eq!(
-        receiver
-            .matching("ledger.created", "ledger_id", &ledger)
-            .len(),
+        matching(&receiver, "ledger.created", "ledger_id", &ledger).len(),
         1
     );
 }
 on_both_backends!(a_receiver_answering_500_gets_the_event_once_after_a_retry);
 
 async fn a_refused_transfer_sends_no_event(backend: Backend) {
-    let receiver = Receiver::start(0, "").await;
+    let receiver = start_receiver(0, "");
     let (app, _) = app_with_webhook(backend, &receiver).await;
     let balances = app.balances("USD", 2).await;
 
@@ -287,12 +196,10 @@ async fn a_refused_transfer_sends_no_event(backend: Backend) {
     let reply = app.post("/transactions", marker).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 
-    receiver
-        .event("transaction.applied", "reference", "evt-marker")
-        .await;
+    wait_event(&receiver, "transaction.applied", "reference", "evt-marker").await;
     assert!(
         receiver
-            .all()
+            .accepted()
             .iter()
             .all(|r| !r.body.contains("evt-refused")),
         "no event of the refused transfer"
@@ -303,7 +210,7 @@ on_both_backends!(a_refused_transfer_sends_no_event);
 
 async fn one_balances_events_arrive_in_commit_order(backend: Backend) {
     // The first two transaction deliveries fail: later events of the balance wait for them.
-    let receiver = Receiver::start(2, "transaction.applied").await;
+    let receiver = start_receiver(2, "transaction.applied");
     let (app, _) = app_with_webhook(backend, &receiver).await;
     let balances = app.balances("USD", 2).await;
     app.fund(&balances[0], "USD", 1_000).await;
@@ -316,17 +223,15 @@ async fn one_balances_events_arrive_in_commit_order(backend: Backend) {
     }
 
     let last = references.last().unwrap();
-    receiver
-        .event("transaction.applied", "reference", last)
-        .await;
+    wait_event(&receiver, "transaction.applied", "reference", last).await;
     let arrived: Vec<String> = receiver
-        .all()
+        .accepted()
         .iter()
         .filter(|r| r.json["event"] == "transaction.applied")
         .filter(|r| r.json["data"]["destination"] == balances[1].as_str())
         .map(|r| r.json["data"]["reference"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(arrived, references, "in commit order, each once");
-    assert_eq!(receiver.refused.load(Ordering::SeqCst), 2);
+    assert_eq!(receiver.refused(), 2);
 }
 on_both_backends!(one_balances_events_arrive_in_commit_order);

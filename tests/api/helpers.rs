@@ -573,3 +573,53 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// `(status, attempts, last_error)` of the outbox rows, in id order: every row, or with
+/// `filter = Some((column, value))` those whose `column` is `value`.
+pub async fn outbox_rows(
+    app: &TestApp,
+    filter: Option<(&str, &str)>,
+) -> Vec<(String, i32, Option<String>)> {
+    let db = app.direct_db().await;
+    let backend = db.get_database_backend();
+    let columns = "SELECT status, attempts, last_error FROM outbox_events";
+    let statement = match filter {
+        None => sea_orm::Statement::from_string(backend, format!("{columns} ORDER BY id")),
+        Some((column, value)) => {
+            let placeholder = match backend {
+                sea_orm::DbBackend::Postgres => "$1",
+                _ => "?",
+            };
+            sea_orm::Statement::from_sql_and_values(
+                backend,
+                format!("{columns} WHERE {column} = {placeholder} ORDER BY id"),
+                [value.into()],
+            )
+        }
+    };
+    let rows = db
+        .query_all_raw(statement)
+        .await
+        .expect("outbox_events is readable");
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get("", "status").unwrap(),
+                row.try_get("", "attempts").unwrap(),
+                row.try_get("", "last_error").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The key the server of `settings` signs with: its own, or `fallback` set as its own.
+pub fn signing_secret(settings: &mut Settings, fallback: &str) -> String {
+    if settings.secret_key.is_none() {
+        settings.secret_key = Some(fallback.to_owned().into());
+    }
+    settings
+        .secret_key
+        .as_ref()
+        .map(|k| k.expose_secret().to_owned())
+        .unwrap_or_default()
+}

@@ -4,124 +4,46 @@
 //! transfers, signed; retries up to `retry_count`, `{"success": false}` and timeouts as
 //! failures; a failing hook holding back neither another hook nor the webhook.
 
-use crate::helpers::{spawn_with, test_settings, wait_for, Backend, TestApp};
+use crate::helpers::{
+    outbox_rows, signing_secret, spawn_with, test_settings, wait_for, Backend, TestApp,
+};
 use crate::on_both_backends;
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::receiver::{assert_signed, Answer, Receiver, Request};
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Statement};
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "hooks-test-secret";
 
-/// One request the receiver got (whatever it answered).
-#[derive(Debug, Clone)]
-struct Call {
-    path: String,
-    body: String,
-    json: Value,
-    headers: Vec<(String, String)>,
-}
-
-impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A receiver on port 0 whose answer depends on the path: `/fail` 500, `/false`
+/// A receiver whose answer depends on the path: `/fail` 500, `/false`
 /// `{"success": false}`, `/slow` answers after 3 s, `/true` `{"success": true}`, anything
 /// else 200 with an empty body. Every request is kept, in arrival order.
-struct Receiver {
-    base: String,
-    calls: Arc<Mutex<Vec<Call>>>,
+fn start_receiver() -> Receiver {
+    Receiver::answering(|request| match request.path.as_str() {
+        "/fail" => Answer::status(500),
+        "/false" => Answer::json(json!({"success": false, "message": "not today"})),
+        "/true" => Answer::json(json!({"success": true})),
+        // The receiver's own behaviour under test, not a wait.
+        "/slow" => Answer::ok().after(actix_web::rt::time::sleep(Duration::from_secs(3))),
+        _ => Answer::ok(),
+    })
 }
 
-impl Receiver {
-    async fn start() -> Self {
-        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
-        let kept = calls.clone();
-        let server = actix_web::HttpServer::new(move || {
-            let kept = kept.clone();
-            actix_web::App::new().default_service(web::to(
-                move |request: HttpRequest, body: web::Bytes| {
-                    let kept = kept.clone();
-                    async move {
-                        let body = String::from_utf8_lossy(&body).into_owned();
-                        let path = request.path().to_owned();
-                        kept.lock().unwrap().push(Call {
-                            path: path.clone(),
-                            json: serde_json::from_str(&body).unwrap_or(Value::Null),
-                            body,
-                            headers: request
-                                .headers()
-                                .iter()
-                                .map(|(n, v)| {
-                                    (n.to_string(), v.to_str().unwrap_or_default().to_owned())
-                                })
-                                .collect(),
-                        });
-                        match path.as_str() {
-                            "/fail" => HttpResponse::InternalServerError().finish(),
-                            "/false" => HttpResponse::Ok()
-                                .json(json!({"success": false, "message": "not today"})),
-                            "/true" => HttpResponse::Ok().json(json!({"success": true})),
-                            "/slow" => {
-                                // The receiver's own behaviour under test, not a wait.
-                                actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-                                HttpResponse::Ok().finish()
-                            }
-                            _ => HttpResponse::Ok().finish(),
-                        }
-                    }
-                },
-            ))
-        })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("the receiver binds");
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            calls,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn calls_to(&self, path: &str) -> Vec<Call> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.path == path)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits for the call to `path` about transaction `id` with `hook_type`.
-    async fn call(&self, path: &str, hook_type: &str, id: &str) -> Call {
-        wait_for(
-            WAIT,
-            &format!("{hook_type} call to {path} for {id}"),
-            || async {
-                self.calls_to(path)
-                    .into_iter()
-                    .find(|c| c.json["transaction_id"] == id && c.json["hook_type"] == hook_type)
-            },
-        )
-        .await
-    }
+/// Waits for the call to `path` about transaction `id` with `hook_type`.
+async fn wait_call(receiver: &Receiver, path: &str, hook_type: &str, id: &str) -> Request {
+    wait_for(
+        WAIT,
+        &format!("{hook_type} call to {path} for {id}"),
+        || async {
+            receiver
+                .requests_to(path)
+                .into_iter()
+                .find(|c| c.json["transaction_id"] == id && c.json["hook_type"] == hook_type)
+        },
+    )
+    .await
 }
 
 /// A server with fast outbox polls and retries, private hook URLs allowed unless
@@ -132,14 +54,7 @@ async fn app(
     webhook: Option<String>,
 ) -> (TestApp, String) {
     let mut settings = test_settings(backend).await;
-    if settings.secret_key.is_none() {
-        settings.secret_key = Some(SECRET.to_owned().into());
-    }
-    let secret = settings
-        .secret_key
-        .as_ref()
-        .map(|k| k.expose_secret().to_owned())
-        .unwrap_or_default();
+    let secret = signing_secret(&mut settings, SECRET);
     settings.allow_private_hook_urls = !private_refused;
     settings.hooks_refresh_ms = 200;
     settings.webhook_url = webhook;
@@ -167,31 +82,7 @@ fn assert_hook_error(reply: &crate::helpers::Reply, status: StatusCode, code: &s
 
 /// `(status, attempts, last_error)` of the outbox rows of hook `id`.
 async fn hook_rows(app: &TestApp, id: &str) -> Vec<(String, i32, Option<String>)> {
-    let db = app.direct_db().await;
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT status, attempts, last_error FROM outbox_events WHERE sink = $1 ORDER BY id"
-        }
-        _ => "SELECT status, attempts, last_error FROM outbox_events WHERE sink = ? ORDER BY id",
-    };
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [format!("hook:{id}").into()],
-        ))
-        .await
-        .expect("outbox_events is readable");
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get("", "status").unwrap(),
-                row.try_get("", "attempts").unwrap(),
-                row.try_get("", "last_error").unwrap(),
-            )
-        })
-        .collect()
+    outbox_rows(app, Some(("sink", &format!("hook:{id}")))).await
 }
 
 async fn hooks_are_created_read_listed_replaced_and_deleted(backend: Backend) {
@@ -361,7 +252,7 @@ async fn private_hook_urls_are_refused_without_the_setting(backend: Backend) {
     // or a name that resolved to a public address then) is refused at every call, and the
     // receiver is never reached. The other replica's row reaches this one's directory at
     // its next refresh.
-    let receiver = Receiver::start().await;
+    let receiver = start_receiver();
     let db = app.direct_db().await;
     let backend = db.get_database_backend();
     let sql = match backend {
@@ -414,25 +305,14 @@ async fn private_hook_urls_are_refused_without_the_setting(backend: Backend) {
         "{error:?}"
     );
     assert!(
-        receiver.calls_to("/sneaky").is_empty(),
+        receiver.requests_to("/sneaky").is_empty(),
         "the private address was called"
     );
 }
 on_both_backends!(private_hook_urls_are_refused_without_the_setting);
 
-fn assert_signed(call: &Call, secret: &str) {
-    let timestamp: i64 = call
-        .header("x-blnk-timestamp")
-        .expect("X-Blnk-Timestamp")
-        .parse()
-        .expect("unix seconds");
-    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 120);
-    let expected = coffer_actors::events::signature(secret.as_bytes(), timestamp, &call.body);
-    assert_eq!(call.header("x-blnk-signature"), Some(expected.as_str()));
-}
-
 async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = start_receiver();
     let (app, secret) = app(backend, false, None).await;
     let pre = create_hook(
         &app,
@@ -461,7 +341,7 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let direct = reply.json["transaction_id"].as_str().unwrap().to_owned();
-    let call = receiver.call("/pre", "PRE_TRANSACTION", &direct).await;
+    let call = wait_call(&receiver, "/pre", "PRE_TRANSACTION", &direct).await;
     assert_eq!(call.json["data"]["status"], "APPLIED");
     assert_eq!(call.json["data"]["precise_amount"], 700);
     assert!(call.json["timestamp"].is_string());
@@ -469,7 +349,7 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
     assert_eq!(call.header("x-hook-id"), pre["id"].as_str());
     assert_eq!(call.header("x-hook-type"), Some("PRE_TRANSACTION"));
     assert_signed(&call, &secret);
-    let call = receiver.call("/true", "POST_TRANSACTION", &direct).await;
+    let call = wait_call(&receiver, "/true", "POST_TRANSACTION", &direct).await;
     assert_eq!(call.json["data"]["status"], "APPLIED");
     assert_eq!(call.header("x-hook-id"), post["id"].as_str());
     assert_eq!(call.header("x-hook-type"), Some("POST_TRANSACTION"));
@@ -483,11 +363,9 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
     let queued = reply.json["transaction_id"].as_str().unwrap().to_owned();
     let applied = app.queued_outcome(&reference).await;
     let applied_id = applied["transaction_id"].as_str().unwrap().to_owned();
-    let call = receiver.call("/pre", "PRE_TRANSACTION", &queued).await;
+    let call = wait_call(&receiver, "/pre", "PRE_TRANSACTION", &queued).await;
     assert_eq!(call.json["data"]["status"], "QUEUED");
-    let call = receiver
-        .call("/true", "POST_TRANSACTION", &applied_id)
-        .await;
+    let call = wait_call(&receiver, "/true", "POST_TRANSACTION", &applied_id).await;
     assert_eq!(call.json["data"]["status"], "APPLIED");
     assert_eq!(call.json["data"]["parent_transaction"], queued.as_str());
     assert_signed(&call, &secret);
@@ -496,7 +374,7 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
     // inactive hook is never called.
     let calls = |path: &str, id: &str| {
         receiver
-            .calls_to(path)
+            .requests_to(path)
             .into_iter()
             .filter(|c| c.json["transaction_id"] == id)
             .count()
@@ -504,7 +382,7 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
     assert_eq!(calls("/pre", &applied_id), 0);
     assert_eq!(calls("/true", &queued), 0);
     assert_eq!(calls("/pre", &direct), 1);
-    assert!(receiver.calls_to("/off").is_empty());
+    assert!(receiver.requests_to("/off").is_empty());
 
     // Each call is recorded on its hook.
     let id = pre["id"].as_str().unwrap();
@@ -518,7 +396,7 @@ async fn pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers(backe
 on_both_backends!(pre_and_post_hooks_are_called_for_queued_and_skip_queue_transfers);
 
 async fn failing_hooks_are_retried_then_dead_and_hold_back_nobody(backend: Backend) {
-    let receiver = Receiver::start().await;
+    let receiver = start_receiver();
     let (app, _) = app(backend, false, Some(receiver.url("/webhook"))).await;
     let hook = |name: &str, path: &str, timeout: i64, retry_count: i64| {
         json!({"name": name, "url": receiver.url(path), "type": "POST_TRANSACTION",
@@ -542,9 +420,9 @@ async fn failing_hooks_are_retried_then_dead_and_hold_back_nobody(backend: Backe
     let id = reply.json["transaction_id"].as_str().unwrap().to_owned();
 
     // The good hook and the webhook get theirs, however the others fare.
-    receiver.call("/ok", "POST_TRANSACTION", &id).await;
+    wait_call(&receiver, "/ok", "POST_TRANSACTION", &id).await;
     wait_for(WAIT, "the webhook event", || async {
-        receiver.calls_to("/webhook").into_iter().find(|c| {
+        receiver.requests_to("/webhook").into_iter().find(|c| {
             c.json["event"] == "transaction.applied"
                 && c.json["data"]["transaction_id"] == id.as_str()
         })
@@ -568,13 +446,13 @@ async fn failing_hooks_are_retried_then_dead_and_hold_back_nobody(backend: Backe
     let (_, attempts, error) = dead(failing_id).await;
     assert_eq!(attempts, 3, "retry_count 2: three attempts");
     assert!(error.unwrap_or_default().contains("HTTP 500"));
-    assert_eq!(receiver.calls_to("/fail").len(), 3);
+    assert_eq!(receiver.requests_to("/fail").len(), 3);
 
     // {"success": false} is a failure; retry_count 0: one attempt.
     let (_, attempts, error) = dead(refusing["id"].as_str().unwrap()).await;
     assert_eq!(attempts, 1);
     assert!(error.unwrap_or_default().contains("not today"));
-    assert_eq!(receiver.calls_to("/false").len(), 1);
+    assert_eq!(receiver.requests_to("/false").len(), 1);
 
     // Slower than its 1 s timeout: a failure.
     let (_, attempts, error) = dead(slow["id"].as_str().unwrap()).await;
@@ -597,7 +475,7 @@ on_both_backends!(failing_hooks_are_retried_then_dead_and_hold_back_nobody);
 async fn a_deactivated_hooks_pending_calls_are_dropped_and_a_deleted_hooks_removed(
     backend: Backend,
 ) {
-    let receiver = Receiver::start().await;
+    let receiver = start_receiver();
     let (app, _) = app(backend, false, None).await;
     let body = |path: &str| json!({"url": receiver.url(path), "type": "POST_TRANSACTION", "active": true, "retry_count": 10});
     let paused = create_hook(&app, body("/fail")).await;
@@ -606,7 +484,7 @@ async fn a_deactivated_hooks_pending_calls_are_dropped_and_a_deleted_hooks_remov
     app.fund(&balances[0], "USD", 5).await;
     wait_for(WAIT, "both hooks to fail once", || async {
         let hooks: std::collections::HashSet<String> = receiver
-            .calls_to("/fail")
+            .requests_to("/fail")
             .iter()
             .filter_map(|c| c.header("x-hook-id").map(str::to_owned))
             .collect();
@@ -632,13 +510,13 @@ async fn a_deactivated_hooks_pending_calls_are_dropped_and_a_deleted_hooks_remov
     })
     .await;
     assert!(hook_rows(&app, deleted_id).await.is_empty());
-    let calls = receiver.calls_to("/fail").len();
+    let calls = receiver.requests_to("/fail").len();
     // Nothing new is routed to either.
     app.fund(&balances[0], "USD", 5).await;
     assert!(hook_rows(&app, paused_id).await.len() == 1);
     assert!(hook_rows(&app, deleted_id).await.is_empty());
     assert!(
-        receiver.calls_to("/fail").len() <= calls + 1,
+        receiver.requests_to("/fail").len() <= calls + 1,
         "at most one call was in flight"
     );
 }

@@ -25,6 +25,7 @@ mod outbox_breaker;
 mod outbox_processes;
 mod processes;
 mod property;
+mod receiver;
 mod search;
 mod tokenization;
 mod transactions;

@@ -3,88 +3,35 @@
 //! attempt used: none goes dead), and once the receiver is back a probe closes the circuit
 //! and every event arrives once.
 
-use crate::helpers::{spawn_with, test_settings, wait_for, Backend, TestApp};
+use crate::helpers::{outbox_rows, spawn_with, test_settings, wait_for, Backend, TestApp};
 use crate::on_both_backends;
-use actix_web::{web, HttpResponse};
-use sea_orm::{ConnectionTrait, Statement};
-use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::receiver::{Answer, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Answers 500 while `down`, else 200 and keeps the body.
-struct Receiver {
-    url: String,
-    down: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
-    kept: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let down = Arc::new(AtomicBool::new(true));
-        let calls: Arc<AtomicUsize> = Arc::default();
-        let kept: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let state = (down.clone(), calls.clone(), kept.clone());
-        let server = actix_web::HttpServer::new(move || {
-            let state = state.clone();
-            actix_web::App::new().default_service(web::to(move |body: web::Bytes| {
-                let (down, calls, kept) = state.clone();
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    if down.load(Ordering::SeqCst) {
-                        return HttpResponse::InternalServerError().finish();
-                    }
-                    kept.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                    HttpResponse::Ok().finish()
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("the receiver binds");
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
-        Self {
-            url: format!("http://127.0.0.1:{port}/events"),
-            down,
-            calls,
-            kept,
-        }
-    }
-}
-
 /// `(status, attempts, last_error)` of every outbox row.
 async fn rows(app: &TestApp) -> Vec<(String, i32, Option<String>)> {
-    let db = app.direct_db().await;
-    let backend = db.get_database_backend();
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT status, attempts, last_error FROM outbox_events ORDER BY id",
-        ))
-        .await
-        .expect("outbox_events is readable");
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get("", "status").unwrap(),
-                row.try_get("", "attempts").unwrap(),
-                row.try_get("", "last_error").unwrap(),
-            )
-        })
-        .collect()
+    outbox_rows(app, None).await
 }
 
 async fn an_open_circuit_defers_events_without_using_their_attempts(backend: Backend) {
-    let receiver = Receiver::start();
+    // Answers 500 while `down`, else 200 and keeps the body.
+    let down = Arc::new(AtomicBool::new(true));
+    let receiver = Receiver::answering({
+        let down = down.clone();
+        move |_| {
+            Answer::status(if down.load(Ordering::SeqCst) {
+                500
+            } else {
+                200
+            })
+        }
+    });
     let mut settings = test_settings(backend).await;
-    settings.webhook_url = Some(receiver.url.clone());
+    settings.webhook_url = Some(receiver.url("/events"));
     settings.outbox.poll_interval_ms = 20;
     settings.outbox.backoff_base_ms = 20;
     settings.outbox.backoff_cap_ms = 20;
@@ -110,9 +57,9 @@ async fn an_open_circuit_defers_events_without_using_their_attempts(backend: Bac
     })
     .await;
     // Several cool-downs long: the probes use attempts, the deferred events do not.
-    let calls_then = receiver.calls.load(Ordering::SeqCst);
+    let calls_then = receiver.requests().len();
     wait_for(WAIT, "a few failed probes", || async {
-        (receiver.calls.load(Ordering::SeqCst) >= calls_then + 2).then_some(())
+        (receiver.requests().len() >= calls_then + 2).then_some(())
     })
     .await;
     let rows_while_down = rows(&app).await;
@@ -122,13 +69,13 @@ async fn an_open_circuit_defers_events_without_using_their_attempts(backend: Bac
         "only the probing event may run out of attempts: {rows_while_down:?}"
     );
 
-    receiver.down.store(false, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     wait_for(WAIT, "every live event delivered", || async {
         let rows = rows(&app).await;
         rows.iter().all(|r| r.0 != "pending").then_some(())
     })
     .await;
-    let kept = receiver.kept.lock().unwrap().clone();
+    let kept = receiver.accepted_json();
     let delivered: Vec<&str> = kept
         .iter()
         .filter_map(|e| e["data"]["ledger_id"].as_str())

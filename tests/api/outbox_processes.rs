@@ -7,14 +7,14 @@
 
 use crate::helpers::{fresh_postgres_database, unique_name, wait_for, TestApp};
 use crate::processes::{environment, spawn_coffer};
-use actix_web::{web, HttpResponse};
+use crate::receiver::{Answer, Receiver};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -43,63 +43,38 @@ impl Drop for Process {
 }
 
 /// The webhook receiver: keeps every POST's JSON in arrival order. With `hold_first`, it
-/// does not answer the first POST until [`Receiver::release`] (the test kills the workers
+/// does not answer the first POST until [`Webhook::release`] (the test kills the workers
 /// meanwhile); with `failing` set, it answers 500 (and keeps nothing).
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Value>>>,
+struct Webhook {
+    receiver: Receiver,
     held: Arc<AtomicBool>,
     release: tokio::sync::watch::Sender<bool>,
     failing: Arc<AtomicBool>,
-    refused: Arc<AtomicUsize>,
 }
 
-impl Receiver {
+impl Webhook {
     fn start(hold_first: bool) -> Self {
-        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
         let held = Arc::new(AtomicBool::new(!hold_first));
         let failing: Arc<AtomicBool> = Arc::default();
-        let refused: Arc<AtomicUsize> = Arc::default();
         let (release, released) = tokio::sync::watch::channel(false);
-        let state = (
-            received.clone(),
-            held.clone(),
-            released,
-            failing.clone(),
-            refused.clone(),
-        );
-        let server = actix_web::HttpServer::new(move || {
-            let state = state.clone();
-            actix_web::App::new().default_service(web::to(move |body: web::Bytes| {
-                let (received, held, mut released, failing, refused) = state.clone();
-                async move {
-                    if failing.load(Ordering::SeqCst) {
-                        refused.fetch_add(1, Ordering::SeqCst);
-                        return HttpResponse::InternalServerError().finish();
-                    }
-                    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    received.lock().unwrap().push(json);
-                    // The first POST waits for the test: the batch is delivered, not settled.
-                    if !held.swap(true, Ordering::SeqCst) {
-                        let _ = released.wait_for(|released| *released).await;
-                    }
-                    HttpResponse::Ok().finish()
+        let state = (held.clone(), released, failing.clone());
+        let receiver = Receiver::answering(move |_| {
+            let (held, mut released, failing) = state.clone();
+            if failing.load(Ordering::SeqCst) {
+                return Answer::status(500);
+            }
+            Answer::ok().after(async move {
+                // The first POST waits for the test: the batch is delivered, not settled.
+                if !held.swap(true, Ordering::SeqCst) {
+                    let _ = released.wait_for(|released| *released).await;
                 }
-            }))
-        })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("the receiver binds");
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
+            })
+        });
         Self {
-            url: format!("http://127.0.0.1:{port}/events"),
-            received,
+            receiver,
             held,
             release,
             failing,
-            refused,
         }
     }
 
@@ -108,7 +83,7 @@ impl Receiver {
     }
 
     fn all(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
+        self.receiver.accepted_json()
     }
 
     /// How often each event arrived, by [`key`].
@@ -139,12 +114,12 @@ fn key(event: &Value) -> String {
 
 /// The environment of the server and workers of one test: the webhook, fast polls, and
 /// the API server without workers (only `coffer workers` delivers).
-fn outbox_environment(database_url: &str, receiver: &Receiver) -> Vec<(&'static str, String)> {
+fn outbox_environment(database_url: &str, receiver: &Webhook) -> Vec<(&'static str, String)> {
     let mut env = environment(database_url, &format!("test:{}:", unique_name()));
     env.retain(|(name, _)| *name != "COFFER_START_WORKERS");
     env.extend([
         ("COFFER_START_WORKERS", "false".to_owned()),
-        ("BLNK_WEBHOOK_URL", receiver.url.clone()),
+        ("BLNK_WEBHOOK_URL", receiver.receiver.url("/events")),
         ("BLNK_QUEUE_MONITORING_PORT", "0".to_owned()),
         ("COFFER_OUTBOX_POLL_INTERVAL_MS", "20".to_owned()),
         ("COFFER_OUTBOX_BACKOFF_BASE_MS", "50".to_owned()),
@@ -192,7 +167,7 @@ async fn transfer_chain(app: &TestApp, source: &str, destination: &str, n: usize
     ids
 }
 
-async fn wait_for_all(receiver: &Receiver, transactions: &[String]) {
+async fn wait_for_all(receiver: &Webhook, transactions: &[String]) {
     wait_for(WAIT, "every transaction's event", || async {
         let counts = receiver.counts();
         transactions
@@ -206,7 +181,7 @@ async fn wait_for_all(receiver: &Receiver, transactions: &[String]) {
 #[actix_web::test]
 async fn a_workers_process_killed_before_settling_its_batch_loses_no_event() {
     let database_url = fresh_postgres_database().await;
-    let receiver = Receiver::start(true);
+    let receiver = Webhook::start(true);
     // A short lease: the restarted process takes the killed one's batch over quickly.
     let env = with(
         &outbox_environment(&database_url, &receiver),
@@ -245,7 +220,7 @@ async fn a_workers_process_killed_before_settling_its_batch_loses_no_event() {
 #[actix_web::test]
 async fn two_workers_processes_share_the_outbox_in_order_without_duplicates() {
     let database_url = fresh_postgres_database().await;
-    let receiver = Receiver::start(false);
+    let receiver = Webhook::start(false);
     // Small batches, so both processes claim.
     let env = with(
         &outbox_environment(&database_url, &receiver),
@@ -333,7 +308,7 @@ async fn health(process: &Process) -> (StatusCode, Value) {
 #[actix_web::test]
 async fn dead_events_fail_the_workers_health_and_the_cli_lists_and_redrives_them() {
     let database_url = fresh_postgres_database().await;
-    let receiver = Receiver::start(false);
+    let receiver = Webhook::start(false);
     receiver.failing.store(true, Ordering::SeqCst);
     // One attempt, no circuit breaker: every failure is a dead event at once.
     let env = with(
@@ -413,5 +388,5 @@ async fn dead_events_fail_the_workers_health_and_the_cli_lists_and_redrives_them
     .await;
     assert!(events_cli(&database_url, &["dead"]).contains("no dead events"));
     assert!(events_cli(&database_url, &["redrive", "--all"]).starts_with("0 dead events"));
-    assert!(receiver.refused.load(Ordering::SeqCst) >= 1);
+    assert!(receiver.receiver.refused() >= 1);
 }
