@@ -228,18 +228,8 @@ impl Http {
     }
 }
 
-/// Percent-encodes a query-string value (keeps unreserved characters).
-pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes a path segment or query-string value (keeps unreserved characters).
+pub use coffer_actors::events::http::percent_encode as encode;
 
 #[cfg(test)]
 mod tests {

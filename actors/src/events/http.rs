@@ -36,3 +36,28 @@ pub fn send_error(error: &awc::error::SendRequestError, what: &str, timeout: Dur
         _ => format!("the request to {what} failed"),
     }
 }
+
+/// Percent-encodes everything but unreserved characters (RFC 3986): a path segment or a
+/// query value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_unreserved_characters_only() {
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_encode("txn_1-2.3~"), "txn_1-2.3~");
+    }
+}

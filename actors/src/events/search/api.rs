@@ -6,8 +6,9 @@
 
 use super::documents::Collection;
 use super::store::ReindexProgress;
-use super::typesense::{encode, Typesense, TypesenseError};
+use super::typesense::{Typesense, TypesenseError};
 use super::SearchConfig;
+use crate::events::http::percent_encode as encode;
 use crate::store::Store;
 use crate::LedgerError;
 use serde_json::value::RawValue;

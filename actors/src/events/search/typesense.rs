@@ -270,7 +270,7 @@ impl Typesense {
         let path = format!(
             "/collections/{}/documents/{}",
             self.collection_name(collection),
-            encode(id)
+            crate::events::http::percent_encode(id)
         );
         match self.call(awc::http::Method::DELETE, &path, None).await {
             Ok(_) | Err(TypesenseError::Status { status: 404, .. }) => Ok(()),
@@ -323,29 +323,5 @@ impl Typesense {
             Some(("application/json", body)),
         )
         .await
-    }
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encoding_keeps_unreserved_characters_only() {
-        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(encode("txn_1-2.3~"), "txn_1-2.3~");
     }
 }
