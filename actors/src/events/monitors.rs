@@ -35,7 +35,7 @@ use sea_orm::{
     Statement, TransactionTrait, Value,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The sink of monitor evaluation.
@@ -108,23 +108,18 @@ impl MonitoredBalances {
         runtime: &tokio::runtime::Handle,
         db: DatabaseConnection,
     ) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let every = Duration::from_millis(self.refresh_ms);
-        runtime.spawn(async move {
-            loop {
-                let started = Instant::now();
-                let loaded = monitored_balance_ids(&db).await;
-                let Some(balances) = weak.upgrade() else {
-                    return;
-                };
-                match loaded {
-                    Ok(ids) => balances.replace(ids, started),
-                    Err(error) => tracing::warn!(%error, "reloading the monitored balances failed"),
-                }
-                drop(balances);
-                tokio::time::sleep(every).await;
-            }
-        });
+        crate::store::reload_every(
+            runtime,
+            db,
+            Arc::downgrade(self),
+            Duration::from_millis(self.refresh_ms),
+            true,
+            |db| async move { monitored_balance_ids(&db).await },
+            |balances: &Self, loaded, started| match loaded {
+                Ok(ids) => balances.replace(ids, started),
+                Err(error) => tracing::warn!(%error, "reloading the monitored balances failed"),
+            },
+        );
     }
 }
 

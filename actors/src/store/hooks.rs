@@ -10,11 +10,8 @@ use crate::domain::hook::{Hook, HookSpec, HookType};
 use crate::events::hooks::{HookDirectory, HOOK_SINK_PREFIX};
 use crate::LedgerError;
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement,
-    TransactionTrait, Value,
-};
-use std::sync::{Arc, Weak};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TransactionTrait, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Hooks read at once: the directory holds every hook, so a deployment is assumed to have
@@ -261,33 +258,32 @@ impl Store {
             Ok(hooks) => self.hooks.replace(hooks),
             Err(error) => tracing::warn!(%error, "reading the transaction hooks failed"),
         }
-        let directory: Weak<HookDirectory> = Arc::downgrade(&self.hooks);
-        let every = Duration::from_millis(refresh_ms.max(1));
         let Some(runtime) = self.runtime.0.as_ref() else {
             return;
         };
-        runtime.spawn(refresh_loop(self.db.clone(), directory, every));
+        super::reload_every(
+            runtime.handle(),
+            self.db.clone(),
+            Arc::downgrade(&self.hooks),
+            Duration::from_millis(refresh_ms.max(1)),
+            false,
+            |db| async move { all(&db, None).await },
+            refreshed,
+        );
     }
 }
 
-async fn refresh_loop(db: DatabaseConnection, directory: Weak<HookDirectory>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let read = all(&db, None).await;
-        let Some(directory) = directory.upgrade() else {
-            return;
-        };
-        match read {
-            Ok(hooks) => {
-                if hooks.len() >= HOOKS_MAX {
-                    tracing::warn!(
-                        hooks_max = HOOKS_MAX,
-                        "more transaction hooks than are routed"
-                    );
-                }
-                directory.replace(hooks);
+fn refreshed(directory: &HookDirectory, read: Result<Vec<Hook>, DbErr>, _: std::time::Instant) {
+    match read {
+        Ok(hooks) => {
+            if hooks.len() >= HOOKS_MAX {
+                tracing::warn!(
+                    hooks_max = HOOKS_MAX,
+                    "more transaction hooks than are routed"
+                );
             }
-            Err(error) => tracing::warn!(%error, "refreshing the transaction hooks failed"),
+            directory.replace(hooks);
         }
+        Err(error) => tracing::warn!(%error, "refreshing the transaction hooks failed"),
     }
 }

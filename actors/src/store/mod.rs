@@ -84,6 +84,42 @@ impl Drop for DbRuntime {
     }
 }
 
+/// Keeps an in-memory copy of a table up to date: on `runtime`, every `every` (the first time
+/// at once when `now`), runs `load` and hands its result, with the time the read started, to
+/// `apply` on `target`; ends once `target` is dropped. Shared by the transaction hooks'
+/// directory and the set of monitored balances (rows other processes write reach this one's
+/// write path within `every`).
+pub(crate) fn reload_every<T, V, L, Fut>(
+    runtime: &tokio::runtime::Handle,
+    db: DatabaseConnection,
+    target: std::sync::Weak<T>,
+    every: std::time::Duration,
+    now: bool,
+    load: L,
+    apply: fn(&T, Result<V, sea_orm::DbErr>, std::time::Instant),
+) where
+    T: Send + Sync + 'static,
+    V: Send + 'static,
+    L: Fn(DatabaseConnection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<V, sea_orm::DbErr>> + Send,
+{
+    runtime.spawn(async move {
+        let mut first = now;
+        loop {
+            if !first {
+                tokio::time::sleep(every).await;
+            }
+            first = false;
+            let started = std::time::Instant::now();
+            let loaded = load(db.clone()).await;
+            let Some(target) = target.upgrade() else {
+                return;
+            };
+            apply(&target, loaded, started);
+        }
+    });
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
